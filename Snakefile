@@ -1,0 +1,24 @@
+"""covpipe: exact coverage, KL and Pass@N studies (arXiv 2510.15020).
+
+Run with `snakemake --cores N` (the default profile in profiles/default is picked up).
+"""
+
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/train.smk"
+include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/plots.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        all_outputs(),

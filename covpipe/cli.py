@@ -1,0 +1,96 @@
+"""`covpipe` command line: validate a config, or run any stage by hand.
+
+    covpipe check config/config.yaml
+    covpipe data     --config C --study S --horizon H --train OUT --eval OUT
+    covpipe train    --config C --study S --model M --horizon H --data IN --checkpoints OUT --log OUT
+    covpipe evaluate --config C --study S --model M --horizon H --eval IN --checkpoints IN --metrics OUT --log-ratios OUT
+
+Each stage subcommand builds the same spec as the Snakemake rule and calls the same function.
+User errors print one line and exit 2, without a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def setup_logging(path=None, level=logging.INFO) -> None:
+    """Log to `path` (a rule's log file) or stderr."""
+    handler = logging.FileHandler(path, mode="w") if path else logging.StreamHandler()
+    logging.basicConfig(level=level, format=LOG_FORMAT, handlers=[handler], force=True)
+
+
+def execution_settings(config: dict) -> dict:
+    """backend and address from the raw Snakemake config (execution settings, never params)."""
+    ex = (config or {}).get("execution") or {}
+    return {"backend": ex.get("backend", "auto"), "address": ex.get("ray_address", "local")}
+
+
+def main(argv=None) -> int:
+    from .config import ConfigError, load_config
+
+    parser = argparse.ArgumentParser(prog="covpipe", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("check", help="validate a config file")
+    p.add_argument("config")
+    for name in ("data", "train", "evaluate"):
+        p = sub.add_parser(name, help=f"run the {name} stage of one cell by hand")
+        p.add_argument("--config", required=True)
+        p.add_argument("--study", required=True)
+        p.add_argument("--horizon", type=int, required=True)
+        if name != "data":
+            p.add_argument("--model", required=True)
+            p.add_argument("--checkpoints", required=True)
+            p.add_argument("--threads", type=int, default=1)
+        if name == "data":
+            p.add_argument("--train", required=True)
+            p.add_argument("--eval", required=True)
+        if name == "train":
+            p.add_argument("--data", required=True)
+            p.add_argument("--log", required=True)
+        if name == "evaluate":
+            p.add_argument("--eval", required=True)
+            p.add_argument("--metrics", required=True)
+            p.add_argument("--log-ratios", required=True)
+    args = parser.parse_args(argv)
+    setup_logging()
+    try:
+        cfg = load_config(args.config)
+        if args.command == "check":
+            print(f"{args.config}: ok ({len(cfg['studies'])} studies)")
+            return 0
+        study = cfg["studies"].get(args.study)
+        if study is None:
+            raise ConfigError(f"{args.config}: studies.{args.study}: no such study; known: {', '.join(cfg['studies'])}")
+        if args.horizon not in study["horizons"]:
+            raise ConfigError(f"{args.config}: studies.{args.study}.horizons: {args.horizon} is not configured")
+        if args.command != "data" and args.model not in study["models"]:
+            raise ConfigError(f"{args.config}: studies.{args.study}.models.{args.model}: no such model; "
+                              f"known: {', '.join(study['models'])}")
+        ex = execution_settings(cfg)
+        if args.command == "data":
+            from . import data
+
+            data.run(args.train, args.eval, data.data_spec(args.study, study, args.horizon))
+        elif args.command == "train":
+            from . import train
+
+            train.run(args.data, args.checkpoints, args.log, train.train_spec(args.study, study, args.model, args.horizon),
+                      threads=args.threads, **ex)
+        else:
+            from . import evaluate, train
+
+            spec = evaluate.evaluate_spec(train.train_spec(args.study, study, args.model, args.horizon), study["evaluate"])
+            evaluate.run(args.eval, args.checkpoints, args.metrics, args.log_ratios, spec, threads=args.threads, **ex)
+    except (ConfigError, FileNotFoundError, ValueError) as exc:
+        print(f"covpipe: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

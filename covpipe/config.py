@@ -1,0 +1,216 @@
+"""The study config: its schema, its validation, and the plain-dict slices each stage receives.
+
+`load_config(path)` validates a whole YAML file before any job runs and raises `ConfigError`
+with one line naming the file, the key and the problem. Teacher and model parameters are the
+registries' own pydantic models, so a new teacher or model class appears here for free.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .models import MODELS
+from .teachers import TEACHERS
+
+NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+
+
+class ConfigError(ValueError):
+    """A user error in the config; its message is one line meant for the user."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+class Execution(_Strict):
+    """How to run, never what to compute: changing these reruns nothing."""
+
+    backend: Literal["auto", "serial", "ray"] = "auto"
+    ray_address: str = Field("local", description="'local' starts a private Ray per job; else host:port")
+    device: Literal["cpu"] = "cpu"
+
+
+class Data(_Strict):
+    n_train: int = Field(256, ge=1, description="training sequences per seed")
+    n_eval: int = Field(2000, ge=1, description="held-out sequences per class")
+
+
+class Train(_Strict):
+    optimizer: Literal["adam", "sgd"] = "adam"
+    lr: float = Field(0.01, gt=0)
+    batch_size: int = Field(32, ge=1)
+    steps: int = Field(400, ge=1)
+    weight_decay: float = Field(0.0, ge=0)
+    checkpoints: list[int] = Field(default_factory=lambda: [400])
+
+    @model_validator(mode="after")
+    def _checkpoints_within_training(self):
+        cps = self.checkpoints
+        if not cps:
+            raise ValueError("checkpoints: empty; list at least the final step")
+        if any(c < 1 for c in cps):
+            raise ValueError(f"checkpoints: steps must be >= 1, got {min(cps)}")
+        if cps != sorted(set(cps)):
+            raise ValueError(f"checkpoints: must be strictly increasing, got {cps}")
+        if cps[-1] > self.steps:
+            raise ValueError(f"checkpoints: step {cps[-1]} is beyond the training length steps={self.steps}")
+        return self
+
+
+class Evaluate(_Strict):
+    levels: list[float] = Field(default_factory=lambda: [2, 4, 8, 16, 64, 256, 1024])
+    stopped_kl_levels: list[float] = Field(default_factory=lambda: [16])
+
+    @field_validator("levels", "stopped_kl_levels")
+    @classmethod
+    def _levels_at_least_one(cls, v, info):
+        if not v:
+            raise ValueError("empty; list at least one level N")
+        bad = [x for x in v if not x >= 1]
+        if bad:
+            raise ValueError(f"every level N must be >= 1, got {bad[0]:g}")
+        if info.field_name == "stopped_kl_levels" and any(x <= 1 for x in v):
+            raise ValueError("stopped KL needs N > 1")
+        return sorted(set(v))
+
+
+class Study(_Strict):
+    teacher: dict[str, Any]
+    horizons: list[int]
+    seeds: int = Field(5, ge=1)
+    data: Data = Field(default_factory=Data)
+    models: dict[str, dict[str, Any]]
+    train: Train = Field(default_factory=Train)
+    evaluate: Evaluate = Field(default_factory=Evaluate)
+
+    @field_validator("horizons")
+    @classmethod
+    def _horizons(cls, v):
+        if not v:
+            raise ValueError("empty; list at least one horizon")
+        for i, h in enumerate(v):
+            if h < 1:
+                raise ValueError(f"[{i}]: horizon must be >= 1, got {h}")
+        if len(set(v)) != len(v):
+            raise ValueError(f"duplicate horizons in {v}")
+        return v
+
+    @field_validator("models")
+    @classmethod
+    def _models(cls, v):
+        if not v:
+            raise ValueError("empty; configure at least one model")
+        return v
+
+
+class Config(_Strict):
+    execution: Execution = Field(default_factory=Execution)
+    studies: dict[str, Study]
+
+
+# ---- loading ------------------------------------------------------------------------------
+
+
+def load_config(path) -> dict:
+    """Read and validate a YAML config file; return it as plain builtins with defaults filled."""
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {_one_line(exc)}") from None
+    return validate_config(raw, source=str(path))
+
+
+def validate_config(raw, source: str = "config") -> dict:
+    """Validate a config mapping (as loaded from YAML); raise ConfigError naming the key."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: expected a mapping at the top level, got {type(raw).__name__}")
+    for key in raw:
+        if key not in Config.model_fields:
+            raise ConfigError(f"{source}: {key}: unknown top-level key{_suggest(key, Config.model_fields)}")
+    try:
+        cfg = Config.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(f"{source}: {_first_error(exc)}") from None
+    out = cfg.model_dump()
+    for name, study in cfg.studies.items():
+        where = f"studies.{name}"
+        _check_name(source, where, name)
+        out["studies"][name]["teacher"] = _validate_entry(
+            source, f"{where}.teacher", study.teacher, "name", TEACHERS, "teacher"
+        )
+        for model_name, entry in study.models.items():
+            _check_name(source, f"{where}.models.{model_name}", model_name)
+            entry = dict(entry)
+            override = entry.pop("train", None) or {}
+            model = _validate_entry(source, f"{where}.models.{model_name}", entry, "class", MODELS, "model class")
+            if override:
+                try:
+                    merged = Train.model_validate({**study.train.model_dump(), **override})
+                except ValidationError as exc:
+                    raise ConfigError(f"{source}: {where}.models.{model_name}.train.{_first_error(exc)}") from None
+                model["train"] = merged.model_dump()
+            out["studies"][name]["models"][model_name] = model
+    return out
+
+
+def _validate_entry(source, where, entry, key, registry, kind) -> dict:
+    if not isinstance(entry, dict):
+        raise ConfigError(f"{source}: {where}: expected a mapping, got {type(entry).__name__}")
+    if key not in entry:
+        raise ConfigError(f"{source}: {where}.{key}: missing; known: {', '.join(sorted(registry))}")
+    name = entry[key]
+    if name not in registry:
+        raise ConfigError(f"{source}: {where}.{key}: unknown {kind} '{_short(name)}'; known: {', '.join(sorted(registry))}")
+    params_cls = registry[name].Params
+    try:
+        params = params_cls.model_validate(entry)
+    except ValidationError as exc:
+        raise ConfigError(f"{source}: {where}.{_first_error(exc)}") from None
+    return params.model_dump(by_alias=True)
+
+
+def _check_name(source, where, name):
+    if not NAME.match(name):
+        raise ConfigError(f"{source}: {where}: names must match {NAME.pattern} (they become path parts)")
+
+
+def _first_error(exc: ValidationError) -> str:
+    err = exc.errors()[0]
+    loc = ""
+    for part in err["loc"]:
+        loc += f"[{part}]" if isinstance(part, int) else (f".{part}" if loc else str(part))
+    msg = err["msg"].removeprefix("Value error, ")
+    if err["type"] == "extra_forbidden":
+        msg = "unknown key"
+    elif err["type"] == "missing":
+        msg = "missing"
+    elif "input" in err and err["type"] not in ("value_error",):
+        msg = f"{msg}, got {_short(err['input'])!s}"
+    if msg.startswith("[") and "]:" in msg:  # a list index reported by a validator
+        idx, _, rest = msg.partition(":")
+        return f"{loc}{idx}:{rest}"
+    return f"{loc}: {msg}"
+
+
+def _suggest(key, choices) -> str:
+    close = difflib.get_close_matches(str(key), list(choices), n=1)
+    return f"; did you mean '{close[0]}'?" if close else f"; known: {', '.join(choices)}"
+
+
+def _short(value, limit: int = 60) -> str:
+    text = repr(value) if not isinstance(value, str) else value
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _one_line(exc) -> str:
+    return " ".join(str(exc).split())

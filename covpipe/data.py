@@ -1,0 +1,44 @@
+"""The data stage: training samples (one per seed) and a held-out evaluation set per horizon.
+
+train.parquet: seed, cls, prompt, response; n_train rows per seed, y ~ pi_D.
+eval.parquet: cls, prompt, response, teacher_logp (log pi_D(y|x), nats, summed over tokens);
+n_eval rows per class, so rare classes are measured as well as common ones; metrics reweight
+them by the class weights.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+
+from . import io
+from .seeding import derive_seed
+from .teachers import build_teacher
+
+VERSION = 1
+
+
+def data_spec(study_name: str, study: dict, horizon: int) -> dict:
+    return {"study": study_name, "teacher": study["teacher"], "horizon": int(horizon),
+            "seeds": study["seeds"], **study["data"], "version": VERSION}
+
+
+def run(train_path, eval_path, spec: dict) -> None:
+    teacher = build_teacher(spec["teacher"])
+    h = spec["horizon"]
+    parts = []
+    for s in range(spec["seeds"]):
+        rng = np.random.default_rng(derive_seed(spec["study"], "train-data", h, s))
+        batch = teacher.sample(spec["n_train"], h, rng)
+        parts.append(io.tokens_frame(batch, seed=pl.Series(np.full(len(batch), s), dtype=pl.Int32)))
+    io.write_parquet(pl.concat(parts), train_path)
+    io.write_provenance(train_path, spec)
+
+    parts = []
+    for c in range(len(teacher.class_names)):
+        rng = np.random.default_rng(derive_seed(spec["study"], "eval-data", h, c))
+        batch = teacher.sample(spec["n_eval"], h, rng, cls=c)
+        logp = teacher.sequence_log_probs(batch.prompt, batch.response)
+        parts.append(io.tokens_frame(batch).with_columns(teacher_logp=pl.Series(logp, dtype=pl.Float64)))
+    io.write_parquet(pl.concat(parts), eval_path)
+    io.write_provenance(eval_path, spec)

@@ -1,0 +1,133 @@
+"""The evaluate stage: exact metrics of every checkpoint on the held-out set, by teacher forcing.
+
+For each (seed, checkpoint) and each held-out (x, y ~ pi_D):
+    log_ratio = log pi_D(y|x) - log pi_hat(y|x)      (nats, summed over the H tokens)
+kept in log_ratios.parquet, so any coverage level N can be recomputed without a model.
+metrics.parquet is long-format: one row per (seed, step, class, metric, level) with value and
+a 95% interval (Wilson for coverage, normal for means). Class "all" is the mixture: rows
+reweighted by class weight / class count.
+
+Metrics: kl, ce (nats/sequence), entropy (of pi_D, for reference), coverage (Cov_N at each
+level), stopped_kl (E[min(log N, sum_h KL_h)] at each stopped level).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import numpy as np
+import polars as pl
+import torch
+
+from . import io, metrics
+from .distribute import resolve_backend, run_trials
+from .models import Vocab, build_model
+from .models.base import as_tensor
+from .teachers import build_teacher
+
+VERSION = 1
+log = logging.getLogger(__name__)
+
+METRICS_SCHEMA = {
+    "study": pl.String, "teacher": pl.String, "model": pl.String, "horizon": pl.Int64, "seed": pl.Int64,
+    "step": pl.Int64, "class": pl.String, "metric": pl.String, "level": pl.Float64,
+    "value": pl.Float64, "low": pl.Float64, "high": pl.Float64, "n": pl.Int64,
+}
+
+
+def evaluate_spec(train_spec: dict, evaluate: dict) -> dict:
+    """The evaluate job's science settings: its training spec plus the evaluation settings."""
+    return {**train_spec, "evaluate": evaluate, "evaluate_version": VERSION}
+
+
+def class_weights(cls: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Per-row weights that make a class-stratified sample represent the mixture: w_c / n_c."""
+    counts = np.bincount(cls, minlength=len(weights)).astype(np.float64)
+    return weights[cls] / np.maximum(counts[cls], 1)
+
+
+def evaluate_trial(spec: dict, seed: int, states: dict, batch, teacher_steps: np.ndarray) -> tuple[list, dict]:
+    """All checkpoints of one seed: (metric rows, {step: (log_ratios, model_logp)})."""
+    teacher = build_teacher(spec["teacher"])
+    model = build_model(spec["model"], Vocab.of(teacher, spec["horizon"]), teacher=teacher)
+    prompt, response = as_tensor(batch.prompt), as_tensor(batch.response)
+    teacher_tok = np.take_along_axis(teacher_steps, batch.response[..., None], axis=-1)[..., 0]  # (n, H)
+    teacher_logp = teacher_tok.sum(1)
+    teacher_probs = np.exp(teacher_steps)
+    groups = {"all": class_weights(batch.cls, teacher.class_weights)}
+    if len(teacher.class_names) > 1:
+        groups.update({name: (batch.cls == c).astype(np.float64) for c, name in enumerate(teacher.class_names)})
+    rows, kept = [], {}
+    for step, state in sorted(states.items()):
+        model.load_state_dict(state)
+        with torch.inference_mode():
+            steps = model.step_log_probs(prompt, response).double().numpy()  # (n, H, V)
+        model_logp = np.take_along_axis(steps, batch.response[..., None], axis=-1)[..., 0].sum(1)
+        log_ratios = teacher_logp - model_logp  # (n,), nats
+        with np.errstate(invalid="ignore"):  # 0 * log 0 terms where pi_D puts no mass
+            token_kls = np.nansum(teacher_probs * (teacher_steps - steps), axis=-1)  # (n, H)
+        for group, w in groups.items():
+            rows += _metric_rows(spec, seed, step, group, w, log_ratios, model_logp, teacher_logp, token_kls)
+        kept[step] = (log_ratios, model_logp)
+    return rows, kept
+
+
+def _metric_rows(spec, seed, step, group, w, log_ratios, model_logp, teacher_logp, token_kls):
+    mask = w > 0
+    w, x, lp, tlp, tk = w[mask], log_ratios[mask], model_logp[mask], teacher_logp[mask], token_kls[mask]
+    n_eff = metrics.effective_sample_size(w)
+    key = dict(seed=seed, step=step, **{"class": group}, n=int(mask.sum()))
+    out = []
+    for name, values in (("kl", x), ("ce", -lp), ("entropy", -tlp)):
+        value = float(np.sum(values * w) / w.sum())
+        if np.isfinite(values).all():
+            sd = np.sqrt(np.sum(w * (values - value) ** 2) / w.sum())
+            half = 1.96 * sd / np.sqrt(n_eff)
+        else:
+            half = np.nan
+        out.append({**key, "metric": name, "level": None, "value": value, "low": value - half, "high": value + half})
+    levels = spec["evaluate"]["levels"]
+    cov = metrics.coverage_profile(x, levels, w)
+    low, high = metrics.wilson_interval(cov, n_eff)
+    out += [{**key, "metric": "coverage", "level": float(n), "value": float(c), "low": float(lo), "high": float(hi)}
+            for n, c, lo, hi in zip(levels, cov, low, high)]
+    out += [{**key, "metric": "stopped_kl", "level": float(n), "value": metrics.stopped_kl(tk, n, w),
+             "low": None, "high": None} for n in spec["evaluate"]["stopped_kl_levels"]]
+    return out
+
+
+def run(eval_path, checkpoints_path, metrics_path, log_ratios_path, spec: dict, *, threads: int = 1,
+        backend: str = "auto", address: str = "local") -> None:
+    """The evaluate stage for one (study, model, horizon): every seed and checkpoint."""
+    started = time.perf_counter()
+    data = io.read_parquet(eval_path)
+    ckpt = io.load_torch(checkpoints_path)
+    teacher = build_teacher(spec["teacher"])
+    batch = io.frame_tokens(data)
+    teacher_steps = teacher.step_log_probs(batch.prompt, batch.response)  # (n, H, V)
+    stored = data["teacher_logp"].to_numpy()
+    recomputed = np.take_along_axis(teacher_steps, batch.response[..., None], axis=-1)[..., 0].sum(1)
+    if not np.allclose(stored, recomputed, rtol=0, atol=1e-6):
+        raise ValueError(f"{eval_path}: teacher log-likelihoods do not match the configured teacher; rerun the data stage")
+    seeds = sorted(ckpt["trials"])
+    trials = [(spec, s, ckpt["trials"][s], batch, teacher_steps) for s in seeds]
+    chosen = resolve_backend(backend, threads, len(trials), address)
+    if chosen == "serial":
+        torch.set_num_threads(threads)
+    results = run_trials(evaluate_trial, trials, backend=chosen, address=address, num_cpus=threads,
+                         names=[f"{spec['model_name']} H={spec['horizon']} seed {s}" for s in seeds])
+    const = dict(study=spec["study"], teacher=spec["teacher"]["name"], model=spec["model_name"], horizon=spec["horizon"])
+    table = pl.DataFrame([{**const, **row} for rows, _ in results for row in rows], schema=METRICS_SCHEMA)
+    io.write_parquet(table, metrics_path)
+    n = len(batch)
+    ratio_parts = [
+        pl.DataFrame({"seed": np.full(n, s), "step": np.full(n, step), "index": np.arange(n), "cls": batch.cls,
+                      "log_ratio": lr, "model_logp": lp})
+        for s, (_, kept) in zip(seeds, results) for step, (lr, lp) in kept.items()
+    ]
+    io.write_parquet(pl.concat(ratio_parts).with_columns(**{k: pl.lit(v) for k, v in const.items()}), log_ratios_path)
+    io.write_provenance(metrics_path, spec, backend=chosen, threads=threads, wall_seconds=time.perf_counter() - started)
+    final = table.filter((pl.col("class") == "all") & (pl.col("metric") == "kl") & (pl.col("step") == table["step"].max()))
+    log.info("evaluate %s/%s H=%d: final KL %s nats", spec["study"], spec["model_name"], spec["horizon"],
+             ", ".join(f"{v:.3f}" for v in final["value"]))

@@ -1,0 +1,51 @@
+"""The fixed, seeded feature map phi(x, y_1..h) of the autoregressive linear class (paper Sec. 2.2).
+
+phi reads a window of the last w tokens of x ++ y_1..h, the candidate token y_h included:
+
+    s = E[0, y_h] + sum_{j=1}^{w-1} E[j, token j places back],   phi = B * s / ||s||,
+
+with E a seeded Gaussian table of shape (w, V_in + 1, d). So ||phi|| = B exactly, meeting
+Assumption 2.2 (sup ||phi|| <= B), and the model class is non-Markovian only through the window.
+Logits <theta, phi> are computed without materialising phi for every candidate:
+with c = the context part of s (shape (..., d)) and e_v = E[0, v],
+<theta, phi_v> = B * (<theta, c> + <theta, e_v>) / ||c + e_v||.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+
+class WindowFeatures:
+    def __init__(self, vocab_size: int, input_vocab_size: int, window: int, dim: int, scale: float, seed: int):
+        self.vocab_size, self.window, self.dim, self.scale = vocab_size, window, dim, float(scale)
+        rng = np.random.default_rng([seed, 0x66656174])
+        table = rng.standard_normal((window, input_vocab_size + 1, dim)) / np.sqrt(dim)
+        self.table = torch.from_numpy(table)  # (w, V_in + 1, d), float64
+
+    def _parts(self, windows: torch.Tensor, dtype):
+        """Context sums c (..., d), candidate rows e (V, d), and norms ||c + e_v|| (..., V)."""
+        table = self.table.to(dtype)
+        e = table[0, : self.vocab_size]  # (V, d)
+        c = torch.zeros(*windows.shape[:-1], self.dim, dtype=dtype)
+        for j in range(windows.shape[-1]):
+            # Windows are oldest first: column j holds the token w-1-j places back.
+            c = c + table[self.window - 1 - j][windows[..., j]]
+        sq = (c * c).sum(-1, keepdim=True) + 2 * c @ e.T + (e * e).sum(-1)  # (..., V)
+        return c, e, sq.clamp_min(1e-24).sqrt()
+
+    def logits(self, theta: torch.Tensor, windows: torch.Tensor) -> torch.Tensor:
+        """<theta, phi(window, v)> for every candidate v.
+
+        theta: (d,); windows: int64 (..., w-1), oldest first. Returns (..., V) in theta's dtype.
+        """
+        c, e, norm = self._parts(windows, theta.dtype)
+        return self.scale * ((c @ theta)[..., None] + e @ theta) / norm
+
+    def mean_feature_sq_norm(self, log_probs: torch.Tensor, windows: torch.Tensor) -> torch.Tensor:
+        """||E_{v ~ p}[phi(window, v)]||^2 for next-token log-probs p of shape (..., V)."""
+        c, e, norm = self._parts(windows, log_probs.dtype)
+        w = log_probs.exp() / norm  # (..., V): p_v / ||c + e_v||
+        mean = self.scale * (c * w.sum(-1, keepdim=True) + w @ e)  # (..., d)
+        return (mean * mean).sum(-1)

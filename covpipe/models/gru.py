@@ -1,0 +1,40 @@
+"""A small recurrent network: embedding -> GRU -> linear head over the V response tokens.
+
+It reads BOS ++ x ++ y_<H and predicts y_h from the state after y_<h, so one forward pass
+gives every position's next-token distribution.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from torch import nn
+
+from .base import Model, Vocab
+
+
+class GRUParams(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    cls: Literal["gru"] = Field("gru", alias="class")
+    embed: int = Field(16, ge=1)
+    hidden: int = Field(32, ge=1)
+    layers: int = Field(1, ge=1, le=4)
+
+
+class GRUModel(Model):
+    Params = GRUParams
+
+    def __init__(self, vocab: Vocab, params: GRUParams, teacher=None):
+        super().__init__(vocab)
+        self.embed = nn.Embedding(vocab.input_vocab_size + 1, params.embed)
+        self.rnn = nn.GRU(params.embed, params.hidden, num_layers=params.layers, batch_first=True)
+        self.head = nn.Linear(params.hidden, vocab.vocab_size)
+
+    def step_log_probs(self, prompt, response):
+        n, p = prompt.shape
+        bos = torch.full((n, 1), self.vocab.bos, dtype=torch.int64)
+        tokens = torch.cat([bos, prompt, response[:, :-1]], dim=1)  # (n, 1 + P + H - 1)
+        states, _ = self.rnn(self.embed(tokens))  # (n, P + H, hidden)
+        return torch.log_softmax(self.head(states[:, p:]), dim=-1)  # (n, H, V)

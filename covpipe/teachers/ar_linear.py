@@ -1,0 +1,66 @@
+"""The paper's autoregressive linear teacher (Sec. 2.2, Eq. 3):
+
+    pi(y_h | x, y_<h) proportional to exp(<theta*, phi(x, y_1..h)>),
+
+with the seeded window feature map of `covpipe.features` (||phi|| = B) and a seeded theta* of
+norm `theta_norm` <= 1. The prompt is w-1 uniform tokens, so the first window is full.
+Also gives the inherent variance sigma*^2 (paper Eq. 8) per prefix, exactly.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..features import WindowFeatures
+from ..sequences import context_windows
+from .base import Teacher
+
+
+class ARLinearParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: Literal["ar_linear"] = "ar_linear"
+    vocab_size: int = Field(8, ge=2, le=256, description="V, response tokens")
+    dim: int = Field(16, ge=1, description="d, feature dimension")
+    window: int = Field(2, ge=1, le=8, description="w, tokens read by phi, the candidate included")
+    scale: float = Field(3.0, gt=0, description="B, the norm of every feature vector")
+    theta_norm: float = Field(1.0, gt=0, le=1, description="||theta*||")
+    seed: int = Field(0, ge=0)
+
+
+class ARLinear(Teacher):
+    Params = ARLinearParams
+
+    def __init__(self, params: ARLinearParams):
+        self.params = params
+        self.vocab_size = self.input_vocab_size = params.vocab_size
+        self.prompt_length = params.window - 1
+        self.class_names, self.class_weights = ("main",), np.ones(1)
+        self.features = WindowFeatures(
+            params.vocab_size, self.input_vocab_size, params.window, params.dim, params.scale, params.seed
+        )
+        theta = np.random.default_rng([params.seed, 0x74686574]).standard_normal(params.dim)
+        self.theta = torch.from_numpy(theta * params.theta_norm / np.linalg.norm(theta))  # (d,)
+
+    def sample_prompts(self, cls, rng):
+        return rng.integers(0, self.vocab_size, size=(cls.shape[0], self.prompt_length)).astype(np.int64)
+
+    def _windows(self, prompt, response) -> torch.Tensor:
+        return torch.from_numpy(context_windows(prompt, response, self.params.window - 1, self.bos))
+
+    def step_log_probs(self, prompt, response):
+        logits = self.features.logits(self.theta, self._windows(prompt, response))  # (n, H, V)
+        return torch.log_softmax(logits, dim=-1).numpy()
+
+    def inherent_variance(self, prompt: np.ndarray, response: np.ndarray) -> np.ndarray:
+        """sigma*^2 terms ||phi - E_{pi_D}[phi]||^2 averaged over y_h, per prefix.
+
+        Exactly E_{v ~ pi_D(.|prefix)} ||phi(v) - phi_bar||^2 = B^2 - ||phi_bar||^2, since ||phi|| = B.
+        Returns: float64, (n, H); its per-sequence sum averaged over y ~ pi_D is sigma*^2.
+        """
+        windows = self._windows(prompt, response)
+        log_probs = torch.log_softmax(self.features.logits(self.theta, windows), dim=-1)
+        return (self.params.scale**2 - self.features.mean_feature_sq_norm(log_probs, windows)).numpy()

@@ -1,0 +1,89 @@
+"""What every teacher pi_D offers: exact next-token distributions, exact sequence
+log-likelihoods, a seeded sampler, and a mixture of named classes with weights.
+
+A teacher's class is a function of the prompt (classes partition the prompts), so
+pi_D(y|x) is a single conditional and metrics can be reported per class and reweighted.
+All probabilities are float64 numpy arrays in nats.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..sequences import Batch
+
+
+class Teacher:
+    """Base class. Subclasses set the attributes below and implement
+    `sample_prompts` and `step_log_probs`."""
+
+    vocab_size: int  # V: response tokens are 0..V-1
+    input_vocab_size: int  # V_in >= V: prompt tokens are 0..V_in-1; V_in is BOS
+    prompt_length: int  # P
+    class_names: tuple[str, ...]
+    class_weights: np.ndarray  # (n_classes,), sums to 1
+
+    @property
+    def bos(self) -> int:
+        return self.input_vocab_size
+
+    def sample_prompts(self, cls: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """Prompts for the given class ids. cls: (n,) -> int64 (n, P)."""
+        raise NotImplementedError
+
+    def step_log_probs(self, prompt: np.ndarray, response: np.ndarray) -> np.ndarray:
+        """log pi_D(. | x, y_<h) for every position h of y.
+
+        prompt: int, (n, P); response: int, (n, H) (y_h itself is not read at position h).
+        Returns: float64, (n, H, V), nats; each row logsumexps to 0.
+        """
+        raise NotImplementedError
+
+    # ---- derived, shared by all teachers -------------------------------------------------
+
+    def token_log_probs(self, prompt: np.ndarray, response: np.ndarray) -> np.ndarray:
+        """log pi_D(y_h | x, y_<h): float64, (n, H), nats."""
+        steps = self.step_log_probs(prompt, response)  # (n, H, V)
+        return np.take_along_axis(steps, response[..., None].astype(np.int64), axis=-1)[..., 0]
+
+    def sequence_log_probs(self, prompt: np.ndarray, response: np.ndarray) -> np.ndarray:
+        """log pi_D(y | x) summed over the H tokens: float64, (n,), nats."""
+        return self.token_log_probs(prompt, response).sum(axis=1)
+
+    def next_token_log_probs(self, prompt: np.ndarray, prefix: np.ndarray) -> np.ndarray:
+        """log pi_D(. | x, prefix) after a prefix of any length h >= 0: float64, (n, V)."""
+        n = prompt.shape[0]
+        padded = np.concatenate([prefix, np.zeros((n, 1), dtype=np.int64)], axis=1)
+        return self.step_log_probs(prompt, padded)[:, -1]
+
+    def sample_classes(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        """Class ids drawn from the class weights: int64, (n,)."""
+        return rng.choice(len(self.class_names), size=n, p=self.class_weights).astype(np.int64)
+
+    def sample(self, n: int, horizon: int, rng: np.random.Generator, cls=None) -> Batch:
+        """n examples (x, y) with y ~ pi_D(.|x) of length `horizon`.
+
+        cls: None draws classes from the weights; an int draws every example from that class.
+        Autoregressive by default (H calls of step_log_probs); teachers may override.
+        """
+        classes = self.sample_classes(n, rng) if cls is None else np.full(n, int(cls), np.int64)
+        prompt = self.sample_prompts(classes, rng)
+        response = np.zeros((n, horizon), dtype=np.int64)
+        for h in range(horizon):
+            probs = np.exp(self.next_token_log_probs(prompt, response[:, :h]))
+            response[:, h] = _sample_rows(probs, rng)
+        return Batch(prompt, response, classes)
+
+
+def _sample_rows(probs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """One categorical draw per row of probs (n, V) by inverse CDF: int64, (n,)."""
+    cdf = np.cumsum(probs, axis=1)
+    u = rng.random(probs.shape[0]) * cdf[:, -1]
+    return np.minimum((cdf < u[:, None]).sum(axis=1), probs.shape[1] - 1).astype(np.int64)
+
+
+def log_softmax(logits: np.ndarray, axis: int = -1) -> np.ndarray:
+    """Numerically stable log-softmax in float64."""
+    m = logits.max(axis=axis, keepdims=True)
+    z = logits - m
+    return z - np.log(np.exp(z).sum(axis=axis, keepdims=True))

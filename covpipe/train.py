@@ -1,0 +1,115 @@
+"""Training: one trial fits one model to one seed's training sample and returns its checkpoints.
+
+Gradient-trained classes: `steps` optimizer steps (Adam or SGD, constant learning rate, weight
+decay) on mini-batches drawn with replacement from the seed's sample; the loss is the mean
+per-token negative log-likelihood in nats/token. Count classes: the closed-form smoothed MLE of
+the whole sample, saved as one checkpoint at the final step.
+
+`run` is the stage: a (study, model, horizon) job that trains every seed through
+`covpipe.distribute` and writes the checkpoints and the training log.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import polars as pl
+import torch
+
+from . import io
+from .distribute import resolve_backend, run_trials
+from .models import Vocab, build_model
+from .models.base import as_tensor
+from .seeding import derive_seed
+from .sequences import Batch
+from .teachers import build_teacher
+
+VERSION = 1  # bump when a change alters what training computes
+log = logging.getLogger(__name__)
+
+
+def train_spec(study_name: str, study: dict, model_name: str, horizon: int) -> dict:
+    """The science settings of one (study, model, horizon) training job, as plain builtins."""
+    model = dict(study["models"][model_name])
+    train = model.pop("train", None) or study["train"]
+    return {
+        "study": study_name,
+        "teacher": study["teacher"],
+        "model_name": model_name,
+        "model": model,
+        "train": train,
+        "horizon": int(horizon),
+        "seeds": study["seeds"],
+        "version": VERSION,
+    }
+
+
+def train_trial(spec: dict, seed: int, batch: Batch) -> dict:
+    """Fit one seed. Returns {"checkpoints": {step: state_dict}, "log": [row, ...]}."""
+    teacher = build_teacher(spec["teacher"])
+    vocab = Vocab.of(teacher, spec["horizon"])
+    torch.manual_seed(derive_seed(spec["study"], "init", spec["model_name"], spec["horizon"], seed))
+    model = build_model(spec["model"], vocab, teacher=teacher)
+    prompt, response = as_tensor(batch.prompt), as_tensor(batch.response)
+    cfg = spec["train"]
+    started = time.perf_counter()
+    if not model.trainable:
+        model.fit_counts(prompt, response)
+        step = cfg["steps"]
+        nll = -model.token_log_probs(prompt, response).mean().item()
+        return {"checkpoints": {step: _state(model)},
+                "log": [{"seed": seed, "step": step, "train_loss": nll, "seconds": time.perf_counter() - started}]}
+
+    opt_cls = {"adam": torch.optim.Adam, "sgd": torch.optim.SGD}[cfg["optimizer"]]
+    opt = opt_cls(model.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
+    gen = torch.Generator().manual_seed(derive_seed(spec["study"], "batches", spec["model_name"], spec["horizon"], seed))
+    wanted = set(cfg["checkpoints"])
+    checkpoints, rows, running, count = {}, [], 0.0, 0
+    for step in range(1, cfg["steps"] + 1):
+        idx = torch.randint(0, len(batch), (cfg["batch_size"],), generator=gen)
+        loss = -model.token_log_probs(prompt[idx], response[idx]).mean()  # nats/token
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"{spec['model_name']} horizon {spec['horizon']} seed {seed}: "
+                                     f"loss is {loss.item()} at step {step}")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        running, count = running + loss.item(), count + 1
+        if step in wanted:
+            checkpoints[step] = _state(model)
+            rows.append({"seed": seed, "step": step, "train_loss": running / count,
+                         "seconds": time.perf_counter() - started})
+            running, count = 0.0, 0
+    return {"checkpoints": checkpoints, "log": rows}
+
+
+def _state(model) -> dict:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def run(data_path, checkpoints_path, log_path, spec: dict, *, threads: int = 1,
+        backend: str = "auto", address: str = "local") -> None:
+    """The train stage: every seed of one (study, model, horizon), then write both outputs."""
+    data = io.read_parquet(data_path)
+    seeds = list(range(spec["seeds"]))
+    trials = [(spec, s, io.frame_tokens(data.filter(pl.col("seed") == s))) for s in seeds]
+    chosen = resolve_backend(backend, threads, len(trials), address)
+    log.info("train %s/%s H=%d: %d seeds on %s with %d threads", spec["study"], spec["model_name"],
+             spec["horizon"], len(trials), chosen, threads)
+    if chosen == "serial":
+        torch.set_num_threads(threads)
+    started = time.perf_counter()
+    results = run_trials(train_trial, trials, backend=chosen, address=address, num_cpus=threads,
+                         names=[f"{spec['model_name']} H={spec['horizon']} seed {s}" for s in seeds])
+    for s, res in zip(seeds, results):
+        last = res["log"][-1]
+        log.info("seed %d: %d checkpoints, final train loss %.4f nats/token, %.1f s", s,
+                 len(res["checkpoints"]), last["train_loss"], last["seconds"])
+    io.save_torch({"covpipe_format": io.CHECKPOINT_FORMAT, "spec": spec,
+                   "trials": {s: r["checkpoints"] for s, r in zip(seeds, results)}}, checkpoints_path)
+    table = pl.DataFrame([row for r in results for row in r["log"]]).with_columns(
+        pl.lit(spec["study"]).alias("study"), pl.lit(spec["model_name"]).alias("model"),
+        pl.lit(spec["horizon"]).alias("horizon"))
+    io.write_parquet(table.select("study", "model", "horizon", "seed", "step", "train_loss", "seconds"), log_path)
+    io.write_provenance(log_path, spec, backend=chosen, threads=threads, wall_seconds=time.perf_counter() - started)

@@ -1,0 +1,71 @@
+"""One trial function on every backend: identical tables; Ray stays inside one module."""
+
+import ast
+from pathlib import Path
+
+import polars as pl
+import pytest
+from polars.testing import assert_frame_equal
+
+from covpipe import data, evaluate, train
+from covpipe.config import validate_config
+from covpipe.distribute import TrialsFailed, resolve_backend, run_trials
+
+from helpers import mini_config
+
+PACKAGE = Path(__file__).parents[1] / "covpipe"
+
+
+def test_only_distribute_imports_ray():
+    importers = set()
+    for path in PACKAGE.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            if any(n == "ray" or n.startswith("ray.") for n in names):
+                importers.add(path.name)
+    assert importers == {"distribute.py"}
+
+
+def _boom(x):
+    if x == 1:
+        raise ArithmeticError("trial one is bad")
+    return x
+
+
+def test_a_failing_trial_is_reported_after_its_siblings_ran():
+    with pytest.raises(TrialsFailed, match=r"1 of 3 trials failed:\nt1: ArithmeticError: trial one is bad"):
+        run_trials(_boom, [(0,), (1,), (2,)], backend="serial", names=["t0", "t1", "t2"])
+
+
+def test_auto_backend_uses_ray_only_where_it_pays():
+    assert resolve_backend("auto", 1, 8) == "serial"
+    assert resolve_backend("auto", 4, 1) == "serial"
+    assert resolve_backend("auto", 4, 8) == "ray"
+    assert resolve_backend("auto", 1, 8, address="10.0.0.1:6379") == "ray"
+    assert resolve_backend("serial", 4, 8) == "serial"
+
+
+def _stage_tables(tmp: Path, backend: str):
+    cfg = validate_config(mini_config())
+    study = cfg["studies"]["mini"]
+    data.run(tmp / "train.parquet", tmp / "eval.parquet", data.data_spec("mini", study, 4))
+    out = {}
+    for model in study["models"]:
+        spec = train.train_spec("mini", study, model, 4)
+        train.run(tmp / "train.parquet", tmp / f"{model}.pt", tmp / f"{model}_log.parquet", spec, threads=2, backend=backend)
+        espec = evaluate.evaluate_spec(spec, study["evaluate"])
+        evaluate.run(tmp / "eval.parquet", tmp / f"{model}.pt", tmp / f"{model}_m.parquet", tmp / f"{model}_r.parquet",
+                     espec, threads=2, backend=backend)
+        out[model] = (pl.read_parquet(tmp / f"{model}_m.parquet"), pl.read_parquet(tmp / f"{model}_r.parquet"),
+                      pl.read_parquet(tmp / f"{model}_log.parquet").drop("seconds"))
+    return out
+
+
+def test_serial_and_ray_give_identical_tables(tmp_path):
+    (tmp_path / "s").mkdir(), (tmp_path / "r").mkdir()
+    serial = _stage_tables(tmp_path / "s", "serial")
+    ray = _stage_tables(tmp_path / "r", "ray")
+    for model in serial:
+        for a, b in zip(serial[model], ray[model]):
+            assert_frame_equal(a, b)  # exact: same seeds, one thread per trial on both

@@ -1,0 +1,101 @@
+"""Every registered model class: normalized log-probs, seeded sampling; the count MLE's known KL."""
+
+import numpy as np
+import pytest
+import torch
+
+from covpipe import metrics
+from covpipe.models import MODELS, Vocab, build_model
+from covpipe.models.base import as_tensor
+from covpipe.teachers import build_teacher
+
+TEACHER = {"name": "markov", "vocab_size": 4, "order": 1, "classes": {"a": 0.5, "b": 0.5}}
+SPECS = {
+    "table_per_position": {"class": "table_per_position", "order": 1},
+    "ngram": {"class": "ngram", "order": 2},
+    "ar_linear": {"class": "ar_linear", "dim": 5, "window": 3},
+    "gru": {"class": "gru", "hidden": 8, "embed": 4},
+}
+
+
+def fitted(name, horizon=5, seed=0):
+    teacher = build_teacher(TEACHER)
+    batch = teacher.sample(64, horizon, np.random.default_rng(seed))
+    torch.manual_seed(seed)
+    model = build_model(SPECS[name], Vocab.of(teacher, horizon), teacher=teacher)
+    if model.trainable:
+        with torch.no_grad():
+            for p in model.parameters():
+                p.normal_(0, 0.5)  # away from the uniform init, so normalization is tested for real
+    else:
+        model.fit_counts(as_tensor(batch.prompt), as_tensor(batch.response))
+    return teacher, model, batch
+
+
+def test_every_registered_model_has_a_spec():
+    assert set(SPECS) == set(MODELS)
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_log_probs_are_normalized(name):
+    teacher, model, batch = fitted(name)
+    with torch.inference_mode():
+        steps = model.step_log_probs(as_tensor(batch.prompt), as_tensor(batch.response))
+    assert steps.shape == (64, 5, teacher.vocab_size)
+    assert torch.allclose(steps.exp().sum(-1), torch.ones(64, 5, dtype=steps.dtype), atol=1e-5)
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_step_log_probs_do_not_read_the_future(name):
+    _, model, batch = fitted(name)
+    prompt, response = as_tensor(batch.prompt), as_tensor(batch.response)
+    changed = response.clone()
+    changed[:, 3:] = (changed[:, 3:] + 1) % 4
+    with torch.inference_mode():
+        a, b = model.step_log_probs(prompt, response), model.step_log_probs(prompt, changed)
+    assert torch.allclose(a[:, :4], b[:, :4])
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_sampling_is_seeded(name):
+    _, model, batch = fitted(name)
+    prompt = as_tensor(batch.prompt)
+    a = model.sample(prompt, 5, torch.Generator().manual_seed(1))
+    b = model.sample(prompt, 5, torch.Generator().manual_seed(1))
+    assert torch.equal(a, b) and a.shape == (64, 5)
+
+
+def test_table_per_position_kl_matches_krichevsky_trofimov_rate():
+    # i.i.d. tokens (order 0): each position's add-1/2 table has E[KL] ~ (V-1)/(2n).
+    v, n, horizon, reps = 6, 400, 8, 40
+    teacher = build_teacher({"name": "markov", "vocab_size": v, "order": 0, "alpha": 2.0, "seed": 3})
+    evalset = teacher.sample(1, horizon, np.random.default_rng(99))
+    kls = []
+    for r in range(reps):
+        train = teacher.sample(n, horizon, np.random.default_rng(r))
+        model = build_model({"class": "table_per_position", "order": 0, "smoothing": 0.5}, Vocab.of(teacher, horizon))
+        model.fit_counts(as_tensor(train.prompt), as_tensor(train.response))
+        # Exact KL per position from the tables, not from samples.
+        p = np.exp(teacher.log_tables[0, 0])  # (V,)
+        q = np.exp(model.step_log_probs(as_tensor(evalset.prompt[:1]), as_tensor(evalset.response[:1]))[0].numpy())
+        kls.append(float((p * (np.log(p) - np.log(q))).sum(-1).mean()))
+    assert np.mean(kls) == pytest.approx((v - 1) / (2 * n), rel=0.10)
+
+
+def test_well_specified_ar_linear_reaches_small_kl():
+    from covpipe.train import train_trial
+
+    teacher_spec = {"name": "ar_linear", "vocab_size": 4, "dim": 6, "window": 2, "scale": 6.0}
+    teacher = build_teacher(teacher_spec)
+    batch = teacher.sample(512, 8, np.random.default_rng(0))
+    spec = {"study": "t", "teacher": teacher_spec, "model_name": "m", "model": {"class": "ar_linear"}, "horizon": 8,
+            "train": {"optimizer": "adam", "lr": 0.05, "batch_size": 64, "steps": 300, "weight_decay": 0.0,
+                      "checkpoints": [300]}}
+    out = train_trial(spec, 0, batch)
+    model = build_model({"class": "ar_linear"}, Vocab.of(teacher, 8), teacher=teacher)
+    model.load_state_dict(out["checkpoints"][300])
+    ev = teacher.sample(4000, 8, np.random.default_rng(1))
+    with torch.inference_mode():
+        mlp = model.token_log_probs(as_tensor(ev.prompt), as_tensor(ev.response)).sum(1).double().numpy()
+    kl = metrics.kl_divergence(teacher.sequence_log_probs(ev.prompt, ev.response) - mlp)
+    assert kl < 0.1  # d/(2n) ~ 0.006 at the optimum; the uniform model is ~3 nats here

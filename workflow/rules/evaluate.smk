@@ -1,0 +1,41 @@
+rule evaluate:
+    input:
+        eval="results/{study}/data/horizon~{horizon}/eval.parquet",
+        checkpoints="results/{study}/train/model~{model}/horizon~{horizon}/checkpoints.pt",
+    output:
+        metrics="results/{study}/eval/model~{model}/horizon~{horizon}/metrics.parquet",
+        log_ratios="results/{study}/eval/model~{model}/horizon~{horizon}/log_ratios.parquet",
+    log:
+        "logs/{study}/evaluate/model~{model}/horizon~{horizon}.log",
+    benchmark:
+        "benchmarks/{study}/evaluate/model~{model}/horizon~{horizon}.tsv"
+    conda:
+        "../envs/covpipe.yml"
+    threads: 1
+    params:
+        spec=evaluate_spec,
+    script:
+        "../scripts/evaluate.py"
+
+
+rule aggregate:
+    input:
+        metrics=lambda wc: [
+            f"results/{wc.study}/eval/model~{m}/horizon~{h}/metrics.parquet"
+            for m, h in study_cells(wc.study)
+        ],
+        train_logs=lambda wc: [
+            f"results/{wc.study}/train/model~{m}/horizon~{h}/train_log.parquet"
+            for m, h in study_cells(wc.study)
+        ],
+    output:
+        metrics="results/{study}/metrics.parquet",
+        train_log="results/{study}/train_log.parquet",
+    log:
+        "logs/{study}/aggregate.log",
+    conda:
+        "../envs/covpipe.yml"
+    params:
+        version=covpipe.plots.VERSION,
+    script:
+        "../scripts/aggregate.py"

@@ -1,0 +1,17 @@
+rule train:
+    input:
+        "results/{study}/data/horizon~{horizon}/train.parquet",
+    output:
+        checkpoints="results/{study}/train/model~{model}/horizon~{horizon}/checkpoints.pt",
+        log_table="results/{study}/train/model~{model}/horizon~{horizon}/train_log.parquet",
+    log:
+        "logs/{study}/train/model~{model}/horizon~{horizon}.log",
+    benchmark:
+        "benchmarks/{study}/train/model~{model}/horizon~{horizon}.tsv"
+    conda:
+        "../envs/covpipe.yml"
+    threads: 1
+    params:
+        spec=train_spec,
+    script:
+        "../scripts/train.py"

@@ -1,0 +1,12 @@
+"""Adapter: the plots rule -> covpipe.plots.run."""
+
+from covpipe import plots
+from covpipe.cli import setup_logging
+
+setup_logging(snakemake.log[0])
+plots.run(
+    snakemake.input.metrics,
+    snakemake.input.train_log,
+    snakemake.output,
+    snakemake.params.spec,
+)

@@ -1,0 +1,14 @@
+"""Adapter: the train rule -> covpipe.train.run (execution settings from config, not params)."""
+
+from covpipe import train
+from covpipe.cli import execution_settings, setup_logging
+
+setup_logging(snakemake.log[0])
+train.run(
+    snakemake.input[0],
+    snakemake.output.checkpoints,
+    snakemake.output.log_table,
+    snakemake.params.spec,
+    threads=snakemake.threads,
+    **execution_settings(snakemake.config),
+)
