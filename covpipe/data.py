@@ -34,11 +34,15 @@ def run(train_path, eval_path, spec: dict) -> None:
     io.write_parquet(pl.concat(parts), train_path)
     io.write_provenance(train_path, spec)
 
-    parts = []
+    parts, extra = [], {}
     for c in range(len(teacher.class_names)):
         rng = np.random.default_rng(derive_seed(spec["study"], "eval-data", h, c))
         batch = teacher.sample(spec["n_eval"], h, rng, cls=c)
         logp = teacher.sequence_log_probs(batch.prompt, batch.response)
         parts.append(io.tokens_frame(batch).with_columns(teacher_logp=pl.Series(logp, dtype=pl.Float64)))
+        if hasattr(teacher, "inherent_variance"):
+            # sigma*^2 (paper Eq. 8): exact per prefix, averaged over the held-out y ~ pi_D.
+            extra[f"sigma_star_sq[{teacher.class_names[c]}]"] = float(
+                teacher.inherent_variance(batch.prompt, batch.response).sum(1).mean())
     io.write_parquet(pl.concat(parts), eval_path)
-    io.write_provenance(eval_path, spec)
+    io.write_provenance(eval_path, spec, **extra)

@@ -26,6 +26,7 @@ from .sequences import Batch
 from .teachers import build_teacher
 
 VERSION = 1  # bump when a change alters what training computes
+PROGRESS_SECONDS = 10.0  # a progress line per trial at most this often
 log = logging.getLogger(__name__)
 
 
@@ -66,6 +67,7 @@ def train_trial(spec: dict, seed: int, batch: Batch) -> dict:
     gen = torch.Generator().manual_seed(derive_seed(spec["study"], "batches", spec["model_name"], spec["horizon"], seed))
     wanted = set(cfg["checkpoints"])
     checkpoints, rows, running, count = {}, [], 0.0, 0
+    name, last_report = f"{spec['model_name']} H={spec['horizon']} seed {seed}", started
     for step in range(1, cfg["steps"] + 1):
         idx = torch.randint(0, len(batch), (cfg["batch_size"],), generator=gen)
         loss = -model.token_log_probs(prompt[idx], response[idx]).mean()  # nats/token
@@ -76,6 +78,12 @@ def train_trial(spec: dict, seed: int, batch: Batch) -> dict:
         loss.backward()
         opt.step()
         running, count = running + loss.item(), count + 1
+        now = time.perf_counter()
+        if now - last_report >= PROGRESS_SECONDS:
+            rate = step / (now - started)
+            log.info("%s: step %d/%d, loss %.4f nats/token, %.1f steps/s, ETA %.0f s", name, step, cfg["steps"],
+                     loss.item(), rate, (cfg["steps"] - step) / rate)
+            last_report = now
         if step in wanted:
             checkpoints[step] = _state(model)
             rows.append({"seed": seed, "step": step, "train_loss": running / count,
