@@ -15,8 +15,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from .models import MODELS
-from .teachers import TEACHERS
+from .models import MODELS, Vocab
+from .teachers import TEACHERS, build_teacher
 
 NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 
@@ -34,7 +34,17 @@ class Execution(_Strict):
 
     backend: Literal["auto", "serial", "ray"] = "auto"
     ray_address: str = Field("local", description="'local' starts a private Ray per job; else host:port")
-    device: Literal["cpu"] = "cpu"
+    device: Literal["cpu", "cuda"] = "cpu"
+
+    @field_validator("device")
+    @classmethod
+    def _device_exists(cls, v):
+        if v == "cuda":
+            import torch
+
+            if not torch.cuda.is_available():
+                raise ValueError("'cuda' requested but torch sees no GPU on this machine; use 'cpu'")
+        return v
 
 
 class Data(_Strict):
@@ -148,11 +158,18 @@ def validate_config(raw, source: str = "config") -> dict:
         out["studies"][name]["teacher"] = _validate_entry(
             source, f"{where}.teacher", study.teacher, "name", TEACHERS, "teacher"
         )
+        teacher = build_teacher(out["studies"][name]["teacher"])
         for model_name, entry in study.models.items():
             _check_name(source, f"{where}.models.{model_name}", model_name)
             entry = dict(entry)
             override = entry.pop("train", None) or {}
             model = _validate_entry(source, f"{where}.models.{model_name}", entry, "class", MODELS, "model class")
+            model_cls = MODELS[model["class"]]
+            for horizon in study.horizons:
+                try:
+                    model_cls.check_fits(model_cls.Params.model_validate(model), Vocab.of(teacher, horizon))
+                except ValueError as exc:
+                    raise ConfigError(f"{source}: {where}.models.{model_name}.{exc}") from None
             if override:
                 try:
                     merged = Train.model_validate({**study.train.model_dump(), **override})

@@ -43,6 +43,20 @@ def atomic_path(path):
             os.unlink(tmp)
 
 
+def check_writable_dir(path) -> None:
+    """Raise OSError naming `path` unless it is (or can be made) a directory we can write into."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise OSError(f"{path}: results directory is a file, not a directory; move it away")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=path, prefix=".write-probe.")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise OSError(f"{path}: results directory is not writable ({exc.strerror})") from None
+
+
 def write_parquet(df: pl.DataFrame, path) -> None:
     with atomic_path(path) as tmp:
         df.write_parquet(tmp, compression="zstd", statistics=True)

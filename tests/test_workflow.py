@@ -1,7 +1,6 @@
 """The real Snakemake workflow on a miniature config: plan, run, nothing left, partial reruns,
 bad configs refused before any job, lint and format clean."""
 
-import re
 import shutil
 import subprocess
 import sys
@@ -9,45 +8,13 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-import yaml
 
 from helpers import mini_config
 
+from workflow_helpers import mini_config_writer as write_config, planned_jobs, snakemake
+
 ROOT = Path(__file__).parents[1]
-SNAKEMAKE = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile")]
 pytestmark = pytest.mark.workflow
-
-
-def write_config(directory: Path, cfg: dict) -> None:
-    (directory / "config").mkdir(parents=True, exist_ok=True)
-    (directory / "config" / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
-
-
-def snakemake(directory: Path, *args, check=True):
-    proc = subprocess.run([*SNAKEMAKE, "--directory", str(directory), "--cores", "2", *args],
-                          capture_output=True, text=True, timeout=900)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"snakemake {' '.join(args)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
-    return proc
-
-
-def planned_jobs(directory: Path) -> dict[str, int]:
-    """Job counts of a dry run, from Snakemake's 'Job stats' table."""
-    out = snakemake(directory, "-n").stdout
-    if "Nothing to be done" in out:
-        return {}
-    table = out.split("Job stats:")[1]
-    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M) if m.group(1) != "total"}
-
-
-@pytest.fixture(scope="module")
-def finished(tmp_path_factory):
-    """A miniature study run to completion with --cores 2."""
-    directory = tmp_path_factory.mktemp("mini")
-    write_config(directory, mini_config())
-    plan = planned_jobs(directory)
-    snakemake(directory)
-    return directory, plan
 
 
 def test_dry_run_plans_one_job_per_cell(finished):

@@ -42,6 +42,10 @@ class Model(nn.Module):
         super().__init__()
         self.vocab = vocab
 
+    @classmethod
+    def check_fits(cls, params, vocab: Vocab) -> None:
+        """Raise ValueError (naming the parameter) if this class cannot be fitted to `vocab`."""
+
     def step_log_probs(self, prompt: torch.Tensor, response: torch.Tensor) -> torch.Tensor:
         """log pi_hat(. | x, y_<h) at every position h.
 

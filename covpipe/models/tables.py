@@ -33,9 +33,19 @@ class NgramParams(TableParams):
     cls: Literal["ngram"] = Field("ngram", alias="class")
 
 
+MAX_TABLE_ENTRIES = 50_000_000  # 400 MB of float64 counts
+
+
 class _CountTable(Model):
     trainable = False
     per_position: bool
+
+    @classmethod
+    def check_fits(cls, params, vocab):
+        entries = (vocab.horizon if cls.per_position else 1) * (vocab.input_vocab_size + 1) ** params.order * vocab.vocab_size
+        if entries > MAX_TABLE_ENTRIES:
+            raise ValueError(f"order: {params.order} needs {entries:.3g} table entries at horizon {vocab.horizon} "
+                             f"(limit {MAX_TABLE_ENTRIES:.0e}); lower the order")
 
     def __init__(self, vocab: Vocab, params: TableParams, teacher=None):
         super().__init__(vocab)

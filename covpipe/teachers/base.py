@@ -13,6 +13,19 @@ import numpy as np
 from ..sequences import Batch
 
 
+def check_class_weights(weights: dict[str, float]) -> dict[str, float]:
+    """Class weights of a teacher config: non-empty, non-negative, summing to 1 (to 1e-6)."""
+    if not weights:
+        raise ValueError("empty; give at least one class with weight 1")
+    for name, w in weights.items():
+        if not w >= 0:
+            raise ValueError(f"weight of class '{name}' must be >= 0, got {w}")
+    total = sum(weights.values())
+    if abs(total - 1) > 1e-6:
+        raise ValueError(f"weights must sum to 1, got {total:g}")
+    return weights
+
+
 class Teacher:
     """Base class. Subclasses set the attributes below and implement
     `sample_prompts` and `step_log_probs`."""

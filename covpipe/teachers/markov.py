@@ -11,10 +11,13 @@ from __future__ import annotations
 from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ..sequences import Batch, context_windows, encode_windows
-from .base import Teacher, _sample_rows
+from .base import Teacher, _sample_rows, check_class_weights
+
+
+MAX_TABLE_ENTRIES = 20_000_000
 
 
 class MarkovParams(BaseModel):
@@ -26,6 +29,21 @@ class MarkovParams(BaseModel):
     prompt: Literal["empty", "start_state"] = "start_state"
     seed: int = Field(0, ge=0)
     classes: dict[str, float] = Field(default_factory=lambda: {"main": 1.0})
+
+    @field_validator("classes")
+    @classmethod
+    def _class_weights(cls, v):
+        return check_class_weights(v)
+
+    @model_validator(mode="after")
+    def _table_size(self):
+        n_cls = len(self.classes)
+        base = self.vocab_size + (n_cls if n_cls > 1 else 0) + 1
+        entries = n_cls * base**self.order * self.vocab_size
+        if entries > MAX_TABLE_ENTRIES:
+            raise ValueError(f"order: {self.order} with vocab_size {self.vocab_size} needs {entries:.3g} transition "
+                             f"probabilities (limit {MAX_TABLE_ENTRIES:.0e})")
+        return self
 
 
 class Markov(Teacher):

@@ -4,6 +4,7 @@ import sys
 
 import covpipe.data
 import covpipe.evaluate
+import covpipe.io
 import covpipe.plots
 import covpipe.train
 from covpipe.config import ConfigError, validate_config
@@ -13,6 +14,10 @@ try:
     CFG = validate_config(config, source=_source)
 except ConfigError as exc:
     sys.exit(f"covpipe: invalid config: {exc}")
+try:
+    covpipe.io.check_writable_dir("results")
+except OSError as exc:
+    sys.exit(f"covpipe: {exc}")
 
 STUDIES = CFG["studies"]
 EXECUTION = CFG["execution"]
