@@ -159,6 +159,11 @@ def validate_config(raw, source: str = "config") -> dict:
             source, f"{where}.teacher", study.teacher, "name", TEACHERS, "teacher"
         )
         teacher = build_teacher(out["studies"][name]["teacher"])
+        for horizon in study.horizons:
+            try:
+                teacher.check_horizon(horizon)
+            except ValueError as exc:
+                raise ConfigError(f"{source}: {where}.teacher.{exc}") from None
         for model_name, entry in study.models.items():
             _check_name(source, f"{where}.models.{model_name}", model_name)
             entry = dict(entry)

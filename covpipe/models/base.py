@@ -22,11 +22,12 @@ class Vocab:
     vocab_size: int  # V
     input_vocab_size: int  # V_in; id V_in is BOS
     prompt_length: int  # P
-    horizon: int  # H
+    horizon: int  # response tokens at this horizon (H + 2 for the graph teacher's paths)
 
     @classmethod
     def of(cls, teacher, horizon: int) -> "Vocab":
-        return cls(teacher.vocab_size, teacher.input_vocab_size, teacher.prompt_length, horizon)
+        return cls(teacher.vocab_size, teacher.input_vocab_size, teacher.prompt_length_for(horizon),
+                   teacher.response_length(horizon))
 
     @property
     def bos(self) -> int:

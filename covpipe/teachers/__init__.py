@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from .ar_linear import ARLinear
 from .base import Teacher
+from .graph import Graph
 from .markov import Markov
 
-TEACHERS: dict[str, type[Teacher]] = {"ar_linear": ARLinear, "markov": Markov}
+TEACHERS: dict[str, type[Teacher]] = {"ar_linear": ARLinear, "graph": Graph, "markov": Markov}
 
 
 def get_teacher(name: str) -> type[Teacher]:

@@ -40,6 +40,16 @@ class Teacher:
     def bos(self) -> int:
         return self.input_vocab_size
 
+    def check_horizon(self, horizon: int) -> None:
+        """Raise ValueError (naming the parameter) if this teacher cannot make sequences of `horizon`."""
+
+    def response_length(self, horizon: int) -> int:
+        """Tokens in a response at this horizon (the graph teacher adds source and target)."""
+        return horizon
+
+    def prompt_length_for(self, horizon: int) -> int:
+        return self.prompt_length
+
     def sample_prompts(self, cls: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """Prompts for the given class ids. cls: (n,) -> int64 (n, P)."""
         raise NotImplementedError

@@ -1,0 +1,310 @@
+"""The paper's layered-graph path-finding teacher (App. C.1; paper-notes Sec. 5.1, 5.3).
+
+A graph of horizon H has a source s, H intermediate layers of 4 nodes and a target t, with
+labels drawn without replacement from [m]. Each intermediate layer has 1 passable node, or 2
+in a branching layer (one even and one odd label, so every parity rule picks exactly one).
+A passable node connects to every node of the next layer; the others are dead ends. The
+response is the path s v_1 .. v_H t (or, as an option, its edge pairs s v_1 v_1 v_2 .. v_H t).
+
+Class kinds (weights from the config); i is the 1-based layer index, p(.) parity:
+    single     no branching layer (paper G_{H,1}); one valid path
+    xor        H/2 branching layers; pick parity p(i) XOR (XOR of the parities of every passable
+               node of every intermediate layer) (G_{H,2}): a global rule
+    uniform16  4 branching layers, uniform over the 16 paths (G_{H,3})
+    match      2 branching layers, pick parity p(i) (Fig. 1 G_1)
+    mismatch   2 branching layers, pick parity 1 - p(i) (G_2)
+    uniform4   2 branching layers, uniform over the 4 paths (G_3)
+
+The class is read off the prompt through its number of branching layers. When two configured
+kinds have the same number (xor and uniform16 at H = 8), the prompt does not determine the
+class and pi_D(y|x) is the exact posterior mixture of the kinds that fit, with prior
+w_c / C(H, k_c) (every branching set equally likely within a kind). Everything is exact.
+
+Prompt formats:
+    layers  [s, a_1, b_1, ..., a_H, b_H, t, =]: each layer's passable nodes in two fixed slots
+            (b_i = PAD when the layer does not branch; a branching layer's pair in random order).
+            covpipe's laptop format: a short, fixed-width prompt.
+    edges   the paper's shuffled edge list [u v | u v | ... / s t =], left-padded with PAD.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from ..sequences import Batch
+from .base import Teacher, check_class_weights
+
+KINDS = ("single", "xor", "uniform16", "match", "mismatch", "uniform4")
+ClassKind = Literal["single", "xor", "uniform16", "match", "mismatch", "uniform4"]
+
+
+def branching_layers(kind: str, horizon: int) -> int:
+    return {"single": 0, "xor": horizon // 2, "uniform16": 4}.get(kind, 2)
+
+
+class GraphParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: Literal["graph"] = "graph"
+    num_nodes: int = Field(100, ge=6, le=30000, description="m: labels are drawn from 0..m-1")
+    prompt_format: Literal["layers", "edges"] = "layers"
+    response_format: Literal["path", "pairs"] = "path"
+    classes: dict[ClassKind, float] = Field(default_factory=lambda: {"single": 0.94, "xor": 0.05, "uniform16": 0.01})
+
+    @field_validator("classes")
+    @classmethod
+    def _class_weights(cls, v):
+        return check_class_weights(v)
+
+
+class Graph(Teacher):
+    Params = GraphParams
+
+    def __init__(self, params: GraphParams):
+        self.params = params
+        m = params.num_nodes
+        self.vocab_size = m
+        self.SEP, self.SLASH, self.EQ, self.PAD = m, m + 1, m + 2, m + 3
+        self.input_vocab_size = m + 4
+        self.class_names = tuple(params.classes)
+        self.class_weights = np.array(list(params.classes.values()), dtype=np.float64)
+
+    # ---- layout ------------------------------------------------------------------------------
+
+    def check_horizon(self, horizon: int) -> None:
+        if 4 * horizon + 2 > self.params.num_nodes:
+            raise ValueError(f"num_nodes: {self.params.num_nodes} labels cannot fill a graph of horizon {horizon} "
+                             f"(needs 4H + 2 = {4 * horizon + 2})")
+        for kind in self.class_names:
+            if branching_layers(kind, horizon) > horizon:
+                raise ValueError(f"classes: '{kind}' needs {branching_layers(kind, horizon)} branching layers, "
+                                 f"more than horizon {horizon}")
+
+    def response_length(self, horizon: int) -> int:
+        return horizon + 2 if self.params.response_format == "path" else 2 * (horizon + 1)
+
+    def prompt_length_for(self, horizon: int) -> int:
+        if self.params.prompt_format == "layers":
+            return 2 * horizon + 3
+        k = max(branching_layers(kind, horizon) for kind in self.class_names)
+        max_edges = 4 + 4 * (horizon - 1 + k) + 2
+        return 3 * max_edges + 4
+
+    # ---- sampling ----------------------------------------------------------------------------
+
+    def sample(self, n: int, horizon: int, rng: np.random.Generator, cls=None) -> Batch:
+        classes = self.sample_classes(n, rng) if cls is None else np.full(n, int(cls), np.int64)
+        prompts, responses = [], []
+        for c in classes:
+            kind = self.class_names[c]
+            s, t, layers, passable = self._sample_graph(kind, horizon, rng)
+            path = self._sample_path(kind, passable, rng)
+            prompts.append(self._format_prompt(s, t, layers, passable, horizon, rng))
+            responses.append(self._format_response([s, *path, t]))
+        return Batch(np.array(prompts, dtype=np.int64).reshape(n, -1), np.array(responses, dtype=np.int64).reshape(n, -1),
+                     classes)
+
+    def _sample_graph(self, kind, horizon, rng):
+        """Labels, layers (H lists of 4 nodes) and passable (H, 2): [even, odd] or [node, -1]."""
+        m = self.params.num_nodes
+        perm = rng.permutation(m)
+        evens, odds = [v for v in perm if v % 2 == 0], [v for v in perm if v % 2 == 1]
+        branch = set(rng.choice(horizon, size=branching_layers(kind, horizon), replace=False).tolist())
+        # Branching layers take one even and one odd label first; the rest come from what is left.
+        pairs = {i: (evens.pop(), odds.pop()) for i in sorted(branch)}
+        rest = [v for v in perm if v not in {x for p in pairs.values() for x in p}]
+        rest = rest[: 2 + 4 * horizon]  # rng order, without replacement
+        s, t = int(rest.pop()), int(rest.pop())
+        layers, passable = [], np.full((horizon, 2), -1, dtype=np.int64)
+        for i in range(horizon):
+            if i in pairs:
+                nodes = [*pairs[i], rest.pop(), rest.pop()]
+                passable[i] = pairs[i]
+            else:
+                nodes = [rest.pop() for _ in range(4)]
+                passable[i, 0] = nodes[rng.integers(4)]
+            layers.append([int(v) for v in rng.permutation(nodes)])
+        return s, t, layers, passable
+
+    def _sample_path(self, kind, passable, rng):
+        probs_even = self._even_probs(kind, passable[None])[0]  # (H,)
+        path = []
+        for i, (a, b) in enumerate(passable):
+            path.append(int(a) if b < 0 else int(a if rng.random() < probs_even[i] else b))
+        return path
+
+    def _format_prompt(self, s, t, layers, passable, horizon, rng):
+        if self.params.prompt_format == "layers":
+            slots = []
+            for a, b in passable:
+                slots += [int(a), self.PAD] if b < 0 else [int(x) for x in rng.permutation([a, b])]
+            return [s, *slots, t, self.EQ]
+        edges = [(s, v) for v in layers[0]]
+        for i in range(horizon):
+            nxt = layers[i + 1] if i + 1 < horizon else [t]
+            edges += [(int(u), v) for u in passable[i] if u >= 0 for v in nxt]
+        order = rng.permutation(len(edges))
+        tokens = [tok for j in order for tok in (edges[j][0], edges[j][1], self.SEP)][:-1]
+        tokens += [self.SLASH, s, t, self.EQ]
+        length = self.prompt_length_for(horizon)
+        return [self.PAD] * (length - len(tokens)) + tokens
+
+    def _format_response(self, path):
+        if self.params.response_format == "path":
+            return path
+        return [path[0]] + [v for v in path[1:-1] for _ in range(2)] + [path[-1]]
+
+    def sample_prompts(self, cls, rng):
+        raise NotImplementedError("graph prompts are sampled together with their paths: use sample()")
+
+    # ---- the oracle --------------------------------------------------------------------------
+
+    def parse(self, prompt: np.ndarray):
+        """(s (n,), t (n,), passable (n, H, 2)) from prompts, passable as [even, odd] or [node, -1]."""
+        if self.params.prompt_format == "layers":
+            n, p = prompt.shape
+            horizon = (p - 3) // 2
+            slots = prompt[:, 1 : 1 + 2 * horizon].reshape(n, horizon, 2).copy()
+            single = slots[..., 1] == self.PAD
+            swap = ~single & (slots[..., 0] % 2 == 1)
+            slots[swap] = slots[swap][:, ::-1]
+            slots[..., 1][single] = -1
+            return prompt[:, 0], prompt[:, -2], slots
+        return self._parse_edges(prompt)
+
+    def _parse_edges(self, prompt):
+        sources, targets, passables = [], [], []
+        for row in prompt:
+            row = row[row != self.PAD]
+            slash = int(np.flatnonzero(row == self.SLASH)[-1])
+            s, t = int(row[slash + 1]), int(row[slash + 2])
+            out: dict[int, list[int]] = {}
+            for u, v in _edge_pairs(row[:slash], self.SEP):
+                out.setdefault(int(u), []).append(int(v))
+            layer, rows = out[s], []
+            while layer != [t]:
+                live = sorted((v for v in layer if v in out), key=lambda v: v % 2)
+                rows.append(live + [-1] if len(live) == 1 else live)
+                layer = out[live[0]]
+            sources.append(s), targets.append(t), passables.append(rows)
+        return np.array(sources), np.array(targets), np.array(passables, dtype=np.int64)
+
+    def _even_probs(self, kind, passable, hidden_bit=None):
+        """P(choose the even option) at each layer: (n, H), for branching layers of one kind."""
+        n, horizon, _ = passable.shape
+        layer_parity = (np.arange(1, horizon + 1) % 2)[None, :]  # p(i), 1-based i
+        if kind in ("uniform16", "uniform4", "single"):
+            return np.full((n, horizon), 0.5)
+        if kind == "match":
+            chosen = np.broadcast_to(layer_parity, (n, horizon))
+        elif kind == "mismatch":
+            chosen = 1 - np.broadcast_to(layer_parity, (n, horizon))
+        else:  # xor: the parity of every passable node of every layer
+            bit = (np.where(passable >= 0, passable % 2, 0).sum(axis=(1, 2)) % 2) if hidden_bit is None else \
+                np.full(n, hidden_bit)
+            chosen = layer_parity ^ bit[:, None]
+        return (chosen == 0).astype(np.float64)
+
+    def hypotheses(self, passable, horizon, hide_xor_bit=False):
+        """[(log prior (n,), P(even) (n, H))] for every kind the prompts' structure allows."""
+        n_branch = (passable[..., 1] >= 0).sum(1)  # (n,)
+        out = []
+        for kind, w in zip(self.class_names, self.class_weights):
+            k = branching_layers(kind, horizon)
+            fits = n_branch == k
+            log_prior = np.where(fits, math.log(w) - math.log(math.comb(horizon, k)), -np.inf) if w > 0 else \
+                np.full(len(n_branch), -np.inf)
+            if kind == "xor" and hide_xor_bit:
+                out += [(log_prior - math.log(2), self._even_probs(kind, passable, bit)) for bit in (0, 1)]
+            else:
+                out.append((log_prior, self._even_probs(kind, passable)))
+        return out
+
+    def step_log_probs(self, prompt, response, hide_xor_bit=False):
+        """Exact log pi_D(. | x, y_<h) at every position of `response` (any length up to the full one).
+
+        hide_xor_bit: the `consistent_branch` reference instead of pi_D: the xor kind's hidden bit
+        is unknown (prior 1/2 each) and learned from the first branch taken.
+        Returns float64 (n, L, V) with -inf off the support.
+        """
+        s, t, passable = self.parse(prompt)
+        n, horizon, _ = passable.shape
+        length = response.shape[1]
+        hyps = self.hypotheses(passable, horizon, hide_xor_bit)
+        v = self.vocab_size
+        # Per hypothesis: dense log-probs over the path positions (n, H + 2, V).
+        path_lp = []
+        for _, p_even in hyps:
+            lp = np.full((n, horizon + 2, v), -np.inf)
+            rows = np.arange(n)
+            lp[rows, 0, s] = 0.0
+            lp[rows, horizon + 1, t] = 0.0
+            for i in range(horizon):
+                a, b = passable[:, i, 0], passable[:, i, 1]
+                single = b < 0
+                with np.errstate(divide="ignore"):
+                    lp[rows, i + 1, a] = np.where(single, 0.0, np.log(p_even[:, i]))
+                    lp[rows[~single], i + 1, b[~single]] = np.log1p(-p_even[~single, i])
+            path_lp.append(lp)
+        if self.params.response_format == "pairs":
+            path_lp = [self._pairs_layout(lp, response) for lp in path_lp]
+        stacked = np.stack([lp[:, :length] for lp in path_lp])  # (K, n, L, V)
+        tok = np.take_along_axis(stacked, np.broadcast_to(response[None, ..., None], (len(hyps), n, length, 1)), -1)[..., 0]
+        prefix = np.concatenate([np.zeros((len(hyps), n, 1)), np.cumsum(tok, axis=-1)[..., :-1]], axis=-1)  # (K, n, L)
+        prior = np.stack([h[0] for h in hyps])[..., None]  # (K, n, 1)
+        post = prior + prefix
+        dead = np.isneginf(post).all(axis=0, keepdims=True)  # prefix impossible under every hypothesis
+        post = np.where(dead, prior, post)
+        post = post - _logsumexp(post, axis=0)
+        return _logsumexp(post[..., None] + stacked, axis=0)[0]  # (n, L, V)
+
+    def _pairs_layout(self, path_lp, response):
+        """Path positions -> pair positions: s, v_1, [copy], v_2, [copy], ..., v_H, [copy], t."""
+        n, hp2, v = path_lp.shape
+        horizon = hp2 - 2
+        out = np.full((n, 2 * (horizon + 1), v), -np.inf)
+        out[:, 0] = path_lp[:, 0]
+        rows = np.arange(n)
+        for j in range(1, horizon + 1):
+            out[:, 2 * j - 1] = path_lp[:, j]
+            if 2 * j < response.shape[1]:
+                out[rows, 2 * j, response[:, 2 * j - 1]] = 0.0  # repeat the node just emitted
+        out[:, 2 * horizon + 1] = path_lp[:, horizon + 1]
+        return out
+
+    def correct_responses(self, prompt: np.ndarray, cls: np.ndarray) -> list[np.ndarray]:
+        """For each prompt, the responses its class's rule gives positive probability: (k_i, L) int64.
+
+        The reward of Pass@N: 1 of them for deterministic kinds, all 16 (or 4) for uniform kinds.
+        """
+        s, t, passable = self.parse(prompt)
+        horizon = passable.shape[1]
+        out = []
+        for j in range(len(prompt)):
+            kind = self.class_names[cls[j]]
+            p_even = self._even_probs(kind, passable[j : j + 1])[0]
+            options = []
+            for i, (a, b) in enumerate(passable[j]):
+                if b < 0:
+                    options.append([a])
+                else:
+                    options.append([x for x, p in ((a, p_even[i]), (b, 1 - p_even[i])) if p > 0])
+            grid = np.array(np.meshgrid(*options, indexing="ij")).reshape(horizon, -1).T  # (k, H)
+            paths = np.concatenate([np.full((len(grid), 1), s[j]), grid, np.full((len(grid), 1), t[j])], axis=1)
+            out.append(np.array([self._format_response(list(p)) for p in paths], dtype=np.int64))
+        return out
+
+
+def _edge_pairs(tokens, sep):
+    """(u, v) pairs of an edge list u v SEP u v SEP ... u v."""
+    return np.asarray(tokens[tokens != sep]).reshape(-1, 2)
+
+
+def _logsumexp(a, axis):
+    m = np.max(a, axis=axis, keepdims=True)
+    m = np.where(np.isneginf(m), 0.0, m)
+    with np.errstate(divide="ignore"):
+        return m + np.log(np.sum(np.exp(a - m), axis=axis, keepdims=True))
