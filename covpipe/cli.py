@@ -27,7 +27,8 @@ def setup_logging(path=None, level=logging.INFO) -> None:
 def execution_settings(config: dict) -> dict:
     """backend and address from the raw Snakemake config (execution settings, never params)."""
     ex = (config or {}).get("execution") or {}
-    return {"backend": ex.get("backend", "auto"), "address": ex.get("ray_address", "local")}
+    return {"backend": ex.get("backend", "auto"), "address": ex.get("ray_address", "local"),
+            "device": ex.get("device", "cpu")}
 
 
 def main(argv=None) -> int:

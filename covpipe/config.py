@@ -50,10 +50,11 @@ class Execution(_Strict):
 class Data(_Strict):
     n_train: int = Field(256, ge=1, description="training sequences per seed")
     n_eval: int = Field(2000, ge=1, description="held-out sequences per class")
+    shared_across_seeds: bool = Field(False, description="one training sample for every seed (seeds vary the init)")
 
 
 class Train(_Strict):
-    optimizer: Literal["adam", "sgd"] = "adam"
+    optimizer: Literal["adam", "adamw", "sgd"] = "adam"
     lr: float = Field(0.01, gt=0)
     batch_size: int = Field(32, ge=1)
     steps: int = Field(400, ge=1)
@@ -77,8 +78,10 @@ class Train(_Strict):
 class Evaluate(_Strict):
     levels: list[float] = Field(default_factory=lambda: [2, 4, 8, 16, 64, 256, 1024])
     stopped_kl_levels: list[float] = Field(default_factory=lambda: [16])
+    pass_at: list[float] = Field(default_factory=lambda: [1, 2, 4, 8, 12, 16, 32],
+                                 description="N of Pass@N, for teachers with a notion of a correct response")
 
-    @field_validator("levels", "stopped_kl_levels")
+    @field_validator("levels", "stopped_kl_levels", "pass_at")
     @classmethod
     def _levels_at_least_one(cls, v, info):
         if not v:
@@ -99,6 +102,8 @@ class Study(_Strict):
     models: dict[str, dict[str, Any]]
     train: Train = Field(default_factory=Train)
     evaluate: Evaluate = Field(default_factory=Evaluate)
+    figures: list[Literal["horizon", "training"]] = Field(default_factory=lambda: ["horizon"],
+                                                          description="figure sets, see covpipe.plots")
 
     @field_validator("horizons")
     @classmethod
@@ -172,7 +177,7 @@ def validate_config(raw, source: str = "config") -> dict:
             model_cls = MODELS[model["class"]]
             for horizon in study.horizons:
                 try:
-                    model_cls.check_fits(model_cls.Params.model_validate(model), Vocab.of(teacher, horizon))
+                    model_cls.check_fits(model_cls.Params.model_validate(model), Vocab.of(teacher, horizon), teacher)
                 except ValueError as exc:
                     raise ConfigError(f"{source}: {where}.models.{model_name}.{exc}") from None
             if override:

@@ -19,15 +19,19 @@ VERSION = 1
 
 
 def data_spec(study_name: str, study: dict, horizon: int) -> dict:
+    data = dict(study["data"])
+    if not data.get("shared_across_seeds"):
+        data.pop("shared_across_seeds", None)  # the default adds nothing: keep specs (and caches) of older studies
     return {"study": study_name, "teacher": study["teacher"], "horizon": int(horizon),
-            "seeds": study["seeds"], **study["data"], "version": VERSION}
+            "seeds": study["seeds"], **data, "version": VERSION}
 
 
 def run(train_path, eval_path, spec: dict) -> None:
     teacher = build_teacher(spec["teacher"])
     h = spec["horizon"]
     parts = []
-    for s in range(spec["seeds"]):
+    # seed -1: one sample that every seed trains on
+    for s in [-1] if spec.get("shared_across_seeds") else range(spec["seeds"]):
         rng = np.random.default_rng(derive_seed(spec["study"], "train-data", h, s))
         batch = teacher.sample(spec["n_train"], h, rng)
         parts.append(io.tokens_frame(batch, seed=pl.Series(np.full(len(batch), s), dtype=pl.Int32)))

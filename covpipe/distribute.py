@@ -41,6 +41,7 @@ def run_trials(
     backend: str = "serial",
     address: str = "local",
     num_cpus: int = 1,
+    num_gpus: int = 0,
     names: Sequence[str] | None = None,
 ) -> list:
     """Run fn(*trial) for every trial; results in trial order.
@@ -51,7 +52,7 @@ def run_trials(
     if backend == "serial":
         return _collect([_guarded(fn, t) for t in trials], names)
     if backend == "ray":
-        return _collect(_run_ray(fn, trials, address, num_cpus), names)
+        return _collect(_run_ray(fn, trials, address, num_cpus, num_gpus), names)
     raise ValueError(f"backend: unknown '{backend}'; known: auto, ray, serial")
 
 
@@ -74,7 +75,7 @@ def _collect(outcomes, names):
     return [value for _, value in outcomes]
 
 
-def _run_ray(fn, trials, address, num_cpus):
+def _run_ray(fn, trials, address, num_cpus, num_gpus=0):
     import ray
 
     started = time.perf_counter()
@@ -88,7 +89,8 @@ def _run_ray(fn, trials, address, num_cpus):
     try:
         log.info("ray: started in %.1f s at %s (%s CPUs)", time.perf_counter() - started, address,
                  ray.cluster_resources().get("CPU"))
-        remote = ray.remote(num_cpus=1, max_retries=2, retry_exceptions=False)(_guarded)
+        # A GPU trial asks Ray for a whole GPU, so trials never share one.
+        remote = ray.remote(num_cpus=1, num_gpus=num_gpus, max_retries=2, retry_exceptions=False)(_guarded)
         fn_ref = ray.put(fn)
         refs = [remote.remote(fn_ref, trial, 1) for trial in trials]
         outcomes = []

@@ -8,7 +8,10 @@ a 95% interval (Wilson for coverage, normal for means). Class "all" is the mixtu
 reweighted by class weight / class count.
 
 Metrics: kl, ce (nats/sequence), entropy (of pi_D, for reference), coverage (Cov_N at each
-level), stopped_kl (E[min(log N, sum_h KL_h)] at each stopped level).
+level), stopped_kl (E[min(log N, sum_h KL_h)] at each stopped level), token_accuracy (fraction
+of positions where the model's most likely token is y_h), and for teachers that define correct
+responses (the graph task) pass_at_n: Pass@N = E_x[1 - (1 - p_correct(x))^N], with p_correct
+the model's exact total probability of the correct responses, by teacher forcing.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from .models import Vocab, build_model
 from .models.base import as_tensor
 from .teachers import build_teacher
 
-VERSION = 1
+VERSION = 2
 log = logging.getLogger(__name__)
 
 METRICS_SCHEMA = {
@@ -47,11 +50,17 @@ def class_weights(cls: np.ndarray, weights: np.ndarray) -> np.ndarray:
     return weights[cls] / np.maximum(counts[cls], 1)
 
 
-def evaluate_trial(spec: dict, seed: int, states: dict, batch, teacher_steps: np.ndarray) -> tuple[list, dict]:
-    """All checkpoints of one seed: (metric rows, {step: (log_ratios, model_logp)})."""
+def evaluate_trial(spec: dict, seed: int, states: dict, batch, teacher_steps: np.ndarray, correct=None,
+                   device: str = "cpu") -> tuple[list, dict]:
+    """All checkpoints of one seed: (metric rows, {step: (log_ratios, model_logp)}).
+
+    correct: None, or (owner (k,), responses (k, L)): every correct response and its prompt's row.
+    """
     teacher = build_teacher(spec["teacher"])
     model = build_model(spec["model"], Vocab.of(teacher, spec["horizon"]), teacher=teacher)
     prompt, response = as_tensor(batch.prompt), as_tensor(batch.response)
+    if model.trainable and device != "cpu":
+        model, prompt, response = model.to(device), prompt.to(device), response.to(device)
     teacher_tok = np.take_along_axis(teacher_steps, batch.response[..., None], axis=-1)[..., 0]  # (n, H)
     teacher_logp = teacher_tok.sum(1)
     teacher_probs = np.exp(teacher_steps)
@@ -62,24 +71,39 @@ def evaluate_trial(spec: dict, seed: int, states: dict, batch, teacher_steps: np
     for step, state in sorted(states.items()):
         model.load_state_dict(state)
         with torch.inference_mode():
-            steps = model.step_log_probs(prompt, response).double().numpy()  # (n, H, V)
+            steps = model.step_log_probs(prompt, response).double().cpu().numpy()  # (n, H, V)
         model_logp = np.take_along_axis(steps, batch.response[..., None], axis=-1)[..., 0].sum(1)
         log_ratios = teacher_logp - model_logp  # (n,), nats
+        accuracy = (steps.argmax(-1) == batch.response).mean(1)  # (n,)
+        p_correct = None if correct is None else _p_correct(model, batch, *correct)
         with np.errstate(invalid="ignore"):  # 0 * log 0 terms where pi_D puts no mass
             token_kls = np.nansum(teacher_probs * (teacher_steps - steps), axis=-1)  # (n, H)
         for group, w in groups.items():
-            rows += _metric_rows(spec, seed, step, group, w, log_ratios, model_logp, teacher_logp, token_kls)
+            rows += _metric_rows(spec, seed, step, group, w, log_ratios, model_logp, teacher_logp, token_kls,
+                                 accuracy, p_correct)
         kept[step] = (log_ratios, model_logp)
     return rows, kept
 
 
-def _metric_rows(spec, seed, step, group, w, log_ratios, model_logp, teacher_logp, token_kls):
+def _p_correct(model, batch, owner, responses, chunk: int = 4096) -> np.ndarray:
+    """The model's total probability of each prompt's correct responses: (n,)."""
+    device = next(iter(model.state_dict().values())).device
+    prompt = torch.from_numpy(batch.prompt[owner]).to(device)
+    resp = torch.from_numpy(responses).to(device)
+    logp = []
+    with torch.inference_mode():
+        for i in range(0, len(owner), chunk):
+            logp.append(model.token_log_probs(prompt[i : i + chunk], resp[i : i + chunk]).double().sum(1).cpu().numpy())
+    return np.minimum(np.bincount(owner, weights=np.exp(np.concatenate(logp)), minlength=len(batch)), 1.0)
+
+
+def _metric_rows(spec, seed, step, group, w, log_ratios, model_logp, teacher_logp, token_kls, accuracy, p_correct):
     mask = w > 0
     w, x, lp, tlp, tk = w[mask], log_ratios[mask], model_logp[mask], teacher_logp[mask], token_kls[mask]
     n_eff = metrics.effective_sample_size(w)
     key = dict(seed=seed, step=step, **{"class": group}, n=int(mask.sum()))
     out = []
-    for name, values in (("kl", x), ("ce", -lp), ("entropy", -tlp)):
+    for name, values in (("kl", x), ("ce", -lp), ("entropy", -tlp), ("token_accuracy", accuracy[mask])):
         value = float(np.sum(values * w) / w.sum())
         if np.isfinite(values).all():
             sd = np.sqrt(np.sum(w * (values - value) ** 2) / w.sum())
@@ -94,11 +118,15 @@ def _metric_rows(spec, seed, step, group, w, log_ratios, model_logp, teacher_log
             for n, c, lo, hi in zip(levels, cov, low, high)]
     out += [{**key, "metric": "stopped_kl", "level": float(n), "value": metrics.stopped_kl(tk, n, w),
              "low": None, "high": None} for n in spec["evaluate"]["stopped_kl_levels"]]
+    if p_correct is not None:
+        ns = spec["evaluate"]["pass_at"]
+        out += [{**key, "metric": "pass_at_n", "level": float(n), "value": float(v), "low": None, "high": None}
+                for n, v in zip(ns, metrics.pass_at_n_exact(p_correct[mask], ns, w))]
     return out
 
 
 def run(eval_path, checkpoints_path, metrics_path, log_ratios_path, spec: dict, *, threads: int = 1,
-        backend: str = "auto", address: str = "local") -> None:
+        backend: str = "auto", address: str = "local", device: str = "cpu") -> None:
     """The evaluate stage for one (study, model, horizon): every seed and checkpoint."""
     started = time.perf_counter()
     data = io.read_parquet(eval_path)
@@ -110,12 +138,17 @@ def run(eval_path, checkpoints_path, metrics_path, log_ratios_path, spec: dict, 
     recomputed = np.take_along_axis(teacher_steps, batch.response[..., None], axis=-1)[..., 0].sum(1)
     if not np.allclose(stored, recomputed, rtol=0, atol=1e-6):
         raise ValueError(f"{eval_path}: teacher log-likelihoods do not match the configured teacher; rerun the data stage")
+    correct = None
+    if hasattr(teacher, "correct_responses"):
+        per_prompt = teacher.correct_responses(batch.prompt, batch.cls)
+        correct = (np.repeat(np.arange(len(batch)), [len(r) for r in per_prompt]), np.concatenate(per_prompt))
     seeds = sorted(ckpt["trials"])
-    trials = [(spec, s, ckpt["trials"][s], batch, teacher_steps) for s in seeds]
+    trials = [(spec, s, ckpt["trials"][s], batch, teacher_steps, correct, device) for s in seeds]
     chosen = resolve_backend(backend, threads, len(trials), address)
     if chosen == "serial":
         torch.set_num_threads(threads)
     results = run_trials(evaluate_trial, trials, backend=chosen, address=address, num_cpus=threads,
+                         num_gpus=1 if device != "cpu" else 0,
                          names=[f"{spec['model_name']} H={spec['horizon']} seed {s}" for s in seeds])
     const = dict(study=spec["study"], teacher=spec["teacher"]["name"], model=spec["model_name"], horizon=spec["horizon"])
     table = pl.DataFrame([{**const, **row} for rows, _ in results for row in rows], schema=METRICS_SCHEMA)

@@ -136,11 +136,12 @@ def stopped_kl(token_kls, level: float, weights=None) -> float:
     return _weighted_mean(per_seq, _normalized_weights(weights, per_seq.size))
 
 
-def pass_at_n_exact(p_correct, ns) -> np.ndarray:
+def pass_at_n_exact(p_correct, ns, weights=None) -> np.ndarray:
     """Pass@N = mean over prompts of 1 - (1 - p)^N, exactly, for each N.
 
     p_correct: float, shape (n_prompt,), the model's total probability of a correct response.
     ns: int or float, shape (k,), each N >= 1.
+    weights: optional float, shape (n_prompt,), non-negative (class reweighting).
     Returns: float64, shape (k,), in [0, 1], non-decreasing in N.
 
     Computed as -expm1(N * log1p(-p)), which keeps full precision for p near 0 and large N.
@@ -159,7 +160,7 @@ def pass_at_n_exact(p_correct, ns) -> np.ndarray:
     with np.errstate(divide="ignore"):
         log_fail = np.log1p(-p)  # (n_prompt,), -inf where p = 1
     per_prompt = -np.expm1(n[:, None] * log_fail[None, :])  # (k, n_prompt)
-    return np.clip(per_prompt.mean(axis=1), 0.0, 1.0)
+    return np.clip(per_prompt @ _normalized_weights(weights, p.size), 0.0, 1.0)
 
 
 def pass_at_k_unbiased(n: int, c: int, k: int) -> float:

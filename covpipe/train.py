@@ -46,13 +46,15 @@ def train_spec(study_name: str, study: dict, model_name: str, horizon: int) -> d
     }
 
 
-def train_trial(spec: dict, seed: int, batch: Batch) -> dict:
-    """Fit one seed. Returns {"checkpoints": {step: state_dict}, "log": [row, ...]}."""
+def train_trial(spec: dict, seed: int, batch: Batch, device: str = "cpu") -> dict:
+    """Fit one seed. Returns {"checkpoints": {step: state_dict on CPU}, "log": [row, ...]}."""
     teacher = build_teacher(spec["teacher"])
     vocab = Vocab.of(teacher, spec["horizon"])
     torch.manual_seed(derive_seed(spec["study"], "init", spec["model_name"], spec["horizon"], seed))
     model = build_model(spec["model"], vocab, teacher=teacher)
     prompt, response = as_tensor(batch.prompt), as_tensor(batch.response)
+    if model.trainable and device != "cpu":
+        model, prompt, response = model.to(device), prompt.to(device), response.to(device)
     cfg = spec["train"]
     started = time.perf_counter()
     if not model.trainable:
@@ -62,14 +64,14 @@ def train_trial(spec: dict, seed: int, batch: Batch) -> dict:
         return {"checkpoints": {step: _state(model)},
                 "log": [{"seed": seed, "step": step, "train_loss": nll, "seconds": time.perf_counter() - started}]}
 
-    opt_cls = {"adam": torch.optim.Adam, "sgd": torch.optim.SGD}[cfg["optimizer"]]
+    opt_cls = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}[cfg["optimizer"]]
     opt = opt_cls(model.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
     gen = torch.Generator().manual_seed(derive_seed(spec["study"], "batches", spec["model_name"], spec["horizon"], seed))
     wanted = set(cfg["checkpoints"])
     checkpoints, rows, running, count = {}, [], 0.0, 0
     name, last_report = f"{spec['model_name']} H={spec['horizon']} seed {seed}", started
     for step in range(1, cfg["steps"] + 1):
-        idx = torch.randint(0, len(batch), (cfg["batch_size"],), generator=gen)
+        idx = torch.randint(0, len(batch), (cfg["batch_size"],), generator=gen).to(prompt.device)
         loss = -model.token_log_probs(prompt[idx], response[idx]).mean()  # nats/token
         if not torch.isfinite(loss):
             raise FloatingPointError(f"{spec['model_name']} horizon {spec['horizon']} seed {seed}: "
@@ -93,15 +95,16 @@ def train_trial(spec: dict, seed: int, batch: Batch) -> dict:
 
 
 def _state(model) -> dict:
-    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
 
 
 def run(data_path, checkpoints_path, log_path, spec: dict, *, threads: int = 1,
-        backend: str = "auto", address: str = "local") -> None:
+        backend: str = "auto", address: str = "local", device: str = "cpu") -> None:
     """The train stage: every seed of one (study, model, horizon), then write both outputs."""
     data = io.read_parquet(data_path)
     seeds = list(range(spec["seeds"]))
-    trials = [(spec, s, io.frame_tokens(data.filter(pl.col("seed") == s))) for s in seeds]
+    # seed -1 marks one dataset shared by every seed (data.shared_across_seeds)
+    trials = [(spec, s, io.frame_tokens(data.filter(pl.col("seed").is_in([s, -1]))), device) for s in seeds]
     chosen = resolve_backend(backend, threads, len(trials), address)
     log.info("train %s/%s H=%d: %d seeds on %s with %d threads", spec["study"], spec["model_name"],
              spec["horizon"], len(trials), chosen, threads)
@@ -109,6 +112,7 @@ def run(data_path, checkpoints_path, log_path, spec: dict, *, threads: int = 1,
         torch.set_num_threads(threads)
     started = time.perf_counter()
     results = run_trials(train_trial, trials, backend=chosen, address=address, num_cpus=threads,
+                         num_gpus=1 if device != "cpu" else 0,
                          names=[f"{spec['model_name']} H={spec['horizon']} seed {s}" for s in seeds])
     for s, res in zip(seeds, results):
         last = res["log"][-1]

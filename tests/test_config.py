@@ -36,7 +36,7 @@ BAD = [
     ({"horizons": [2, 2]}, r"studies\.mini\.horizons: duplicate horizons"),
     ({"horizons": "8"}, r"studies\.mini\.horizons: Input should be a valid list"),
     ({"seeds": 0}, r"studies\.mini\.seeds: .*greater than or equal to 1"),
-    ({"models": {"m": {"class": "gru2"}}}, r"studies\.mini\.models\.m\.class: unknown model class 'gru2'; known: ar_linear, gru"),
+    ({"models": {"m": {"class": "gru2"}}}, r"studies\.mini\.models\.m\.class: unknown model class 'gru2'; known: ar_linear, consistent_branch, gru"),
     ({"models": {"m": {"class": "gru", "hiden": 3}}}, r"studies\.mini\.models\.m\.hiden: unknown key"),
     ({"teacher": {"name": "markov", "vocab_size": "big"}}, r"studies\.mini\.teacher\.vocab_size: .*valid integer"),
     ({"train": {"lr": float("nan")}}, r"studies\.mini\.train\.lr: "),
@@ -73,7 +73,11 @@ def test_missing_and_non_yaml_files(tmp_path):
 def test_default_config_is_valid():
     cfg = load_config(Path(__file__).parents[1] / "config" / "config.yaml")
     assert len(cfg["studies"]) >= 2
-    for study in cfg["studies"].values():
+    horizon_studies = [s for s in cfg["studies"].values() if "horizon" in s["figures"]]
+    assert {s["teacher"]["name"] for s in horizon_studies} == {"markov", "ar_linear"}
+    for study in horizon_studies:
         assert min(study["horizons"]) <= 4 and max(study["horizons"]) >= 128 and study["seeds"] >= 5
         assert len(study["models"]) >= 3
+    graph = [s for s in cfg["studies"].values() if s["teacher"]["name"] == "graph"]
+    assert graph and graph[0]["horizons"] == [8, 16, 24] and graph[0]["figures"] == ["training"]
     yaml.safe_dump(cfg)  # plain builtins all the way down

@@ -10,16 +10,23 @@ from covpipe.models.base import as_tensor
 from covpipe.teachers import build_teacher
 
 TEACHER = {"name": "markov", "vocab_size": 4, "order": 1, "classes": {"a": 0.5, "b": 0.5}}
+GRAPH = {"name": "graph", "num_nodes": 16, "classes": {"single": 0.5, "xor": 0.3, "uniform4": 0.2}}
 SPECS = {
     "table_per_position": {"class": "table_per_position", "order": 1},
     "ngram": {"class": "ngram", "order": 2},
     "ar_linear": {"class": "ar_linear", "dim": 5, "window": 3},
     "gru": {"class": "gru", "hidden": 8, "embed": 4},
+    "transformer": {"class": "transformer", "layers": 2, "heads": 2, "width": 16},
+    "valid_uniform": {"class": "valid_uniform"},
+    "consistent_branch": {"class": "consistent_branch"},
 }
+GRAPH_ONLY = {"valid_uniform", "consistent_branch"}
 
 
-def fitted(name, horizon=5, seed=0):
-    teacher = build_teacher(TEACHER)
+def fitted(name, seed=0):
+    """A model of class `name` with non-trivial state, its teacher and a batch (L = 5 tokens)."""
+    teacher = build_teacher(GRAPH if name in GRAPH_ONLY else TEACHER)
+    horizon = 3 if name in GRAPH_ONLY else 5  # graph responses add source and target
     batch = teacher.sample(64, horizon, np.random.default_rng(seed))
     torch.manual_seed(seed)
     model = build_model(SPECS[name], Vocab.of(teacher, horizon), teacher=teacher)
@@ -42,6 +49,7 @@ def test_log_probs_are_normalized(name):
     with torch.inference_mode():
         steps = model.step_log_probs(as_tensor(batch.prompt), as_tensor(batch.response))
     assert steps.shape == (64, 5, teacher.vocab_size)
+    assert not steps.isnan().any()
     assert torch.allclose(steps.exp().sum(-1), torch.ones(64, 5, dtype=steps.dtype), atol=1e-5)
 
 
@@ -50,7 +58,7 @@ def test_step_log_probs_do_not_read_the_future(name):
     _, model, batch = fitted(name)
     prompt, response = as_tensor(batch.prompt), as_tensor(batch.response)
     changed = response.clone()
-    changed[:, 3:] = (changed[:, 3:] + 1) % 4
+    changed[:, 3:] = (changed[:, 3:] + 1) % 4  # any other token ids of the response vocabulary
     with torch.inference_mode():
         a, b = model.step_log_probs(prompt, response), model.step_log_probs(prompt, changed)
     assert torch.allclose(a[:, :4], b[:, :4])
@@ -99,3 +107,20 @@ def test_well_specified_ar_linear_reaches_small_kl():
         mlp = model.token_log_probs(as_tensor(ev.prompt), as_tensor(ev.response)).sum(1).double().numpy()
     kl = metrics.kl_divergence(teacher.sequence_log_probs(ev.prompt, ev.response) - mlp)
     assert kl < 0.1  # d/(2n) ~ 0.006 at the optimum; the uniform model is ~3 nats here
+
+
+def test_graph_references_score_as_documented():
+    teacher = build_teacher({"name": "graph", "num_nodes": 100, "classes": {"single": 0.94, "xor": 0.05, "uniform16": 0.01}})
+    for h in (10, 16):  # xor has H/2 != 4 branching layers here, so the prompt tells the class
+        batch = teacher.sample(300, h, np.random.default_rng(h))
+        tlp = teacher.sequence_log_probs(batch.prompt, batch.response)
+        vocab = Vocab.of(teacher, h)
+        scores = {}
+        for name in GRAPH_ONLY:
+            model = build_model({"class": name}, vocab, teacher=teacher)
+            scores[name] = tlp - model.token_log_probs(as_tensor(batch.prompt), as_tensor(batch.response)).sum(1).numpy()
+        xor, single, uni = batch.cls == 1, batch.cls == 0, batch.cls == 2
+        assert np.allclose(scores["consistent_branch"][xor], np.log(2))  # ln 2 once, at any H
+        assert np.allclose(scores["consistent_branch"][~xor], 0)
+        assert np.allclose(scores["valid_uniform"][xor], (h // 2) * np.log(2))  # ln 2 per branching layer
+        assert np.allclose(scores["valid_uniform"][single | uni], 0)

@@ -19,8 +19,8 @@ pytestmark = pytest.mark.workflow
 
 def test_dry_run_plans_one_job_per_cell(finished):
     _, plan = finished
-    # 2 horizons; 2 models x 2 horizons for train and evaluate; one aggregate and plots per study.
-    assert plan == {"all": 1, "aggregate": 1, "data": 2, "evaluate": 4, "plots": 1, "train": 4}
+    # 2 horizons; 2 models x 2 horizons for train and evaluate; one aggregate per study, one job per figure.
+    assert plan == {"all": 1, "aggregate": 1, "data": 2, "evaluate": 4, "plot": 4, "train": 4}
 
 
 def test_run_produces_every_table_and_figure(finished):
@@ -29,7 +29,7 @@ def test_run_produces_every_table_and_figure(finished):
     metrics = pl.read_parquet(results / "metrics.parquet")
     assert set(metrics["model"]) == {"tpp", "gru"} and set(metrics["horizon"]) == {2, 4}
     assert set(metrics["class"]) == {"all", "a", "b"}
-    assert set(metrics["metric"]) == {"kl", "ce", "entropy", "coverage", "stopped_kl"}
+    assert set(metrics["metric"]) == {"kl", "ce", "entropy", "coverage", "stopped_kl", "token_accuracy"}
     assert metrics.filter(pl.col("model") == "gru")["step"].unique().sort().to_list() == [5, 20]
     assert metrics["value"].is_nan().sum() == 0
     ratios = pl.read_parquet(results / "eval" / "model~gru" / "horizon~4" / "log_ratios.parquet")
@@ -64,7 +64,7 @@ def test_changing_an_evaluation_level_replans_only_evaluation_and_below(finished
         plan = planned_jobs(directory)
     finally:
         write_config(directory, mini_config())
-    assert plan == {"all": 1, "aggregate": 1, "evaluate": 4, "plots": 1}
+    assert plan == {"all": 1, "aggregate": 1, "evaluate": 4, "plot": 4}
 
 
 def test_changing_an_execution_setting_replans_nothing(finished):
@@ -80,7 +80,7 @@ def test_changing_an_execution_setting_replans_nothing(finished):
 
 @pytest.mark.parametrize("change,message", [
     ({"horizons": [2, -4]}, "studies.mini.horizons[1]: horizon must be >= 1, got -4"),
-    ({"models": {"m": {"class": "gru2"}}}, "studies.mini.models.m.class: unknown model class 'gru2'; known: ar_linear, gru, ngram, table_per_position"),
+    ({"models": {"m": {"class": "gru2"}}}, "studies.mini.models.m.class: unknown model class 'gru2'; known: ar_linear, consistent_branch, gru, ngram, table_per_position, transformer, valid_uniform"),
     ({"train": {"lr": "fast"}}, "studies.mini.train.lr: Input should be a valid number"),
 ])
 def test_bad_config_is_refused_before_any_job(tmp_path, change, message):

@@ -5,13 +5,18 @@ from __future__ import annotations
 from .ar_linear import ARLinearModel
 from .base import Model, Vocab
 from .gru import GRUModel
+from .references import ConsistentBranch, ValidUniform
 from .tables import Ngram, TablePerPosition
+from .transformer import Transformer
 
 MODELS: dict[str, type[Model]] = {
     "ar_linear": ARLinearModel,
+    "consistent_branch": ConsistentBranch,
     "gru": GRUModel,
     "ngram": Ngram,
     "table_per_position": TablePerPosition,
+    "transformer": Transformer,
+    "valid_uniform": ValidUniform,
 }
 
 

@@ -44,7 +44,7 @@ class Model(nn.Module):
         self.vocab = vocab
 
     @classmethod
-    def check_fits(cls, params, vocab: Vocab) -> None:
+    def check_fits(cls, params, vocab: Vocab, teacher=None) -> None:
         """Raise ValueError (naming the parameter) if this class cannot be fitted to `vocab`."""
 
     def step_log_probs(self, prompt: torch.Tensor, response: torch.Tensor) -> torch.Tensor:

@@ -41,7 +41,7 @@ class _CountTable(Model):
     per_position: bool
 
     @classmethod
-    def check_fits(cls, params, vocab):
+    def check_fits(cls, params, vocab, teacher=None):
         entries = (vocab.horizon if cls.per_position else 1) * (vocab.input_vocab_size + 1) ** params.order * vocab.vocab_size
         if entries > MAX_TABLE_ENTRIES:
             raise ValueError(f"order: {params.order} needs {entries:.3g} table entries at horizon {vocab.horizon} "

@@ -1,5 +1,6 @@
 """Config validation, wildcard constraints and the science slices each rule receives."""
 
+import re
 import sys
 
 import covpipe.data
@@ -24,13 +25,14 @@ EXECUTION = CFG["execution"]
 
 
 def _alternatives(values):
-    return "|".join(sorted({str(v) for v in values}))
+    return "|".join(sorted({re.escape(str(v)) for v in values}))
 
 
 wildcard_constraints:
     study=_alternatives(STUDIES),
     model=_alternatives(m for s in STUDIES.values() for m in s["models"]),
     horizon=_alternatives(h for s in STUDIES.values() for h in s["horizons"]),
+    figure=_alternatives(covpipe.plots.DRAW),
 
 
 def study_cells(study):
@@ -46,8 +48,14 @@ def all_outputs():
             f"results/{study}/metrics.parquet",
             f"results/{study}/train_log.parquet",
         ]
-        out += [f"results/{study}/figures/{name}.png" for name in covpipe.plots.FIGURES]
+        out += study_figures(study)
     return out
+
+
+def study_figures(study):
+    """Figure (and figure-table) files of one study, from its `figures:` sets."""
+    names = covpipe.plots.outputs(STUDIES[study]["figures"])
+    return [f"results/{study}/figures/{name}" for name in names]
 
 
 def data_spec(wildcards):
@@ -75,7 +83,9 @@ def evaluate_spec(wildcards):
 
 
 def plot_spec(wildcards):
+    """What one figure depends on: the study's evaluation settings and the plotting code version."""
     return {
         "evaluate": STUDIES[wildcards.study]["evaluate"],
+        "figures": STUDIES[wildcards.study]["figures"],
         "version": covpipe.plots.VERSION,
     }

@@ -35,7 +35,5 @@ rule aggregate:
         "logs/{study}/aggregate.log",
     conda:
         "../envs/covpipe.yml"
-    params:
-        version=covpipe.plots.VERSION,
     script:
         "../scripts/aggregate.py"

@@ -1,18 +1,15 @@
-rule plots:
+rule plot:
     input:
         metrics="results/{study}/metrics.parquet",
         train_log="results/{study}/train_log.parquet",
     output:
         report(
-            expand(
-                "results/{{study}}/figures/{name}.png",
-                name=covpipe.plots.FIGURES,
-            ),
+            "results/{study}/figures/{figure}",
             category="{study}",
             caption="../report/figures.rst",
         ),
     log:
-        "logs/{study}/plots.log",
+        "logs/{study}/plot/{figure}.log",
     conda:
         "../envs/covpipe.yml"
     params:

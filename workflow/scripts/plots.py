@@ -7,6 +7,6 @@ setup_logging(snakemake.log[0])
 plots.run(
     snakemake.input.metrics,
     snakemake.input.train_log,
-    snakemake.output,
+    [snakemake.output[0]],
     snakemake.params.spec,
 )
