@@ -27,7 +27,7 @@ import seaborn as sns  # noqa: E402
 
 from . import io  # noqa: E402
 
-VERSION = 2
+VERSION = 3
 FIGURE_SETS = {
     "horizon": ("kl_vs_horizon.png", "coverage_vs_horizon.png", "coverage_profile.png", "training_curves.png"),
     "training": ("over_training.png", "coverage_profile.png", "per_class.md"),
@@ -167,7 +167,9 @@ def over_training(metrics, path, spec):
                     ax.axhline(v, color=palette[h], linestyle=dash, linewidth=1)
             ax.plot([], [], color="grey", linestyle=dash, label=f"{ref} (reference)")
         ax.set(xlabel="training step", ylabel=label)
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=8, title="H")
+    axes[0].set_yscale("log")  # KL falls by orders of magnitude early in training
+    axes[2].set_yscale("log")
     axes[1].set_ylim(-0.02, 1.02)
     fig.suptitle(f"{study}: {', '.join(trained)} over training; median over seeds, band = 1/16..15/16 quantiles")
     _save(fig, path)
