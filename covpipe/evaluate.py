@@ -97,6 +97,16 @@ def _p_correct(model, batch, owner, responses, chunk: int = 4096) -> np.ndarray:
     return np.minimum(np.bincount(owner, weights=np.exp(np.concatenate(logp)), minlength=len(batch)), 1.0)
 
 
+def pass_at_n_sampled(model, batch, correct: list, k: int, ns, generator: torch.Generator) -> np.ndarray:
+    """Pass@N by sampling, for comparison with the exact route: draw k responses per prompt from
+    the model, verify each against the prompt's correct responses, average the unbiased
+    estimator 1 - C(k - c, N) / C(k, N) over prompts. Returns float64 (len(ns),)."""
+    prompt = torch.from_numpy(np.repeat(batch.prompt, k, axis=0))
+    draws = model.sample(prompt, batch.response.shape[1], generator).numpy().reshape(len(batch), k, -1)
+    hits = [int((d[:, None, :] == c[None]).all(-1).any(-1).sum()) for d, c in zip(draws, correct)]
+    return np.array([np.mean([metrics.pass_at_k_unbiased(k, h, int(n)) for h in hits]) for n in ns])
+
+
 def _metric_rows(spec, seed, step, group, w, log_ratios, model_logp, teacher_logp, token_kls, accuracy, p_correct):
     mask = w > 0
     w, x, lp, tlp, tk = w[mask], log_ratios[mask], model_logp[mask], teacher_logp[mask], token_kls[mask]
