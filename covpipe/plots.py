@@ -27,7 +27,7 @@ import seaborn as sns  # noqa: E402
 
 from . import io  # noqa: E402
 
-VERSION = 3
+VERSION = 4
 FIGURE_SETS = {
     "horizon": ("kl_vs_horizon.png", "coverage_vs_horizon.png", "coverage_profile.png", "training_curves.png"),
     "training": ("over_training.png", "coverage_profile.png", "per_class.md"),
@@ -95,7 +95,7 @@ def coverage_vs_horizon(metrics, path, spec):
     study, final = _study(metrics), final_rows(metrics).to_pandas()
     levels = shown_levels(spec["evaluate"]["levels"])
     cov = final[(final.metric == "coverage") & final.level.isin(levels)].copy()
-    cov["N"] = cov.level.map(lambda v: f"N={v:g}")
+    cov["N"] = cov.level.map(lambda v: f"{v:g}")
     grid = sns.relplot(cov, x="horizon", y="value", hue="model", col="N", kind="line", estimator="median",
                        errorbar=BAND, marker="o", height=3.2, aspect=1.0)
     grid.set(xscale="log", ylim=(-0.02, 1.02), xlabel="horizon H", ylabel="Cov_N (lower is better)")
