@@ -45,11 +45,15 @@ def outputs(figure_sets) -> list[str]:
     return names
 
 
+def last_checkpoint(metrics: pl.DataFrame) -> pl.DataFrame:
+    """Rows of each (model, horizon, seed)'s last checkpoint, every class."""
+    last = metrics.group_by("model", "horizon", "seed").agg(pl.col("step").max().alias("last"))
+    return metrics.join(last, on=["model", "horizon", "seed"]).filter(pl.col("step") == pl.col("last")).drop("last")
+
+
 def final_rows(metrics: pl.DataFrame) -> pl.DataFrame:
     """Mixture ("all") rows at each (model, horizon, seed)'s last checkpoint."""
-    last = metrics.group_by("model", "horizon", "seed").agg(pl.col("step").max().alias("last"))
-    return metrics.join(last, on=["model", "horizon", "seed"]).filter(
-        (pl.col("step") == pl.col("last")) & (pl.col("class") == "all")).drop("last")
+    return last_checkpoint(metrics).filter(pl.col("class") == "all")
 
 
 def shown_levels(levels, k: int = 3) -> list[float]:
@@ -177,9 +181,7 @@ def over_training(metrics, path, spec):
 
 def per_class_table(metrics, path, spec):
     level = focus_level(spec)
-    last = metrics.group_by("model", "horizon", "seed").agg(pl.col("step").max().alias("last"))
-    final = metrics.join(last, on=["model", "horizon", "seed"]).filter(pl.col("step") == pl.col("last"))
-    picked = final.filter(pl.col("metric").is_in(["kl", "token_accuracy"]) |
+    picked = last_checkpoint(metrics).filter(pl.col("metric").is_in(["kl", "token_accuracy"]) |
                           ((pl.col("metric") == "coverage") & (pl.col("level") == level)))
     table = picked.group_by("model", "horizon", "class", "metric").agg(
         pl.col("value").median().alias("med"), pl.col("value").min().alias("lo"), pl.col("value").max().alias("hi"))
