@@ -12,12 +12,13 @@ the whole sample, saved as one checkpoint at the final step.
 from __future__ import annotations
 
 import logging
+import os
 import time
 
 import polars as pl
 import torch
 
-from . import io
+from . import io, resume
 from .distribute import resolve_backend, run_trials
 from .models import Vocab, build_model
 from .models.base import as_tensor
@@ -46,8 +47,12 @@ def train_spec(study_name: str, study: dict, model_name: str, horizon: int) -> d
     }
 
 
-def train_trial(spec: dict, seed: int, batch: Batch, device: str = "cpu") -> dict:
-    """Fit one seed. Returns {"checkpoints": {step: state_dict on CPU}, "log": [row, ...]}."""
+def train_trial(spec: dict, seed: int, batch: Batch, device: str = "cpu", resume_dir=None) -> dict:
+    """Fit one seed. Returns {"checkpoints": {step: state_dict on CPU}, "log": [row, ...]}.
+
+    With `resume_dir`, a gradient-trained trial saves its state there at every checkpoint
+    (covpipe.resume) and, when a state of the same spec and seed is there, continues from it.
+    """
     teacher = build_teacher(spec["teacher"])
     vocab = Vocab.of(teacher, spec["horizon"])
     torch.manual_seed(derive_seed(spec["study"], "init", spec["model_name"], spec["horizon"], seed))
@@ -72,7 +77,20 @@ def train_trial(spec: dict, seed: int, batch: Batch, device: str = "cpu") -> dic
     wanted = set(cfg["checkpoints"])
     checkpoints, rows, running, count = {}, [], 0.0, 0
     name, last_report = f"{spec['model_name']} H={spec['horizon']} seed {seed}", started
-    for step in range(1, cfg["steps"] + 1):
+    state_path = resume.trial_path(resume_dir, seed) if resume_dir is not None else None
+    first, last_saved = 1, started
+    if (state := resume.load(state_path, spec=spec, seed=seed)) is not None:
+        resume.restore(state, model, opt, gen)
+        checkpoints, rows, (running, count) = state["checkpoints"], state["rows"], state["running"]
+        first, started = state["step"] + 1, started - state["seconds"]
+        log.info("%s: resumed at step %d/%d from %s", name, state["step"], cfg["steps"], state_path)
+
+    def save_state(step):
+        resume.save(state_path, spec=spec, seed=seed, step=step, model=model, optimizer=opt, generator=gen,
+                    checkpoints=checkpoints, rows=rows, running=(running, count),
+                    seconds=time.perf_counter() - started)
+
+    for step in range(first, cfg["steps"] + 1):
         idx = torch.randint(0, len(batch), (cfg["batch_size"],), generator=gen).to(prompt.device)
         loss = -model.token_log_probs(prompt[idx], response[idx]).mean()  # nats/token
         if not torch.isfinite(loss):
@@ -93,6 +111,9 @@ def train_trial(spec: dict, seed: int, batch: Batch, device: str = "cpu") -> dic
             rows.append({"seed": seed, "step": step, "train_loss": running / count,
                          "seconds": time.perf_counter() - started})
             running, count = 0.0, 0
+        if state_path is not None and (step in wanted or now - last_saved >= resume.SAVE_SECONDS):
+            save_state(step)
+            last_saved = now
     return {"checkpoints": checkpoints, "log": rows}
 
 
@@ -106,7 +127,10 @@ def run(data_path, checkpoints_path, log_path, spec: dict, *, threads: int = 1,
     data = io.read_parquet(data_path)
     seeds = list(range(spec["seeds"]))
     # seed -1 marks one dataset shared by every seed (data.shared_across_seeds)
-    trials = [(spec, s, io.frame_tokens(data.filter(pl.col("seed").is_in([s, -1]))), device) for s in seeds]
+    # resumable per-trial states (absolute: Ray workers run elsewhere), removed once outputs exist
+    states = resume.state_dir(os.path.abspath(checkpoints_path))
+    trials = [(spec, s, io.frame_tokens(data.filter(pl.col("seed").is_in([s, -1]))), device, str(states))
+              for s in seeds]
     chosen = resolve_backend(backend, threads, len(trials), address)
     log.info("train %s/%s H=%d: %d seeds on %s with %d threads", spec["study"], spec["model_name"],
              spec["horizon"], len(trials), chosen, threads)
@@ -127,3 +151,4 @@ def run(data_path, checkpoints_path, log_path, spec: dict, *, threads: int = 1,
         pl.lit(spec["horizon"]).alias("horizon"))
     io.write_parquet(table.select("study", "model", "horizon", "seed", "step", "train_loss", "seconds"), log_path)
     io.write_provenance(log_path, spec, backend=chosen, threads=threads, wall_seconds=time.perf_counter() - started)
+    resume.clear(states)
