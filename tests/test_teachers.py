@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from covpipe.teachers import TEACHERS, build_teacher
+from covpipe.teachers.graph import prompt_parity
 
 # Small instances of every teacher, with the horizon their enumeration uses (V^L responses).
 SMALL = {
@@ -130,15 +131,34 @@ def test_graph_paths_sampled_for_one_prompt_match_pi_d(spec, horizon):
 
 
 def test_graph_mixture_posterior_matches_sampled_class_frequencies():
-    """match and uniform4 share a structure: pi_D mixes them with the prior they are sampled with."""
+    """match and uniform4 share a structure; the parity bit of the prompt separates match (bit 1)
+    from uniform4's half with bit 0, so pi_D mixes them with prior 0.2 : 0.3 / 2 where the bit is 1."""
     t = build_teacher(SMALL["graph"][0][0])  # single 0.5, match 0.2, uniform4 0.3 at H = 2
     batch = t.sample(6000, 2, np.random.default_rng(3))
     shared = batch.cls > 0
     assert batch.cls[shared].mean() - 1 == pytest.approx(0.3 / 0.5, abs=0.03)
-    # Under the mixture, the match-rule path has probability 0.4 * 1 + 0.6 * 1/4 = 0.55.
-    _, _, passable = t.parse(batch.prompt[shared][:1])
-    correct = t.correct_responses(batch.prompt[shared][:1], np.array([1]))[0]
-    assert np.exp(t.sequence_log_probs(batch.prompt[shared][:1], correct))[0] == pytest.approx(0.55)
+    s, _, passable = t.parse(batch.prompt)
+    bit = prompt_parity(s, passable)
+    assert (bit[batch.cls == 1] == 1).all()  # every match prompt carries bit 1
+    assert bit[batch.cls == 2].mean() == pytest.approx(0.5, abs=0.04)  # uniform4: a fair coin
+    # The match-rule path has probability (0.2 * 1 + 0.15 * 1/4) / 0.35 under bit 1, 1/4 under bit 0.
+    for b, expected in ((1, (0.2 + 0.15 / 4) / 0.35), (0, 0.25)):
+        row = np.flatnonzero(shared & (bit == b))[:1]
+        correct = t.correct_responses(batch.prompt[row], np.array([1]))[0]
+        assert np.exp(t.sequence_log_probs(batch.prompt[row], correct))[0] == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("fmt", ["layers", "edges"])
+def test_graph_fig1_classes_are_told_apart_only_by_the_prompt_parity(fmt):
+    """G_1 / G_2 (match / mismatch): identical structure, opposite parity bit, pi_D deterministic."""
+    t = build_teacher({"name": "graph", "num_nodes": 60, "prompt_format": fmt,
+                       "classes": {"match": 0.9, "mismatch": 0.1}})
+    batch = t.sample(400, 8, np.random.default_rng(1))
+    s, _, passable = t.parse(batch.prompt)
+    assert ((passable[..., 1] >= 0).sum(1) == 2).all()
+    assert (prompt_parity(s, passable) == (batch.cls == 0)).all()
+    assert (t.sequence_log_probs(batch.prompt, batch.response) == 0).all()
+    assert len(np.unique(batch.prompt[:, 0] if fmt == "layers" else s)) > 20  # s is relabelled, not fixed
 
 
 @pytest.mark.parametrize("fmt", ["layers", "edges"])

@@ -11,9 +11,18 @@ Class kinds (weights from the config); i is the 1-based layer index, p(.) parity
     xor        H/2 branching layers; pick parity p(i) XOR (XOR of the parities of every passable
                node of every intermediate layer) (G_{H,2}): a global rule
     uniform16  4 branching layers, uniform over the 16 paths (G_{H,3})
-    match      2 branching layers, pick parity p(i) (Fig. 1 G_1)
-    mismatch   2 branching layers, pick parity 1 - p(i) (G_2)
-    uniform4   2 branching layers, uniform over the 4 paths (G_3)
+    match      2 branching layers, pick parity p(i) (Fig. 1 G_1); prompt parity bit 1
+    mismatch   2 branching layers, pick parity 1 - p(i) (G_2); prompt parity bit 0
+    uniform4   2 branching layers, uniform over the 4 paths (G_3); prompt parity bit uniform
+
+Fig. 1's hidden class (paper-notes Sec. 5.2): the prompt parity bit is the XOR of the label
+parities of V' = the source s and the passable nodes of the first H // 2 intermediate layers (a
+fixed set of positions; both prompt formats show these nodes). The sampler draws the graph as
+usual, then, if the bit disagrees with the class (match: 1, mismatch: 0, uniform4: a fair coin),
+swaps the label of s with the first unused label or dead-end node of the other parity (redrawing
+the graph in the rare case there is none), so no single node's parity tells the class. G_1 and G_2 are identifiable from the prompt in principle, through a parity of about
+H / 2 + 2 labels that the paper reports no model learns; pi_D is exact either way: a uniform4
+prompt with bit 1 is G_1 or G_3 with posterior w_1 : w_3 / 2.
 
 The class is read off the prompt through its number of branching layers. When two configured
 kinds have the same number (xor and uniform16 at H = 8), the prompt does not determine the
@@ -42,8 +51,18 @@ KINDS = ("single", "xor", "uniform16", "match", "mismatch", "uniform4")
 ClassKind = Literal["single", "xor", "uniform16", "match", "mismatch", "uniform4"]
 
 
+PARITY_BIT = {"match": 1, "mismatch": 0, "uniform4": None}  # Fig. 1 kinds; None: a fair coin
+
+
 def branching_layers(kind: str, horizon: int) -> int:
     return {"single": 0, "xor": horizon // 2, "uniform16": 4}.get(kind, 2)
+
+
+def prompt_parity(source: np.ndarray, passable: np.ndarray) -> np.ndarray:
+    """The hidden-class bit of Fig. 1 graphs: XOR of the label parities of s and of the passable
+    nodes of the first H // 2 layers. source: (n,); passable: (n, H, 2), -1 where absent -> (n,)."""
+    half = passable[:, : passable.shape[1] // 2]
+    return (source % 2 + np.where(half >= 0, half % 2, 0).sum(axis=(1, 2))) % 2
 
 
 class GraphParams(BaseModel):
@@ -109,6 +128,24 @@ class Graph(Teacher):
 
     def _sample_graph(self, kind, horizon, rng):
         """Labels, layers (H lists of 4 nodes) and passable (H, 2): [even, odd] or [node, -1]."""
+        if kind not in PARITY_BIT:
+            return self._draw_graph(kind, horizon, rng)
+        want = PARITY_BIT[kind] if PARITY_BIT[kind] is not None else int(rng.integers(2))
+        while True:
+            s, t, layers, passable = graph = self._draw_graph(kind, horizon, rng)
+            if prompt_parity(np.array([s]), passable[None])[0] == want:
+                return graph
+            used = {s, t, *(v for layer in layers for v in layer)}
+            dead = [v for i, layer in enumerate(layers) for v in layer if v not in passable[i]]
+            swap = next((v for v in [v for v in range(self.params.num_nodes) if v not in used] + dead
+                         if v % 2 != s % 2), None)
+            if swap is not None:  # else every candidate has the parity of s: draw another graph
+                for layer in layers:
+                    if swap in layer:
+                        layer[layer.index(swap)] = s
+                return swap, t, layers, passable
+
+    def _draw_graph(self, kind, horizon, rng):
         m = self.params.num_nodes
         perm = rng.permutation(m)
         evens, odds = [v for v in perm if v % 2 == 0], [v for v in perm if v % 2 == 1]
@@ -208,13 +245,18 @@ class Graph(Teacher):
             chosen = layer_parity ^ bit[:, None]
         return (chosen == 0).astype(np.float64)
 
-    def hypotheses(self, passable, horizon, hide_xor_bit=False):
+    def hypotheses(self, source, passable, horizon, hide_xor_bit=False):
         """[(log prior (n,), P(even) (n, H))] for every kind the prompts' structure allows."""
         n_branch = (passable[..., 1] >= 0).sum(1)  # (n,)
+        bit = prompt_parity(source, passable)
         out = []
         for kind, w in zip(self.class_names, self.class_weights):
             k = branching_layers(kind, horizon)
             fits = n_branch == k
+            if kind in PARITY_BIT and PARITY_BIT[kind] is not None:
+                fits = fits & (bit == PARITY_BIT[kind])
+            elif kind in PARITY_BIT:
+                w = w / 2  # uniform4: either bit with probability 1/2
             log_prior = np.where(fits, math.log(w) - math.log(math.comb(horizon, k)), -np.inf) if w > 0 else \
                 np.full(len(n_branch), -np.inf)
             if kind == "xor" and hide_xor_bit:
@@ -233,7 +275,7 @@ class Graph(Teacher):
         s, t, passable = self.parse(prompt)
         n, horizon, _ = passable.shape
         length = response.shape[1]
-        hyps = self.hypotheses(passable, horizon, hide_xor_bit)
+        hyps = self.hypotheses(s, passable, horizon, hide_xor_bit)
         v = self.vocab_size
         # Per hypothesis: dense log-probs over the path positions (n, H + 2, V).
         path_lp = []
