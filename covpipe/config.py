@@ -94,6 +94,26 @@ class Evaluate(_Strict):
         return sorted(set(v))
 
 
+class Finetune(_Strict):
+    """Online fine-tuning from each seed's final pre-train checkpoint (paper App. C.2)."""
+
+    teacher: dict[str, Any] = Field(default_factory=dict,
+                                    description="keys that replace the study teacher's, e.g. its class weights")
+    train: Train
+
+
+class Selection(_Strict):
+    """Checkpoint selection among a model's checkpoints (paper Sec. 6.3), see covpipe.selection."""
+
+    n_select: int = Field(512, ge=1, description="held-out pi_D samples, disjoint from the evaluation set")
+    pass_at: list[float] = Field(default_factory=lambda: [4, 8, 12], description="N whose Pass@N each pick is scored on")
+    level_ratio: float = Field(0.5, gt=0, description="the tournaments compare at level ratio * N (Cov_{N/2})")
+    rules: list[Literal["min_ce", "tournament", "offset_tournament", "oracle"]] = Field(
+        default_factory=lambda: ["min_ce", "tournament", "offset_tournament", "oracle"])
+    offset_a: float = Field(0.0, ge=0, lt=0.5, description="a of the offset tournament's 2 N^a penalty")
+    offset_prompts: int = Field(256, ge=1, description="held-out prompts the offset tournament samples at")
+
+
 class Study(_Strict):
     teacher: dict[str, Any]
     horizons: list[int]
@@ -102,8 +122,24 @@ class Study(_Strict):
     models: dict[str, dict[str, Any]]
     train: Train = Field(default_factory=Train)
     evaluate: Evaluate = Field(default_factory=Evaluate)
-    figures: list[Literal["horizon", "training"]] = Field(default_factory=lambda: ["horizon"],
-                                                          description="figure sets, see covpipe.plots")
+    finetune: Finetune | None = None
+    selection: Selection | None = None
+    figures: list[Literal["horizon", "training", "finetune"]] = Field(default_factory=lambda: ["horizon"],
+                                                                      description="figure sets, see covpipe.plots")
+
+    @model_validator(mode="after")
+    def _selection_levels_are_evaluated(self):
+        if self.selection is None:
+            return self
+        missing = [n for n in self.selection.pass_at if n not in self.evaluate.pass_at]
+        if missing:
+            raise ValueError(f"selection.pass_at: N = {missing[0]:g} is not in evaluate.pass_at")
+        missing = [n * self.selection.level_ratio for n in self.selection.pass_at
+                   if n * self.selection.level_ratio not in self.evaluate.levels]
+        if missing:
+            raise ValueError(f"selection.level_ratio: level {missing[0]:g} is not in evaluate.levels, "
+                             "which must hold every level the tournaments compare at")
+        return self
 
     @field_validator("horizons")
     @classmethod
@@ -169,6 +205,19 @@ def validate_config(raw, source: str = "config") -> dict:
                 teacher.check_horizon(horizon)
             except ValueError as exc:
                 raise ConfigError(f"{source}: {where}.teacher.{exc}") from None
+        if study.finetune is not None:
+            merged = {**out["studies"][name]["teacher"], **study.finetune.teacher}
+            if merged["name"] != out["studies"][name]["teacher"]["name"]:
+                raise ConfigError(f"{source}: {where}.finetune.teacher.name: fine-tuning keeps the study's teacher")
+            ft = _validate_entry(source, f"{where}.finetune.teacher", merged, "name", TEACHERS, "teacher")
+            out["studies"][name]["finetune"]["teacher"] = ft
+            for horizon in study.horizons:
+                try:
+                    build_teacher(ft).check_horizon(horizon)
+                    if Vocab.of(build_teacher(ft), horizon) != Vocab.of(teacher, horizon):
+                        raise ValueError("changes the token layout of the pre-training teacher")
+                except ValueError as exc:
+                    raise ConfigError(f"{source}: {where}.finetune.teacher: {exc}") from None
         for model_name, entry in study.models.items():
             _check_name(source, f"{where}.models.{model_name}", model_name)
             entry = dict(entry)

@@ -3,7 +3,9 @@
 train.parquet: seed, cls, prompt, response; n_train rows per seed, y ~ pi_D.
 eval.parquet: cls, prompt, response, teacher_logp (log pi_D(y|x), nats, summed over tokens);
 n_eval rows per class, so rare classes are measured as well as common ones; metrics reweight
-them by the class weights.
+them by the class weights. A study with `finetune:` is evaluated on its fine-tuning teacher.
+select.parquet (studies with `selection:`): n_select rows drawn from the evaluation teacher's
+mixture, from a random stream of their own, so selection never sees evaluation data.
 """
 
 from __future__ import annotations
@@ -22,8 +24,18 @@ def data_spec(study_name: str, study: dict, horizon: int) -> dict:
     data = dict(study["data"])
     if not data.get("shared_across_seeds"):
         data.pop("shared_across_seeds", None)  # the default adds nothing: keep specs (and caches) of older studies
-    return {"study": study_name, "teacher": study["teacher"], "horizon": int(horizon),
+    spec = {"study": study_name, "teacher": study["teacher"], "horizon": int(horizon),
             "seeds": study["seeds"], **data, "version": VERSION}
+    if study.get("finetune"):  # only then: older studies keep their specs (and caches)
+        spec["eval_teacher"] = study["finetune"]["teacher"]
+    return spec
+
+
+def select_spec(study_name: str, study: dict, horizon: int) -> dict:
+    """The selection sample's settings: the evaluation teacher, the horizon and its size."""
+    teacher = (study.get("finetune") or {}).get("teacher") or study["teacher"]
+    return {"study": study_name, "teacher": teacher, "horizon": int(horizon),
+            "n_select": study["selection"]["n_select"], "version": VERSION}
 
 
 def run(train_path, eval_path, spec: dict) -> None:
@@ -38,6 +50,7 @@ def run(train_path, eval_path, spec: dict) -> None:
     io.write_parquet(pl.concat(parts), train_path)
     io.write_provenance(train_path, spec)
 
+    teacher = build_teacher(spec.get("eval_teacher", spec["teacher"]))
     parts, extra = [], {}
     for c in range(len(teacher.class_names)):
         rng = np.random.default_rng(derive_seed(spec["study"], "eval-data", h, c))
@@ -50,3 +63,11 @@ def run(train_path, eval_path, spec: dict) -> None:
                 teacher.inherent_variance(batch.prompt, batch.response).sum(1).mean())
     io.write_parquet(pl.concat(parts), eval_path)
     io.write_provenance(eval_path, spec, **extra)
+
+
+def run_select(select_path, spec: dict) -> None:
+    """select.parquet: held-out (x, y ~ pi_D) for checkpoint selection; no pi_D column (selection never reads it)."""
+    teacher = build_teacher(spec["teacher"])
+    rng = np.random.default_rng(derive_seed(spec["study"], "select-data", spec["horizon"]))
+    io.write_parquet(io.tokens_frame(teacher.sample(spec["n_select"], spec["horizon"], rng)), select_path)
+    io.write_provenance(select_path, spec)

@@ -11,7 +11,12 @@ Metrics: kl, ce (nats/sequence), entropy (of pi_D, for reference), coverage (Cov
 level), stopped_kl (E[min(log N, sum_h KL_h)] at each stopped level), token_accuracy (fraction
 of positions where the model's most likely token is y_h), and for teachers that define correct
 responses (the graph task) pass_at_n: Pass@N = E_x[1 - (1 - p_correct(x))^N], with p_correct
-the model's exact total probability of the correct responses, by teacher forcing.
+the model's exact total probability of the correct responses, by teacher forcing. For Fig. 1
+graphs (2 branching layers, the model's probabilities of all 4 valid paths, q): valid_mass (sum of
+q: probability of a valid path), branch_agreement (share of the valid mass on paths that take the
+same parity rule at both branching layers; 1/2 for independent fair choices, 5/6 for the ideal
+pre-trained model, 1 for a consistent one) and first_branch_match (share on the match rule at the
+first branching layer: 1/2 when the class is invisible and the mixture is balanced).
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ from .models import Vocab, build_model
 from .models.base import as_tensor
 from .teachers import build_teacher
 
-VERSION = 2
+VERSION = 3
 log = logging.getLogger(__name__)
 
 METRICS_SCHEMA = {
@@ -51,10 +56,11 @@ def class_weights(cls: np.ndarray, weights: np.ndarray) -> np.ndarray:
 
 
 def evaluate_trial(spec: dict, seed: int, states: dict, batch, teacher_steps: np.ndarray, correct=None,
-                   device: str = "cpu") -> tuple[list, dict]:
+                   device: str = "cpu", paths=None) -> tuple[list, dict]:
     """All checkpoints of one seed: (metric rows, {step: (log_ratios, model_logp)}).
 
     correct: None, or (owner (k,), responses (k, L)): every correct response and its prompt's row.
+    paths: None, or the Fig. 1 valid paths (n, 4, L) of `Graph.branch_choice_paths`.
     """
     teacher = build_teacher(spec["teacher"])
     model = build_model(spec["model"], Vocab.of(teacher, spec["horizon"]), teacher=teacher)
@@ -76,25 +82,42 @@ def evaluate_trial(spec: dict, seed: int, states: dict, batch, teacher_steps: np
         log_ratios = teacher_logp - model_logp  # (n,), nats
         accuracy = (steps.argmax(-1) == batch.response).mean(1)  # (n,)
         p_correct = None if correct is None else _p_correct(model, batch, *correct)
+        branches = None if paths is None else _branch_diagnostics(model, batch, paths)
         with np.errstate(invalid="ignore"):  # 0 * log 0 terms where pi_D puts no mass
             token_kls = np.nansum(teacher_probs * (teacher_steps - steps), axis=-1)  # (n, H)
         for group, w in groups.items():
             rows += _metric_rows(spec, seed, step, group, w, log_ratios, model_logp, teacher_logp, token_kls,
-                                 accuracy, p_correct)
+                                 accuracy, p_correct, branches)
         kept[step] = (log_ratios, model_logp)
     return rows, kept
 
 
-def _p_correct(model, batch, owner, responses, chunk: int = 4096) -> np.ndarray:
-    """The model's total probability of each prompt's correct responses: (n,)."""
+def sequence_log_probs(model, prompt, response, chunk: int = 4096) -> np.ndarray:
+    """log pi_hat(y|x) of each row, by teacher forcing in inference mode: float64 (n,), nats."""
     device = next(iter(model.state_dict().values())).device
-    prompt = torch.from_numpy(batch.prompt[owner]).to(device)
-    resp = torch.from_numpy(responses).to(device)
-    logp = []
+    prompt, response = as_tensor(prompt).to(device), as_tensor(response).to(device)
+    out = []
     with torch.inference_mode():
-        for i in range(0, len(owner), chunk):
-            logp.append(model.token_log_probs(prompt[i : i + chunk], resp[i : i + chunk]).double().sum(1).cpu().numpy())
-    return np.minimum(np.bincount(owner, weights=np.exp(np.concatenate(logp)), minlength=len(batch)), 1.0)
+        for i in range(0, len(prompt), chunk):
+            out.append(model.token_log_probs(prompt[i : i + chunk], response[i : i + chunk]).double().sum(1).cpu().numpy())
+    return np.concatenate(out) if out else np.zeros(0)
+
+
+def _p_correct(model, batch, owner, responses) -> np.ndarray:
+    """The model's total probability of each prompt's correct responses: (n,)."""
+    p = np.exp(sequence_log_probs(model, batch.prompt[owner], responses))
+    return np.minimum(np.bincount(owner, weights=p, minlength=len(batch)), 1.0)
+
+
+def _branch_diagnostics(model, batch, paths) -> dict:
+    """valid_mass, branch_agreement, first_branch_match per prompt (see the module doc): {name: (n,)}."""
+    n, k, length = paths.shape
+    q = np.exp(sequence_log_probs(model, np.repeat(batch.prompt, k, axis=0), paths.reshape(n * k, length)))
+    q = q.reshape(n, k)  # [mm, mx, xm, xx]
+    mass = q.sum(1)
+    safe = np.maximum(mass, 1e-300)
+    return {"valid_mass": mass, "branch_agreement": (q[:, 0] + q[:, 3]) / safe,
+            "first_branch_match": (q[:, 0] + q[:, 1]) / safe}
 
 
 def pass_at_n_sampled(model, batch, correct: list, k: int, ns, generator: torch.Generator) -> np.ndarray:
@@ -107,13 +130,16 @@ def pass_at_n_sampled(model, batch, correct: list, k: int, ns, generator: torch.
     return np.array([np.mean([metrics.pass_at_k_unbiased(k, h, int(n)) for h in hits]) for n in ns])
 
 
-def _metric_rows(spec, seed, step, group, w, log_ratios, model_logp, teacher_logp, token_kls, accuracy, p_correct):
+def _metric_rows(spec, seed, step, group, w, log_ratios, model_logp, teacher_logp, token_kls, accuracy, p_correct,
+                 branches=None):
     mask = w > 0
     w, x, lp, tlp, tk = w[mask], log_ratios[mask], model_logp[mask], teacher_logp[mask], token_kls[mask]
     n_eff = metrics.effective_sample_size(w)
     key = dict(seed=seed, step=step, **{"class": group}, n=int(mask.sum()))
     out = []
-    for name, values in (("kl", x), ("ce", -lp), ("entropy", -tlp), ("token_accuracy", accuracy[mask])):
+    means = [("kl", x), ("ce", -lp), ("entropy", -tlp), ("token_accuracy", accuracy[mask])]
+    means += [(name, v[mask]) for name, v in (branches or {}).items()]
+    for name, values in means:
         value = float(np.sum(values * w) / w.sum())
         if np.isfinite(values).all():
             sd = np.sqrt(np.sum(w * (values - value) ** 2) / w.sum())
@@ -152,8 +178,9 @@ def run(eval_path, checkpoints_path, metrics_path, log_ratios_path, spec: dict, 
     if hasattr(teacher, "correct_responses"):
         per_prompt = teacher.correct_responses(batch.prompt, batch.cls)
         correct = (np.repeat(np.arange(len(batch)), [len(r) for r in per_prompt]), np.concatenate(per_prompt))
+    paths = teacher.branch_choice_paths(batch.prompt) if hasattr(teacher, "branch_choice_paths") else None
     seeds = sorted(ckpt["trials"])
-    trials = [(spec, s, ckpt["trials"][s], batch, teacher_steps, correct, device) for s in seeds]
+    trials = [(spec, s, ckpt["trials"][s], batch, teacher_steps, correct, device, paths) for s in seeds]
     chosen = resolve_backend(backend, threads, len(trials), address)
     if chosen == "serial":
         torch.set_num_threads(threads)

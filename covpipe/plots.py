@@ -11,6 +11,7 @@ A study lists the figure sets it wants (`figures:` in its config):
                          line per H for the trained class; dashed lines: reference models
     coverage_profile     as above
     per_class.md         final KL, Cov_16 and token accuracy per class and H (median [min, max])
+"finetune" (the paper's Figure 1 layout and selection tables): see covpipe.plots_finetune.
 Lines are medians over seeds; bands span the seeds (min to max; the 1/16..15/16 quantiles in
 over_training, as in the paper).
 """
@@ -27,10 +28,12 @@ import seaborn as sns  # noqa: E402
 
 from . import io  # noqa: E402
 
-VERSION = 4
+VERSION = 5
 FIGURE_SETS = {
     "horizon": ("kl_vs_horizon.png", "coverage_vs_horizon.png", "coverage_profile.png", "training_curves.png"),
     "training": ("over_training.png", "coverage_profile.png", "per_class.md"),
+    "finetune": ("fig1_training.png", "fig1_scatter.png", "rank_correlations.md", "selection.md",
+                 "pretrain_check.md"),
 }
 FIGURES = tuple(name.removesuffix(".png") for name in FIGURE_SETS["horizon"])
 BAND = ("pi", 100)  # the full range over seeds
@@ -70,12 +73,15 @@ def _save(fig, path):
     plt.close(fig)
 
 
-def run(metrics_path, train_log_path, out_paths, spec: dict) -> None:
+def run(metrics_path, train_log_path, out_paths, spec: dict, selection_path=None) -> None:
     sns.set_theme(style="whitegrid", context="notebook")
     metrics = io.read_parquet(metrics_path)
     outs = {str(path).rsplit("/", 1)[-1]: path for path in out_paths}
     for name, path in outs.items():
-        DRAW[name](metrics, path, spec)
+        if name in FINETUNE_DRAW:  # these also mark the selection stage's picks
+            FINETUNE_DRAW[name](metrics, path, spec, io.read_parquet(selection_path) if selection_path else None)
+        else:
+            DRAW[name](metrics, path, spec)
 
 
 def _study(metrics):
@@ -203,3 +209,7 @@ DRAW = {
     "over_training.png": over_training,
     "per_class.md": per_class_table,
 }
+
+from .plots_finetune import DRAW as FINETUNE_DRAW  # noqa: E402  (it uses the helpers above)
+
+DRAW.update(FINETUNE_DRAW)

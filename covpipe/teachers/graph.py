@@ -340,6 +340,28 @@ class Graph(Teacher):
         return out
 
 
+    def branch_choice_paths(self, prompt: np.ndarray):
+        """For Fig. 1 graphs (every class a 2-branching-layer kind): the 4 valid responses of each
+        prompt, ordered by the parity rule taken at the two branching layers: [match-match,
+        match-mismatch, mismatch-match, mismatch-mismatch] (match: parity p(i)). int64 (n, 4, L);
+        None for other class sets."""
+        if not set(self.class_names) <= set(PARITY_BIT):
+            return None
+        s, t, passable = self.parse(prompt)
+        n, horizon, _ = passable.shape
+        p_match = self._even_probs("match", passable)  # (n, H): 1 where the match rule picks the even node
+        out = np.empty((n, 4, self.response_length(horizon)), dtype=np.int64)
+        for j in range(n):
+            branch = np.flatnonzero(passable[j, :, 1] >= 0)
+            for r, rules in enumerate(((0, 0), (0, 1), (1, 0), (1, 1))):  # 0 = match, 1 = mismatch
+                path = passable[j, :, 0].copy()
+                for layer, rule in zip(branch, rules):
+                    even_wanted = (p_match[j, layer] == 1) != bool(rule)
+                    path[layer] = passable[j, layer, 0 if even_wanted else 1]
+                out[j, r] = self._format_response([s[j], *path, t[j]])
+        return out
+
+
 def _edge_pairs(tokens, sep):
     """(u, v) pairs of an edge list u v SEP u v SEP ... u v."""
     return np.asarray(tokens[tokens != sep]).reshape(-1, 2)

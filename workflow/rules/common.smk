@@ -5,8 +5,10 @@ import sys
 
 import covpipe.data
 import covpipe.evaluate
+import covpipe.finetune
 import covpipe.io
 import covpipe.plots
+import covpipe.selection
 import covpipe.train
 from covpipe.config import ConfigError, validate_config
 
@@ -48,8 +50,24 @@ def all_outputs():
             f"results/{study}/metrics.parquet",
             f"results/{study}/train_log.parquet",
         ]
+        if STUDIES[study]["selection"]:
+            out.append(f"results/{study}/selection.parquet")
         out += study_figures(study)
     return out
+
+
+def checkpoints_of(wc):
+    """The checkpoints a study evaluates: fine-tuned ones when it has a finetune stage."""
+    stage = "finetune" if STUDIES[wc.study]["finetune"] else "train"
+    return f"results/{wc.study}/{stage}/model~{wc.model}/horizon~{wc.horizon}/checkpoints.pt"
+
+
+def selection_tables(wc):
+    """Per-(model, horizon) selection tables of a study with a `selection:` section."""
+    return [
+        f"results/{wc.study}/select/model~{m}/horizon~{h}/selection.parquet"
+        for m, h in study_cells(wc.study)
+    ]
 
 
 def study_figures(study):
@@ -75,10 +93,34 @@ def train_spec(wildcards):
     )
 
 
+def finetune_spec(wildcards):
+    """Science settings of one fine-tuning job (its pre-training spec included)."""
+    return covpipe.finetune.finetune_spec(
+        wildcards.study,
+        STUDIES[wildcards.study],
+        wildcards.model,
+        int(wildcards.horizon),
+    )
+
+
 def evaluate_spec(wildcards):
-    """Science settings of one evaluation job: its training spec plus evaluation settings."""
-    return covpipe.evaluate.evaluate_spec(
-        train_spec(wildcards), STUDIES[wildcards.study]["evaluate"]
+    """Science settings of one evaluation job: its training (or fine-tuning) spec plus evaluation settings."""
+    study = STUDIES[wildcards.study]
+    fit = finetune_spec(wildcards) if study["finetune"] else train_spec(wildcards)
+    return covpipe.evaluate.evaluate_spec(fit, study["evaluate"])
+
+
+def select_data_spec(wildcards):
+    """Science settings of one held-out selection sample."""
+    return covpipe.data.select_spec(
+        wildcards.study, STUDIES[wildcards.study], int(wildcards.horizon)
+    )
+
+
+def select_spec(wildcards):
+    """Science settings of one selection job: its evaluation spec plus the selection settings."""
+    return covpipe.selection.select_spec(
+        evaluate_spec(wildcards), STUDIES[wildcards.study]["selection"]
     )
 
 
@@ -86,6 +128,7 @@ def plot_spec(wildcards):
     """What one figure depends on: the study's evaluation settings and the plotting code version."""
     return {
         "evaluate": STUDIES[wildcards.study]["evaluate"],
+        "selection": STUDIES[wildcards.study]["selection"],
         "figures": STUDIES[wildcards.study]["figures"],
         "version": covpipe.plots.VERSION,
     }

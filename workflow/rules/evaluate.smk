@@ -1,7 +1,7 @@
 rule evaluate:
     input:
         eval="results/{study}/data/horizon~{horizon}/eval.parquet",
-        checkpoints="results/{study}/train/model~{model}/horizon~{horizon}/checkpoints.pt",
+        checkpoints=checkpoints_of,
     output:
         metrics="results/{study}/eval/model~{model}/horizon~{horizon}/metrics.parquet",
         log_ratios="results/{study}/eval/model~{model}/horizon~{horizon}/log_ratios.parquet",
@@ -37,3 +37,16 @@ rule aggregate:
         "../envs/covpipe.yml"
     script:
         "../scripts/aggregate.py"
+
+
+rule aggregate_selection:
+    input:
+        selection_tables,
+    output:
+        "results/{study}/selection.parquet",
+    log:
+        "logs/{study}/aggregate_selection.log",
+    conda:
+        "../envs/covpipe.yml"
+    script:
+        "../scripts/aggregate_selection.py"

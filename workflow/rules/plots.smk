@@ -2,6 +2,11 @@ rule plot:
     input:
         metrics="results/{study}/metrics.parquet",
         train_log="results/{study}/train_log.parquet",
+        selection=lambda wc: (
+            [f"results/{wc.study}/selection.parquet"]
+            if STUDIES[wc.study]["selection"]
+            else []
+        ),
     output:
         report(
             "results/{study}/figures/{figure}",

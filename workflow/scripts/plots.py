@@ -9,4 +9,5 @@ plots.run(
     snakemake.input.train_log,
     [snakemake.output[0]],
     snakemake.params.spec,
+    selection_path=snakemake.input.selection[0] if snakemake.input.selection else None,
 )

@@ -1,0 +1,189 @@
+"""The "finetune" figure set: the paper's Figure 1 layout and its tables (paper-notes Sec. 5.2).
+
+    fig1_training.png        Cov_N for several N (left axis) and sequence KL (right axis, nats) over
+                             fine-tuning steps; medians over seeds, bands span the seeds
+    fig1_scatter.png         Pass@N against Cov_{N/2} (bottom axis) and KL (top axis) over every
+                             checkpoint of every seed, one panel per N; the min-CE and tournament
+                             picks are marked
+    rank_correlations.md     Spearman correlation across checkpoints of -KL and of -Cov_{N/2} with
+                             Pass@N, per seed; median [min, max] over seeds
+    selection.md             per rule and N: true Pass@N of the pick, its gap to the oracle, its KL
+                             and step; median [min, max] over seeds
+    pretrain_check.md        what pre-training learned, per class, at fine-tuning step 0 and at the
+                             end: KL, valid-path mass, branch agreement, first-branch match rate
+"""
+
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import numpy as np
+import polars as pl
+import seaborn as sns
+
+from . import io
+from .plots import BAND, _save
+
+FIG1_LEVELS = (2.0, 3.0, 4.0, 4.6, 5.7)  # the paper's left panel
+PICK_STYLE = {"min_ce": ("X", "tab:red", "min CE"), "tournament": ("D", "black", "tournament"),
+              "offset_tournament": ("P", "tab:purple", "offset tournament")}
+
+
+def _mix(metrics, metric, level=None):
+    rows = metrics.filter((pl.col("class") == "all") & (pl.col("metric") == metric))
+    if level is not None:
+        rows = rows.filter(pl.col("level") == float(level))
+    return rows.select("model", "horizon", "seed", "step", "value")
+
+
+def _trained(metrics):
+    counts = metrics.group_by("model").agg(pl.col("step").n_unique().alias("k"))
+    return counts.filter(pl.col("k") > 1)["model"].sort().to_list()
+
+
+def _scatter_ns(spec):
+    sel = spec.get("selection") or {}
+    return [n for n in sel.get("pass_at", [4, 8, 12])][:3], (sel.get("level_ratio") or 0.5)
+
+
+def fig1_training(metrics, path, spec, selection=None):
+    study = metrics["study"][0]
+    models = _trained(metrics)
+    levels = [v for v in FIG1_LEVELS if v in spec["evaluate"]["levels"]] or spec["evaluate"]["levels"][:5]
+    fig, axes = plt.subplots(1, len(models), figsize=(7 * len(models), 4.2), squeeze=False)
+    for ax, model in zip(axes[0], models):
+        rows = metrics.filter(pl.col("model") == model)
+        cov = rows.filter((pl.col("class") == "all") & (pl.col("metric") == "coverage") &
+                          pl.col("level").is_in(levels)).to_pandas()
+        cov["N"] = cov.level.map(lambda v: f"Cov_{v:g}")
+        sns.lineplot(cov, x="step", y="value", hue="N", estimator="median", errorbar=BAND, palette="crest", ax=ax)
+        ax.set(xlabel="fine-tuning step", ylabel="Cov_N (lower is better)", ylim=(-0.02, 1.02))
+        kl_ax = ax.twinx()
+        kl = _mix(rows, "kl").to_pandas()
+        sns.lineplot(kl, x="step", y="value", estimator="median", errorbar=BAND, color="tab:red", ax=kl_ax,
+                     label="KL (right axis)")
+        kl_ax.set(ylabel="sequence KL (nats)", ylim=(0, max(2.0, float(kl.value.max()) * 1.05)))
+        kl_ax.grid(False)
+        kl_ax.legend(loc="upper right", fontsize=8)
+        ax.legend(loc="upper center", fontsize=8, ncol=2)
+        ax.set_title(f"{study}/{model}: over fine-tuning (median over seeds, band = range)")
+    _save(fig, path)
+
+
+def fig1_scatter(metrics, path, spec, selection=None):
+    study = metrics["study"][0]
+    ns, ratio = _scatter_ns(spec)
+    models = _trained(metrics)
+    fig, axes = plt.subplots(len(models), len(ns), figsize=(5.2 * len(ns), 4.4 * len(models)), squeeze=False)
+    for row, model in zip(axes, models):
+        rows = metrics.filter(pl.col("model") == model)
+        for ax, n in zip(row, ns):
+            pts = (_mix(rows, "pass_at_n", n).rename({"value": "pass"})
+                   .join(_mix(rows, "coverage", n * ratio).rename({"value": "cov"}), on=["model", "horizon", "seed", "step"])
+                   .join(_mix(rows, "kl").rename({"value": "kl"}), on=["model", "horizon", "seed", "step"]))
+            sc = ax.scatter(pts["cov"], pts["pass"], c=pts["step"], cmap="viridis", s=18, label="checkpoints (by Cov)")
+            top = ax.twiny()
+            top.scatter(pts["kl"], pts["pass"], c=pts["step"], cmap="viridis", marker="^", s=14, alpha=0.35)
+            top.set_xlabel("sequence KL (nats), triangles")
+            top.grid(False)
+            if selection is not None:
+                picks = selection.filter((pl.col("model") == model) & (pl.col("n") == float(n)))
+                for rule, (marker, color, label) in PICK_STYLE.items():
+                    p = picks.filter(pl.col("rule") == rule)
+                    if len(p):
+                        ax.scatter(p["coverage"], p["pass_at_n"], marker=marker, s=90, facecolors="none",
+                                   edgecolors=color, linewidths=1.8, label=f"{label} pick")
+            ax.set(xlabel=f"Cov_{n * ratio:g}, circles", ylabel=f"Pass@{n:g}")
+            ax.legend(fontsize=7, loc="lower left")
+        fig.colorbar(sc, ax=row[-1], label="fine-tuning step")
+    fig.suptitle(f"{study}: Pass@N against Cov_(N/2) and KL over checkpoints (all seeds)", y=1.02)
+    _save(fig, path)
+
+
+def rank_correlations(metrics, spec) -> pl.DataFrame:
+    """Spearman rho across checkpoints of -KL and -Cov_{N/2} with Pass@N: one row per (model, seed, N)."""
+    rows = []
+    ns = [n for n in spec["evaluate"]["pass_at"] if n >= 2 and n * (_scatter_ns(spec)[1]) in spec["evaluate"]["levels"]]
+    ratio = _scatter_ns(spec)[1]
+    for model in _trained(metrics):
+        m = metrics.filter(pl.col("model") == model)
+        for n in ns:
+            both = (_mix(m, "pass_at_n", n).rename({"value": "pass"})
+                    .join(_mix(m, "coverage", n * ratio).rename({"value": "cov"}), on=["model", "horizon", "seed", "step"])
+                    .join(_mix(m, "kl").rename({"value": "kl"}), on=["model", "horizon", "seed", "step"]))
+            for (seed,), g in both.group_by(["seed"]):
+                rho_kl = spearman(-g["kl"].to_numpy(), g["pass"].to_numpy())
+                rho_cov = spearman(-g["cov"].to_numpy(), g["pass"].to_numpy())
+                rows.append({"model": model, "seed": seed, "n": float(n), "rho_kl": float(rho_kl),
+                             "rho_cov": float(rho_cov)})
+    return pl.DataFrame(rows)
+
+
+def spearman(x, y) -> float:
+    """Spearman's rho: Pearson correlation of average ranks; NaN when either side is constant."""
+    rx = pl.Series(np.asarray(x, dtype=np.float64)).rank("average").to_numpy()
+    ry = pl.Series(np.asarray(y, dtype=np.float64)).rank("average").to_numpy()
+    if rx.std() == 0 or ry.std() == 0:
+        return float("nan")
+    return float(np.corrcoef(rx, ry)[0, 1])
+
+
+def _band(values) -> str:
+    v = np.asarray(values, dtype=np.float64)
+    v = v[np.isfinite(v)]
+    return "n/a" if len(v) == 0 else f"{np.median(v):.3f} [{v.min():.3f}, {v.max():.3f}]"
+
+
+def _write(path, lines):
+    with io.atomic_path(path) as tmp:
+        tmp.write_text("\n".join(lines) + "\n")
+
+
+def rank_correlation_table(metrics, path, spec, selection=None):
+    table = rank_correlations(metrics, spec)
+    ratio = _scatter_ns(spec)[1]
+    lines = ["Spearman rank correlation with Pass@N across checkpoints (per seed; median [min, max] over seeds). "
+             "NaN where Pass@N or the predictor is constant.", "",
+             "| model | N | rho(-KL, Pass@N) | rho(-Cov_{N/2}, Pass@N) | seeds |", "|---|---|---|---|---|"]
+    for (model, n), g in sorted(table.group_by(["model", "n"]), key=lambda kv: kv[0]):
+        lines.append(f"| {model} | {n:g} (Cov_{n * ratio:g}) | {_band(g['rho_kl'])} | {_band(g['rho_cov'])} | {len(g)} |")
+    _write(path, lines)
+
+
+def selection_table(metrics, path, spec, selection=None):
+    lines = ["True Pass@N of the checkpoint each rule picks (median [min, max] over seeds); gap = oracle - pick.", "",
+             "| model | N | rule | Pass@N | gap to oracle | KL (nats) | step picked |", "|---|---|---|---|---|---|---|"]
+    if selection is None or selection.is_empty():
+        lines.append("| (this study has no selection stage) | | | | | | |")
+    else:
+        order = {r: i for i, r in enumerate(["min_ce", "tournament", "offset_tournament", "oracle"])}
+        groups = sorted(selection.group_by(["model", "n", "rule"]), key=lambda kv: (kv[0][0], kv[0][1], order[kv[0][2]]))
+        for (model, n, rule), g in groups:
+            steps = ", ".join(str(s) for s in g.sort("seed")["step"])
+            lines.append(f"| {model} | {n:g} | {rule} | {_band(g['pass_at_n'])} | {_band(g['oracle_gap'])} | "
+                         f"{_band(g['kl'])} | {steps} |")
+    _write(path, lines)
+
+
+CHECK_METRICS = ("kl", "valid_mass", "branch_agreement", "first_branch_match")
+
+
+def pretrain_check(metrics, path, spec, selection=None):
+    last = metrics["step"].max()
+    rows = metrics.filter(pl.col("metric").is_in(CHECK_METRICS) & pl.col("step").is_in([0, last]))
+    lines = ["What the pre-trained model (fine-tuning step 0) and the last fine-tuned checkpoint do, per class; "
+             "median [min, max] over seeds. Ideal pre-trained model that cannot see the class: valid mass 1, "
+             "branch agreement 5/6, first-branch match 1/2; fully fine-tuned: agreement 1, match 0.9 on every class.",
+             "", "| model | step | class | " + " | ".join(CHECK_METRICS) + " |", "|---|---|---|" + "---|" * len(CHECK_METRICS)]
+    for (model, step, cls), g in sorted(rows.group_by(["model", "step", "class"]), key=lambda kv: kv[0]):
+        cells = [_band(g.filter(pl.col("metric") == m)["value"]) for m in CHECK_METRICS]
+        lines.append(f"| {model} | {step} | {cls} | " + " | ".join(cells) + " |")
+    _write(path, lines)
+
+
+DRAW = {
+    "fig1_training.png": fig1_training,
+    "fig1_scatter.png": fig1_scatter,
+    "rank_correlations.md": rank_correlation_table,
+    "selection.md": selection_table,
+    "pretrain_check.md": pretrain_check,
+}
