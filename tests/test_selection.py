@@ -1,0 +1,144 @@
+"""Checkpoint selection (covpipe.selection) on hand-built candidate sets whose answer is known,
+and the Figure 1 study (pre-train -> finetune -> evaluate -> select -> figures) end to end."""
+
+import math
+
+import numpy as np
+import polars as pl
+import pytest
+import torch
+
+from covpipe import selection
+from covpipe.models import Vocab, build_model
+from covpipe.teachers import build_teacher
+from covpipe.teachers.graph import Graph
+
+from workflow_helpers import mini_config_writer, planned_jobs, snakemake
+
+
+def two_outcome_sample(n=1000, minority=10):
+    """Held-out y ~ pi_D with pi_D(a) = 0.99, pi_D(b) = 0.01: exactly `minority` b's."""
+    return np.array([0] * (n - minority) + [1] * minority)
+
+
+def log_likelihoods(sample, candidates):
+    """(K, n) log pi_k(y_i) of two-outcome candidates given as P(b)."""
+    return np.stack([np.log(np.where(sample == 1, pb, 1 - pb)) for pb in candidates])
+
+
+def test_min_ce_drops_the_minority_mode_and_the_tournament_keeps_it():
+    y = two_outcome_sample()
+    # A nearly ignores b (CE 0.070 nats), B covers it (CE 0.127 nats).
+    logp = log_likelihoods(y, [0.001, 0.1])
+    assert selection.cross_entropies(logp) == pytest.approx([-(0.99 * math.log(0.999) + 0.01 * math.log(0.001)),
+                                                              -(0.99 * math.log(0.9) + 0.01 * math.log(0.1))])
+    assert selection.min_ce(logp) == 0
+    # At N = 4: B beats A by ln 100 on every b (S[A, B] = 0.01); A never beats B by ln 4 (S[B, A] = 0).
+    assert selection.cover_matrix(logp, 4) == pytest.approx(np.array([[0, 0.01], [0, 0]]))
+    assert selection.tournament(logp, 4) == 1
+
+
+def test_offset_tournament_matches_its_formula_and_its_answer():
+    y = two_outcome_sample()
+    logp = log_likelihoods(y, [0.001, 0.1])
+    # Generations of each candidate at 1000 prompts: A emits b once, B 100 times.
+    draws = {0: two_outcome_sample(minority=1), 1: two_outcome_sample(minority=100)}
+    own = np.stack([log_likelihoods(draws[j], [0.001, 0.1]) for j in (0, 1)])  # [j, k, i]
+    # On-policy S_on[j, k]: under A's own draws, B covers A's single b by 100x: S_on[A, B] = 0.001;
+    # under B's draws A never covers B. Scores (a = 0: penalty 2 S_on): A: max(0, 0.01 - 0.002) = 0.008; B: 0.
+    assert selection.offset_tournament(logp, own, 4, a=0.0) == 1
+    # If A's own generations held b 6 times in 1000, the penalty 2 * 0.006 cancels A's loss to B:
+    # both score 0, and the tie goes to the lower cross-entropy, A.
+    own[0] = log_likelihoods(two_outcome_sample(minority=6), [0.001, 0.1])
+    assert selection.offset_tournament(logp, own, 4, a=0.0) == 0
+    # A larger a scales the penalty: 2 * 4^0.4 * 0.001 = 0.0035 < 0.01 with one b, so B again.
+    own[0] = log_likelihoods(draws[0], [0.001, 0.1])
+    assert selection.offset_tournament(logp, own, 4, a=0.4) == 1
+
+
+def test_ties_go_to_lower_cross_entropy_then_to_the_earlier_candidate():
+    y = two_outcome_sample()
+    same = log_likelihoods(y, [0.01, 0.01, 0.01])
+    for rule in (selection.min_ce, lambda lp: selection.tournament(lp, 2)):
+        assert rule(same) == 0
+    # No candidate beats another by a factor 100 (level 100): every tournament score is 0, so CE decides.
+    logp = log_likelihoods(y, [0.2, 0.01, 0.05])
+    assert selection.tournament(logp, 100) == selection.min_ce(logp) == 1
+    assert selection.oracle(np.array([0.9, 0.95, 0.95]), logp) == 1
+
+
+def test_selection_never_reads_pi_d(monkeypatch):
+    """The stage's rules run with the teacher's likelihoods unavailable; the oracle reads only the evaluation table."""
+    def forbidden(*args, **kwargs):
+        raise AssertionError("selection read pi_D")
+
+    monkeypatch.setattr(Graph, "step_log_probs", forbidden)
+    spec_teacher = {"name": "graph", "num_nodes": 20, "classes": {"match": 0.9, "mismatch": 0.1}}
+    teacher = build_teacher(spec_teacher)
+    batch = teacher.sample(24, 4, np.random.default_rng(0))
+    model_spec = {"class": "transformer", "layers": 1, "heads": 1, "width": 8, "dropout": 0.0}
+    states = {}
+    for step in (0, 5):
+        torch.manual_seed(step)
+        states[step] = build_model(model_spec, Vocab.of(teacher, 4), teacher=teacher).state_dict()
+    truth = pl.DataFrame({"seed": [0] * 6, "step": [0, 5] * 3, "metric": ["pass_at_n"] * 2 + ["coverage"] * 2 + ["kl"] * 2,
+                          "level": [2.0, 2.0, 1.0, 1.0, None, None], "value": [0.3, 0.4, 0.5, 0.4, 3.0, 2.5]})
+    spec = {"study": "s", "teacher": spec_teacher, "model": model_spec, "model_name": "t", "horizon": 4,
+            "selection": {"pass_at": [2], "level_ratio": 0.5, "rules": ["min_ce", "tournament", "offset_tournament",
+                                                                          "oracle"],
+                          "offset_a": 0.0, "offset_prompts": 8}}
+    rows = selection.select_trial(spec, 0, states, batch, truth)
+    assert {r["rule"] for r in rows} == {"min_ce", "tournament", "offset_tournament", "oracle"}
+    assert next(r for r in rows if r["rule"] == "oracle")["step"] == 5
+    assert all(r["oracle_gap"] == pytest.approx(0.4 - r["pass_at_n"]) for r in rows)
+
+
+FIG1 = {
+    "execution": {"backend": "serial"},
+    "studies": {
+        "f1": {
+            "teacher": {"name": "graph", "num_nodes": 20,
+                        "classes": {"match": 0.34, "mismatch": 0.33, "uniform4": 0.33}},
+            "horizons": [4],
+            "seeds": 2,
+            "data": {"n_train": 200, "n_eval": 16, "shared_across_seeds": True},
+            "models": {"transformer": {"class": "transformer", "layers": 1, "heads": 2, "width": 16}},
+            "train": {"optimizer": "adamw", "lr": 0.003, "batch_size": 16, "steps": 20, "checkpoints": [20]},
+            "finetune": {"teacher": {"classes": {"match": 0.9, "mismatch": 0.1}},
+                         "train": {"optimizer": "adamw", "lr": 0.001, "batch_size": 8, "steps": 6,
+                                   "checkpoints": [2, 4, 6]}},
+            "evaluate": {"levels": [2, 4, 6], "stopped_kl_levels": [4], "pass_at": [1, 4, 8, 12]},
+            "selection": {"n_select": 32, "pass_at": [4, 8, 12], "offset_prompts": 8},
+            "figures": ["finetune"],
+        }
+    },
+}
+
+
+@pytest.mark.workflow
+def test_fig1_study_end_to_end_and_finetune_changes_never_rerun_pretraining(tmp_path):
+    mini_config_writer(tmp_path, FIG1)
+    snakemake(tmp_path)
+    out = tmp_path / "results" / "f1"
+    m = pl.read_parquet(out / "metrics.parquet")
+    assert sorted(m["step"].unique()) == [0, 2, 4, 6]  # step 0 is the pre-trained model
+    assert set(m["class"]) == {"all", "match", "mismatch"}  # evaluated on the fine-tuning mixture
+    mass = m.filter(pl.col("metric") == "valid_mass")["value"]
+    assert ((mass > 0) & (mass <= 1 + 1e-9)).all()
+    sel = pl.read_parquet(out / "selection.parquet")
+    assert sel.height == 2 * 3 * 4  # seeds x N x rules
+    oracle = sel.filter(pl.col("rule") == "oracle")
+    assert (oracle["oracle_gap"] == 0).all() and (sel["oracle_gap"] >= -1e-12).all()
+    for name in ("fig1_training.png", "fig1_scatter.png"):
+        assert (out / "figures" / name).read_bytes()[:4] == b"\x89PNG"
+    assert "| transformer | 8 | tournament |" in (out / "figures" / "selection.md").read_text()
+    assert "rho(-Cov_{N/2}, Pass@N)" in (out / "figures" / "rank_correlations.md").read_text()
+    assert "| transformer | 0 | mismatch |" in (out / "figures" / "pretrain_check.md").read_text()
+    # A fine-tuning setting reruns fine-tuning and what follows, never the data or pre-training.
+    changed = {**FIG1, "studies": {"f1": {**FIG1["studies"]["f1"]}}}
+    changed["studies"]["f1"]["finetune"] = {**FIG1["studies"]["f1"]["finetune"],
+                                           "train": {**FIG1["studies"]["f1"]["finetune"]["train"], "lr": 0.002}}
+    mini_config_writer(tmp_path, changed)
+    jobs = planned_jobs(tmp_path)
+    assert jobs.get("finetune") == 1 and jobs.get("select") == 1
+    assert "train" not in jobs and "data" not in jobs and "select_data" not in jobs
