@@ -100,6 +100,8 @@ class Finetune(_Strict):
     teacher: dict[str, Any] = Field(default_factory=dict,
                                     description="keys that replace the study teacher's, e.g. its class weights")
     train: Train
+    seeds: int | None = Field(None, ge=1, description="fine-tuning runs; run s starts from pre-trained seed "
+                                                      "s mod the study's seeds (default: the study's seeds)")
 
 
 class Selection(_Strict):

@@ -6,7 +6,8 @@ fine-tuning teacher at every step (online: no example is seen twice). The fine-t
 the study's teacher with `finetune.teacher`'s keys replaced (Figure 1: class weights 0.9 G_1 /
 0.1 G_2 instead of the uniform pre-training mixture). Checkpoint 0 is the pre-trained model
 itself, so curves start where pre-training ended. Models without gradient training keep their
-pre-trained fit as their only checkpoint.
+pre-trained fit as their only checkpoint. `finetune.seeds` may exceed the study's seeds: fine-tuning
+run s starts from pre-trained seed s mod seeds (one costly pre-training, several fine-tuning runs).
 
 Being a stage of its own, changing a fine-tuning setting reruns fine-tuning and what follows it,
 never pre-training. The loss is the mean per-token NLL (nats/token), as in pre-training.
@@ -36,7 +37,8 @@ def finetune_spec(study_name: str, study: dict, model_name: str, horizon: int) -
     """The fine-tuning job's settings, shaped like a training spec (so evaluation reads it alike):
     teacher and train are the fine-tuning ones; `pretrain` is the training spec it starts from."""
     pretrain = train.train_spec(study_name, study, model_name, horizon)
-    return {**pretrain, "teacher": study["finetune"]["teacher"], "train": study["finetune"]["train"],
+    ft = study["finetune"]
+    return {**pretrain, "teacher": ft["teacher"], "train": ft["train"], "seeds": ft.get("seeds") or study["seeds"],
             "pretrain": pretrain, "version": VERSION}
 
 
@@ -87,10 +89,11 @@ def run(pretrain_path, checkpoints_path, log_path, spec: dict, *, threads: int =
     """The finetune stage for one (study, model, horizon): every seed, then both outputs."""
     pre = io.load_torch(pretrain_path)
     seeds = list(range(spec["seeds"]))
-    missing = [s for s in seeds if s not in pre["trials"]]
+    pretrained = [s % spec["pretrain"]["seeds"] for s in seeds]
+    missing = [s for s in pretrained if s not in pre["trials"]]
     if missing:
         raise ValueError(f"{pretrain_path}: no pre-trained checkpoint for seed {missing[0]}; rerun training")
-    trials = [(spec, s, pre["trials"][s][max(pre["trials"][s])], device) for s in seeds]
+    trials = [(spec, s, pre["trials"][p][max(pre["trials"][p])], device) for s, p in zip(seeds, pretrained)]
     chosen = resolve_backend(backend, threads, len(trials), address)
     if chosen == "serial":
         torch.set_num_threads(threads)

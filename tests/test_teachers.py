@@ -195,3 +195,19 @@ def test_graph_prompts_have_the_documented_structure():
     edges = [(row[row != e.PAD][:-4]) for row in b.prompt]
     single = [len(r[r != e.SEP]) // 2 for r, c in zip(edges, b.cls) if c == 0]
     assert set(single) == {4 + 4 * 7 + 1}  # s -> 4 nodes, 7 layers x 1 passable x 4, last passable -> t
+
+
+def test_graph_rule_pair_order_puts_the_match_node_first_and_keeps_pi_d():
+    spec = {"name": "graph", "num_nodes": 60, "classes": {"match": 0.5, "mismatch": 0.3, "uniform4": 0.2}}
+    rule = build_teacher({**spec, "pair_order": "rule"})
+    batch = rule.sample(300, 8, np.random.default_rng(2))
+    slots = batch.prompt[:, 1:17].reshape(300, 8, 2)
+    branching = slots[..., 1] != rule.PAD
+    layer_parity = np.broadcast_to(np.arange(1, 9) % 2, (300, 8))
+    assert (slots[..., 0][branching] % 2 == layer_parity[branching]).all()
+    # The match class always takes the first slot, mismatch the second.
+    taken_first = batch.response[:, 1:-1] == slots[..., 0]
+    assert taken_first[branching & (batch.cls[:, None] == 0)].all()
+    assert not taken_first[branching & (batch.cls[:, None] == 1)].any()
+    assert np.allclose(rule.sequence_log_probs(batch.prompt, batch.response),
+                       build_teacher(spec).sequence_log_probs(batch.prompt, batch.response))

@@ -31,8 +31,10 @@ w_c / C(H, k_c) (every branching set equally likely within a kind). Everything i
 
 Prompt formats:
     layers  [s, a_1, b_1, ..., a_H, b_H, t, =]: each layer's passable nodes in two fixed slots
-            (b_i = PAD when the layer does not branch; a branching layer's pair in random order).
-            covpipe's laptop format: a short, fixed-width prompt.
+            (b_i = PAD when the layer does not branch; a branching layer's pair in random order, or
+            with pair_order: rule, the node of parity p(i) first: the parity rules become slot
+            rules, learnable without computing parities, while the class stays hidden in the
+            prompt parity bit). covpipe's laptop format: a short, fixed-width prompt.
     edges   the paper's shuffled edge list [u v | u v | ... / s t =], left-padded with PAD.
 """
 
@@ -71,6 +73,9 @@ class GraphParams(BaseModel):
     num_nodes: int = Field(100, ge=6, le=30000, description="m: labels are drawn from 0..m-1")
     prompt_format: Literal["layers", "edges"] = "layers"
     response_format: Literal["path", "pairs"] = "path"
+    pair_order: Literal["random", "rule"] = Field(
+        "random", description="layers format: a branching layer's two nodes in random order, or the node of "
+                              "parity p(i) (the match rule's) first")
     classes: dict[ClassKind, float] = Field(default_factory=lambda: {"single": 0.94, "xor": 0.05, "uniform16": 0.01})
 
     @field_validator("classes")
@@ -176,8 +181,13 @@ class Graph(Teacher):
     def _format_prompt(self, s, t, layers, passable, horizon, rng):
         if self.params.prompt_format == "layers":
             slots = []
-            for a, b in passable:
-                slots += [int(a), self.PAD] if b < 0 else [int(x) for x in rng.permutation([a, b])]
+            for i, (a, b) in enumerate(passable):
+                if b < 0:
+                    slots += [int(a), self.PAD]
+                elif self.params.pair_order == "rule":  # a = even node first where p(i) = 0 (i is 1-based)
+                    slots += [int(a), int(b)] if (i + 1) % 2 == 0 else [int(b), int(a)]
+                else:
+                    slots += [int(x) for x in rng.permutation([a, b])]
             return [s, *slots, t, self.EQ]
         edges = [(s, v) for v in layers[0]]
         for i in range(horizon):
