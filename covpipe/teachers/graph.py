@@ -152,12 +152,13 @@ class Graph(Teacher):
 
     def _draw_graph(self, kind, horizon, rng):
         m = self.params.num_nodes
-        perm = rng.permutation(m)
+        perm = rng.permutation(m).tolist()
         evens, odds = [v for v in perm if v % 2 == 0], [v for v in perm if v % 2 == 1]
         branch = set(rng.choice(horizon, size=branching_layers(kind, horizon), replace=False).tolist())
         # Branching layers take one even and one odd label first; the rest come from what is left.
         pairs = {i: (evens.pop(), odds.pop()) for i in sorted(branch)}
-        rest = [v for v in perm if v not in {x for p in pairs.values() for x in p}]
+        taken = {x for p in pairs.values() for x in p}
+        rest = [v for v in perm if v not in taken]
         rest = rest[: 2 + 4 * horizon]  # rng order, without replacement
         s, t = int(rest.pop()), int(rest.pop())
         layers, passable = [], np.full((horizon, 2), -1, dtype=np.int64)
