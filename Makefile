@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 CORES  ?= all
 
-.PHONY: run test bench clean
+.PHONY: run test bench clean slurm-packages
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -22,8 +22,14 @@ $(VENV)/.test-deps: pyproject.toml | $(BIN)/python
 run: $(VENV)/.run-deps
 	$(BIN)/snakemake --cores $(CORES)
 
-## make test: the whole test suite, workflow and distribution tests included
-test: $(VENV)/.test-deps
+## SLURM's Debian packages for tests/test_slurm.py (quick once installed); without root or apt-get
+## the test skips and says why
+slurm-packages:
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then bash scripts/slurm-up.sh --install-only; \
+	else echo "make: no root or no apt-get here: tests/test_slurm.py will be skipped"; fi
+
+## make test: the whole test suite, workflow, distribution and cluster tests included
+test: $(VENV)/.test-deps slurm-packages
 	$(BIN)/python -m pytest
 
 bench: $(VENV)/.test-deps

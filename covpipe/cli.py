@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -22,6 +23,16 @@ def setup_logging(path=None, level=logging.INFO) -> None:
     """Log to `path` (a rule's log file) or stderr."""
     handler = logging.FileHandler(path, mode="w") if path else logging.StreamHandler()
     logging.basicConfig(level=level, format=LOG_FORMAT, handlers=[handler], force=True)
+    # An error that ends the job goes into its log too, not only to Snakemake's stderr.
+    sys.excepthook = _log_then_raise
+    if os.environ.get("SLURM_JOB_ID"):  # where a cluster job ran, for sacct and for the curious
+        logging.getLogger("covpipe").info("SLURM job %s on node %s", os.environ["SLURM_JOB_ID"],
+                                          os.environ.get("SLURMD_NODENAME", "?"))
+
+
+def _log_then_raise(kind, value, tb):
+    logging.getLogger("covpipe").error("job failed: %s: %s", kind.__name__, value, exc_info=(kind, value, tb))
+    sys.__excepthook__(kind, value, tb)
 
 
 def execution_settings(config: dict) -> dict:

@@ -26,6 +26,10 @@ STUDIES = CFG["studies"]
 EXECUTION = CFG["execution"]
 
 
+# GPUs a train/evaluate job asks a cluster scheduler for (the slurm executor's `gpu` resource).
+GPUS_PER_JOB = 1 if EXECUTION["device"] == "cuda" else 0
+
+
 def _alternatives(values):
     return "|".join(sorted({re.escape(str(v)) for v in values}))
 

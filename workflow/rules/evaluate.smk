@@ -12,6 +12,8 @@ rule evaluate:
     conda:
         "../envs/covpipe.yml"
     threads: 1
+    resources:
+        gpu=GPUS_PER_JOB,
     params:
         spec=evaluate_spec,
     script:

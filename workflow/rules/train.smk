@@ -11,6 +11,8 @@ rule train:
     conda:
         "../envs/covpipe.yml"
     threads: 1
+    resources:
+        gpu=GPUS_PER_JOB,
     params:
         spec=train_spec,
     script:

@@ -1,0 +1,89 @@
+"""A real single-node SLURM cluster (scripts/slurm-up.sh: munge, slurmctld, slurmd, slurmdbd with
+MariaDB) runs the miniature study through profiles/slurm and the snakemake slurm executor."""
+
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import polars as pl
+import pytest
+from polars.testing import assert_frame_equal
+
+from helpers import mini_config
+from workflow_helpers import SNAKEMAKE, mini_config_writer
+
+ROOT = Path(__file__).parents[1]
+SCRIPTS = ROOT / "scripts"
+pytestmark = pytest.mark.workflow
+
+
+def _why_no_slurm():
+    """Why this machine cannot have a SLURM cluster for the test, or None when it can."""
+    if os.geteuid() != 0:
+        return "scripts/slurm-up.sh needs root to install and start the SLURM daemons"
+    if not shutil.which("apt-get") and not shutil.which("slurmctld"):
+        return "SLURM is not installed and there is no apt-get to install it (Debian packages)"
+    return None
+
+
+@pytest.fixture(scope="module")
+def slurm_cluster():
+    if reason := _why_no_slurm():
+        pytest.skip(reason)
+    holder = str(os.getpid())  # other checkouts' test runs on this machine may share the cluster
+    up = subprocess.run(["bash", str(SCRIPTS / "slurm-up.sh"), "--hold", holder],
+                        capture_output=True, text=True, timeout=1200)
+    assert up.returncode == 0, f"slurm-up.sh failed:\n{up.stdout}\n{up.stderr}"
+    yield
+    subprocess.run(["bash", str(SCRIPTS / "slurm-down.sh"), "--release", holder], capture_output=True, timeout=120)
+
+
+def _submit(directory, *args):
+    """The README's submit command; threads fit the 2-CPU test node, status polls start after 1 s."""
+    cmd = [*SNAKEMAKE, "--directory", str(directory), "--workflow-profile", str(ROOT / "profiles" / "slurm"),
+           "--set-threads", "train=1", "evaluate=1", "--slurm-init-seconds-before-status-checks", "1",
+           "--slurm-keep-successful-logs", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=1200)
+
+
+def test_the_mini_study_runs_as_slurm_jobs_and_a_second_run_has_nothing_to_do(slurm_cluster, finished, tmp_path):
+    mini_config_writer(tmp_path, mini_config(horizons=[4]))
+    run = _submit(tmp_path)
+    out = run.stdout + run.stderr
+    assert run.returncode == 0, out[-6000:]
+
+    results = tmp_path / "results" / "mini"
+    for table in ["metrics.parquet", "train_log.parquet"] + [
+            f"{stage}/model~{m}/horizon~4/{name}" for m in ("tpp", "gru")
+            for stage, name in [("train", "checkpoints.pt"), ("train", "train_log.parquet"),
+                                ("eval", "metrics.parquet"), ("eval", "log_ratios.parquet")]]:
+        assert (results / table).stat().st_size > 0, table
+    for name in ["kl_vs_horizon", "coverage_vs_horizon", "coverage_profile", "training_curves"]:
+        assert (results / "figures" / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    # Every job was a SLURM job: data 1, train 2, evaluate 2, aggregate 1, plot 4 (rule all is local).
+    ids = re.findall(r"submitted with SLURM jobid (\d+)", out)
+    assert len(ids) == 10, out[-6000:]
+    acct = subprocess.run(["sacct", "-X", "--parsable2", "--noheader", "--format=JobIdRaw,State",
+                           "--jobs", ",".join(ids)], capture_output=True, text=True, check=True).stdout
+    states = dict(line.split("|") for line in acct.split())
+    assert states == {i: "COMPLETED" for i in ids}, acct
+    # ... and each rule's own log says which SLURM job it ran in.
+    logs = list((tmp_path / "logs").rglob("*.log"))
+    assert len(logs) == 10
+    for log in logs:
+        match = re.search(r"SLURM job (\d+) on node", log.read_text())
+        assert match and match.group(1) in ids, log
+
+    # Same tables as the local run of the same cells.
+    local = finished[0] / "results" / "mini"
+    for name, drop in [("metrics.parquet", []), ("train_log.parquet", ["seconds"])]:
+        want = pl.read_parquet(local / name).filter(pl.col("horizon") == 4).drop(drop)
+        assert_frame_equal(pl.read_parquet(results / name).drop(drop), want)
+
+    again = _submit(tmp_path)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "Nothing to be done" in again.stdout + again.stderr
+    assert "submitted with SLURM jobid" not in again.stdout + again.stderr
