@@ -2,7 +2,8 @@
 
 `run_trials(fn, trials)` calls fn(*trial) for each trial and returns the results in trial
 order, on one of three backends: in-process ("serial"), a private local Ray instance
-(address "local"), or an existing Ray cluster (address "host:port" or "auto"). The same fn
+(address "local"), or an existing Ray cluster (address "host:port", or "auto": RAY_ADDRESS or the
+cluster running on this machine). The same fn
 gives the same results everywhere: each trial seeds itself from its own spec and runs with
 one torch thread under Ray (a fixed thread count keeps float reductions identical).
 """
@@ -18,6 +19,7 @@ from typing import Any, Callable, Sequence
 log = logging.getLogger(__name__)
 
 OBJECT_STORE_BYTES = 256 * 1024**2  # Ray's default is 30% of RAM per instance
+MAX_RETRIES = 2  # reruns of a trial whose Ray worker died
 
 
 class TrialsFailed(RuntimeError):
@@ -68,6 +70,13 @@ def _guarded(fn, trial, threads: int | None = None):
         return False, traceback.format_exc(limit=8)
 
 
+def _traced(fn, trial, threads):
+    """_guarded plus the Ray node the trial ran on (the job log names the cluster's nodes)."""
+    import ray
+
+    return _guarded(fn, trial, threads), ray.get_runtime_context().get_node_id()
+
+
 def _collect(outcomes, names):
     failures = [f"{name}: {err.strip().splitlines()[-1]}\n{err}" for name, (ok, err) in zip(names, outcomes) if not ok]
     if failures:
@@ -87,18 +96,25 @@ def _run_ray(fn, trials, address, num_cpus, num_gpus=0):
     else:
         ray.init(address=address, **init_kwargs)
     try:
-        log.info("ray: started in %.1f s at %s (%s CPUs)", time.perf_counter() - started, address,
-                 ray.cluster_resources().get("CPU"))
-        # A GPU trial asks Ray for a whole GPU, so trials never share one.
-        remote = ray.remote(num_cpus=1, num_gpus=num_gpus, max_retries=2, retry_exceptions=False)(_guarded)
+        context = ray.get_runtime_context()
+        log.info("ray: %s in %.1f s, cluster %s (%d nodes, %s CPUs)",
+                 "started" if address == "local" else f"attached to {address}", time.perf_counter() - started,
+                 context.gcs_address, sum(n["Alive"] for n in ray.nodes()), ray.cluster_resources().get("CPU"))
+        # A GPU trial asks Ray for a whole GPU, so trials never share one. A worker that dies
+        # (killed, node lost) is retried up to MAX_RETRIES times; fn raising is not retried.
+        remote = ray.remote(num_cpus=1, num_gpus=num_gpus, max_retries=MAX_RETRIES, retry_exceptions=False)(_traced)
         fn_ref = ray.put(fn)
         refs = [remote.remote(fn_ref, trial, 1) for trial in trials]
-        outcomes = []
+        outcomes, nodes = [], set()
         for ref in refs:
             try:
-                outcomes.append(ray.get(ref))
+                outcome, node = ray.get(ref)
+                outcomes.append(outcome)
+                nodes.add(node)
             except Exception as exc:  # the worker died (retries exhausted), not fn raising
                 outcomes.append((False, f"{type(exc).__name__}: {exc}"))
+        log.info("ray: %d trials ran on node(s) %s of cluster %s", len(trials), ", ".join(sorted(nodes)),
+                 context.gcs_address)
         return outcomes
     finally:
         ray.shutdown()
