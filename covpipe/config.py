@@ -15,6 +15,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from .learners import LEARNERS, check_learner
 from .models import MODELS, Vocab
 from .teachers import TEACHERS, build_teacher
 
@@ -60,6 +61,8 @@ class Train(_Strict):
     steps: int = Field(400, ge=1)
     weight_decay: float = Field(0.0, ge=0)
     checkpoints: list[int] = Field(default_factory=lambda: [400])
+    learner: dict[str, Any] | None = Field(None, description="a covpipe.learners entry, e.g. {name: seq_sgd}; "
+                                                              "none: the optimizer loop above")
 
     @model_validator(mode="after")
     def _checkpoints_within_training(self):
@@ -224,6 +227,9 @@ def validate_config(raw, source: str = "config") -> dict:
             _check_name(source, f"{where}.models.{model_name}", model_name)
             entry = dict(entry)
             override = entry.pop("train", None) or {}
+            learner_key = f"{where}.models.{model_name}.train.learner"
+            if "learner" in entry:  # models.m.learner is short for models.m.train.learner
+                override, learner_key = {**override, "learner": entry.pop("learner")}, f"{where}.models.{model_name}.learner"
             model = _validate_entry(source, f"{where}.models.{model_name}", entry, "class", MODELS, "model class")
             model_cls = MODELS[model["class"]]
             for horizon in study.horizons:
@@ -237,6 +243,11 @@ def validate_config(raw, source: str = "config") -> dict:
                 except ValidationError as exc:
                     raise ConfigError(f"{source}: {where}.models.{model_name}.train.{_first_error(exc)}") from None
                 model["train"] = merged.model_dump()
+            effective = model.get("train") or out["studies"][name]["train"]
+            if effective.get("learner") is not None:
+                key = learner_key if "learner" in override else f"{where}.train.learner"
+                effective["learner"] = _validate_learner(source, key, effective, model_cls, teacher,
+                                                         study.data.n_train)
             out["studies"][name]["models"][model_name] = model
     return out
 
@@ -255,6 +266,15 @@ def _validate_entry(source, where, entry, key, registry, kind) -> dict:
     except ValidationError as exc:
         raise ConfigError(f"{source}: {where}.{_first_error(exc)}") from None
     return params.model_dump(by_alias=True)
+
+
+def _validate_learner(source, where, train, model_cls, teacher, n_train) -> dict:
+    learner = _validate_entry(source, where, train["learner"], "name", LEARNERS, "learner")
+    try:
+        check_learner(learner, model_cls, teacher, train, n_train)
+    except ValueError as exc:
+        raise ConfigError(f"{source}: {where}.{exc}") from None
+    return learner
 
 
 def _check_name(source, where, name):

@@ -7,7 +7,8 @@ metrics.parquet is long-format: one row per (seed, step, class, metric, level) w
 a 95% interval (Wilson for coverage, normal for means). Class "all" is the mixture: rows
 reweighted by class weight / class count.
 
-Metrics: kl, ce (nats/sequence), entropy (of pi_D, for reference), coverage (Cov_N at each
+Metrics: kl, ce (nats/sequence), entropy (of pi_D, for reference), sigma_star_sq (the inherent
+variance of pi_D, paper Eq. 8, for teachers that compute it), coverage (Cov_N at each
 level), stopped_kl (E[min(log N, sum_h KL_h)] at each stopped level), token_accuracy (fraction
 of positions where the model's most likely token is y_h), and for teachers that define correct
 responses (the graph task) pass_at_n: Pass@N = E_x[1 - (1 - p_correct(x))^N], with p_correct
@@ -34,7 +35,7 @@ from .models import Vocab, build_model
 from .models.base import as_tensor
 from .teachers import build_teacher
 
-VERSION = 3
+VERSION = 4  # 4: sigma_star_sq rows; decoders of learners (TTT) as models of their own
 log = logging.getLogger(__name__)
 
 METRICS_SCHEMA = {
@@ -56,11 +57,16 @@ def class_weights(cls: np.ndarray, weights: np.ndarray) -> np.ndarray:
 
 
 def evaluate_trial(spec: dict, seed: int, states: dict, batch, teacher_steps: np.ndarray, correct=None,
-                   device: str = "cpu", paths=None) -> tuple[list, dict]:
-    """All checkpoints of one seed: (metric rows, {step: (log_ratios, model_logp)}).
+                   device: str = "cpu", paths=None, learner: dict | None = None,
+                   sigma_terms=None) -> tuple[list, dict]:
+    """All checkpoints of one seed: (metric rows, {(model, step): (log_ratios, model_logp)}).
 
     correct: None, or (owner (k,), responses (k, L)): every correct response and its prompt's row.
     paths: None, or the Fig. 1 valid paths (n, 4, L) of `Graph.branch_choice_paths`.
+    learner: {step: resolved hyperparameters} of a learner-trained seed; its decoders (TTT for
+    token_sgd) are evaluated as models of their own, named '<model>+ttt'.
+    sigma_terms: None, or per-sequence sigma*^2 terms of pi_D on the held-out set (n,), reported
+    as metric sigma_star_sq (a property of the teacher, like entropy).
     """
     teacher = build_teacher(spec["teacher"])
     model = build_model(spec["model"], Vocab.of(teacher, spec["horizon"]), teacher=teacher)
@@ -76,20 +82,31 @@ def evaluate_trial(spec: dict, seed: int, states: dict, batch, teacher_steps: np
     rows, kept = [], {}
     for step, state in sorted(states.items()):
         model.load_state_dict(state)
-        with torch.inference_mode():
-            steps = model.step_log_probs(prompt, response).double().cpu().numpy()  # (n, H, V)
-        model_logp = np.take_along_axis(steps, batch.response[..., None], axis=-1)[..., 0].sum(1)
-        log_ratios = teacher_logp - model_logp  # (n,), nats
-        accuracy = (steps.argmax(-1) == batch.response).mean(1)  # (n,)
-        p_correct = None if correct is None else _p_correct(model, batch, *correct)
-        branches = None if paths is None else _branch_diagnostics(model, batch, paths)
-        with np.errstate(invalid="ignore"):  # 0 * log 0 terms where pi_D puts no mass
-            token_kls = np.nansum(teacher_probs * (teacher_steps - steps), axis=-1)  # (n, H)
-        for group, w in groups.items():
-            rows += _metric_rows(spec, seed, step, group, w, log_ratios, model_logp, teacher_logp, token_kls,
-                                 accuracy, p_correct, branches)
-        kept[step] = (log_ratios, model_logp)
+        for name, decoder in [(spec["model_name"], model), *_variants(spec, model, (learner or {}).get(step))]:
+            with torch.inference_mode():
+                steps = decoder.step_log_probs(prompt, response).double().cpu().numpy()  # (n, H, V)
+            model_logp = np.take_along_axis(steps, batch.response[..., None], axis=-1)[..., 0].sum(1)
+            log_ratios = teacher_logp - model_logp  # (n,), nats
+            accuracy = (steps.argmax(-1) == batch.response).mean(1)  # (n,)
+            p_correct = None if correct is None else _p_correct(decoder, batch, *correct)
+            branches = None if paths is None else _branch_diagnostics(decoder, batch, paths)
+            with np.errstate(invalid="ignore"):  # 0 * log 0 terms where pi_D puts no mass
+                token_kls = np.nansum(teacher_probs * (teacher_steps - steps), axis=-1)  # (n, H)
+            for group, w in groups.items():
+                rows += [{**row, "model": name} for row in _metric_rows(
+                    spec, seed, step, group, w, log_ratios, model_logp, teacher_logp, token_kls, accuracy, p_correct,
+                    branches, sigma_terms)]
+            kept[(name, step)] = (log_ratios, model_logp)
     return rows, kept
+
+
+def _variants(spec, model, info) -> list:
+    """Decoders evaluated beside a learner-trained model (covpipe.learners.variants): [(name, model)]."""
+    if not (spec["train"] or {}).get("learner"):
+        return []
+    from .learners import variants
+
+    return variants(spec, model, info)
 
 
 def sequence_log_probs(model, prompt, response, chunk: int = 4096) -> np.ndarray:
@@ -131,7 +148,7 @@ def pass_at_n_sampled(model, batch, correct: list, k: int, ns, generator: torch.
 
 
 def _metric_rows(spec, seed, step, group, w, log_ratios, model_logp, teacher_logp, token_kls, accuracy, p_correct,
-                 branches=None):
+                 branches=None, sigma_terms=None):
     mask = w > 0
     w, x, lp, tlp, tk = w[mask], log_ratios[mask], model_logp[mask], teacher_logp[mask], token_kls[mask]
     n_eff = metrics.effective_sample_size(w)
@@ -139,6 +156,8 @@ def _metric_rows(spec, seed, step, group, w, log_ratios, model_logp, teacher_log
     out = []
     means = [("kl", x), ("ce", -lp), ("entropy", -tlp), ("token_accuracy", accuracy[mask])]
     means += [(name, v[mask]) for name, v in (branches or {}).items()]
+    if sigma_terms is not None:
+        means.append(("sigma_star_sq", sigma_terms[mask]))
     for name, values in means:
         value = float(np.sum(values * w) / w.sum())
         if np.isfinite(values).all():
@@ -180,7 +199,12 @@ def run(eval_path, checkpoints_path, metrics_path, log_ratios_path, spec: dict, 
         correct = (np.repeat(np.arange(len(batch)), [len(r) for r in per_prompt]), np.concatenate(per_prompt))
     paths = teacher.branch_choice_paths(batch.prompt) if hasattr(teacher, "branch_choice_paths") else None
     seeds = sorted(ckpt["trials"])
-    trials = [(spec, s, ckpt["trials"][s], batch, teacher_steps, correct, device, paths) for s in seeds]
+    sigma_terms = None
+    if hasattr(teacher, "inherent_variance"):  # sigma*^2 (paper Eq. 8) per held-out sequence
+        sigma_terms = teacher.inherent_variance(batch.prompt, batch.response).sum(1)
+    learner = ckpt.get("learner", {})
+    trials = [(spec, s, ckpt["trials"][s], batch, teacher_steps, correct, device, paths, learner.get(s), sigma_terms)
+              for s in seeds]
     chosen = resolve_backend(backend, threads, len(trials), address)
     if chosen == "serial":
         torch.set_num_threads(threads)
@@ -193,11 +217,13 @@ def run(eval_path, checkpoints_path, metrics_path, log_ratios_path, spec: dict, 
     n = len(batch)
     ratio_parts = [
         pl.DataFrame({"seed": np.full(n, s), "step": np.full(n, step), "index": np.arange(n), "cls": batch.cls,
-                      "log_ratio": lr, "model_logp": lp})
-        for s, (_, kept) in zip(seeds, results) for step, (lr, lp) in kept.items()
+                      "log_ratio": lr, "model_logp": lp, "model": model})
+        for s, (_, kept) in zip(seeds, results) for (model, step), (lr, lp) in kept.items()
     ]
-    io.write_parquet(pl.concat(ratio_parts).with_columns(**{k: pl.lit(v) for k, v in const.items()}), log_ratios_path)
+    io.write_parquet(pl.concat(ratio_parts).with_columns(**{k: pl.lit(v) for k, v in const.items() if k != "model"}),
+                     log_ratios_path)
     io.write_provenance(metrics_path, spec, backend=chosen, threads=threads, wall_seconds=time.perf_counter() - started)
-    final = table.filter((pl.col("class") == "all") & (pl.col("metric") == "kl") & (pl.col("step") == table["step"].max()))
+    final = table.filter((pl.col("class") == "all") & (pl.col("metric") == "kl") & (pl.col("step") == table["step"].max())
+                         & (pl.col("model") == spec["model_name"]))
     log.info("evaluate %s/%s H=%d: final KL %s nats", spec["study"], spec["model_name"], spec["horizon"],
              ", ".join(f"{v:.3f}" for v in final["value"]))

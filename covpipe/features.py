@@ -16,6 +16,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from .sequences import context_windows
+
 
 class WindowFeatures:
     def __init__(self, vocab_size: int, input_vocab_size: int, window: int, dim: int, scale: float, seed: int):
@@ -34,6 +36,20 @@ class WindowFeatures:
             c = c + table[self.window - 1 - j][windows[..., j]]
         sq = (c * c).sum(-1, keepdim=True) + 2 * c @ e.T + (e * e).sum(-1)  # (..., V)
         return c, e, sq.clamp_min(1e-24).sqrt()
+
+    @property
+    def bound(self) -> float:
+        """B: sup ||phi|| (Assumption 2.2); here ||phi|| = B for every window and candidate."""
+        return self.scale
+
+    def contexts(self, prompt: np.ndarray, response: np.ndarray, bos: int) -> torch.Tensor:
+        """What phi reads at each response position: the w-1 previous tokens, (n, H, w-1) int64."""
+        return torch.from_numpy(context_windows(prompt, response, self.window - 1, bos))
+
+    def candidates(self, windows: torch.Tensor, dtype=torch.float64) -> torch.Tensor:
+        """phi(window, v) for every candidate v, explicitly: (..., V, d). Learners' closed forms use it."""
+        c, e, norm = self._parts(windows, dtype)
+        return self.scale * (c[..., None, :] + e) / norm[..., None]
 
     def logits(self, theta: torch.Tensor, windows: torch.Tensor) -> torch.Tensor:
         """<theta, phi(window, v)> for every candidate v.

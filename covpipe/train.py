@@ -34,7 +34,12 @@ log = logging.getLogger(__name__)
 def train_spec(study_name: str, study: dict, model_name: str, horizon: int) -> dict:
     """The science settings of one (study, model, horizon) training job, as plain builtins."""
     model = dict(study["models"][model_name])
-    train = model.pop("train", None) or study["train"]
+    train = dict(model.pop("train", None) or study["train"])
+    learner = train.pop("learner", None)  # absent, not None, without one: older specs (and caches) stay valid
+    if learner is not None:
+        from .learners import VERSION as LEARNERS_VERSION
+
+        train.update(learner=learner, learner_version=LEARNERS_VERSION)
     return {
         "study": study_name,
         "teacher": study["teacher"],
@@ -61,6 +66,10 @@ def train_trial(spec: dict, seed: int, batch: Batch, device: str = "cpu", resume
     if model.trainable and device != "cpu":
         model, prompt, response = model.to(device), prompt.to(device), response.to(device)
     cfg = spec["train"]
+    if cfg.get("learner"):  # a registered learner (covpipe.learners) instead of the optimizer loop below
+        from .learners import fit
+
+        return fit(spec, model.cpu(), teacher, prompt, response, seed)
     started = time.perf_counter()
     if not model.trainable:
         model.fit_counts(prompt, response)
@@ -144,8 +153,10 @@ def run(data_path, checkpoints_path, log_path, spec: dict, *, threads: int = 1,
         last = res["log"][-1]
         log.info("seed %d: %d checkpoints, final train loss %.4f nats/token, %.1f s", s,
                  len(res["checkpoints"]), last["train_loss"], last["seconds"])
+    learner = {s: r["learner"] for s, r in zip(seeds, results) if "learner" in r}  # per seed: {step: hyperparameters}
     io.save_torch({"covpipe_format": io.CHECKPOINT_FORMAT, "spec": spec,
-                   "trials": {s: r["checkpoints"] for s, r in zip(seeds, results)}}, checkpoints_path)
+                   "trials": {s: r["checkpoints"] for s, r in zip(seeds, results)},
+                   **({"learner": learner} if learner else {})}, checkpoints_path)
     table = pl.DataFrame([row for r in results for row in r["log"]]).with_columns(
         pl.lit(spec["study"]).alias("study"), pl.lit(spec["model_name"]).alias("model"),
         pl.lit(spec["horizon"]).alias("horizon"))

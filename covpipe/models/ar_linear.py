@@ -15,7 +15,6 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 from ..features import WindowFeatures
-from ..sequences import context_windows
 from .base import Model, Vocab
 
 
@@ -40,6 +39,20 @@ class ARLinearModel(Model):
         self.features = features
         self.theta = nn.Parameter(torch.zeros(features.dim))  # theta = 0 is the uniform model
 
+    @property
+    def feature_bound(self) -> float:
+        """B = sup ||phi|| of the feature map (Assumption 2.2); the paper's step-size rules read it."""
+        return float(self.features.bound)
+
     def step_log_probs(self, prompt, response):
-        windows = torch.from_numpy(context_windows(prompt.numpy(), response.numpy(), self.features.window - 1, self.vocab.bos))
-        return torch.log_softmax(self.features.logits(self.theta, windows), dim=-1)  # (n, H, V)
+        ctx = self.features.contexts(prompt.cpu().numpy(), response.cpu().numpy(), self.vocab.bos)
+        return torch.log_softmax(self.features.logits(self.theta, ctx), dim=-1)  # (n, H, V)
+
+    def candidate_features(self, prompt, response) -> torch.Tensor:
+        """phi(x, y_<h, v) for every position h and candidate v: float64 (n, H, V, d).
+
+        With it, learners use the closed forms of the linear softmax (gradient phi(y_h) - E_p[phi])
+        instead of autograd: pi_theta(. | x, y_<h) = softmax(candidates @ theta).
+        """
+        ctx = self.features.contexts(prompt.cpu().numpy(), response.cpu().numpy(), self.vocab.bos)
+        return self.features.candidates(ctx)

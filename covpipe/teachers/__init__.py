@@ -5,9 +5,11 @@ from __future__ import annotations
 from .ar_linear import ARLinear
 from .base import Teacher
 from .graph import Graph
+from .hard_instances import KLLowerBound, SGDTwoScales
 from .markov import Markov
 
-TEACHERS: dict[str, type[Teacher]] = {"ar_linear": ARLinear, "graph": Graph, "markov": Markov}
+TEACHERS: dict[str, type[Teacher]] = {"ar_linear": ARLinear, "graph": Graph, "kl_lower_bound": KLLowerBound,
+                                      "markov": Markov, "sgd_two_scales": SGDTwoScales}
 
 
 def get_teacher(name: str) -> type[Teacher]:

@@ -1,0 +1,125 @@
+"""What every learner shares: its parameters, the quantities the paper's step-size rules read,
+and the single pass over the training sample.
+
+A learner is a single-pass algorithm (paper Sec. 5-6): it reads the training sequences in order,
+K at a time, each once. Budgets and checkpoints count *sequences* (T K for a mini-batch learner),
+so every learner of a study is compared at the same sample size. A checkpoint at s sequences is
+the learner's output after s sequences; when its rule reads the budget T (normalized SGD, token
+SGD, truncated distillation: eta depends on T), each checkpoint is the output of its own run
+with that budget, from the same start on the same first s sequences. Runs that differ only in
+eta share every pass over the data (`views`: theta of shape (R, P)).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Literal, Union
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+Rule = Union[Literal["paper"], float]
+
+
+class LearnerParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    radius: Union[Literal["auto"], float, None] = Field(
+        "auto", description="projection radius of Theta = {||theta|| <= radius}; auto: 1 (Assumption 2.2) for "
+                            "models with a feature bound B (ar_linear), none for other models; null: no projection")
+
+
+@dataclass
+class Problem:
+    """What the paper's rules read. horizon H; bound B = sup ||phi|| (None for models without
+    one); sigma2 = sigma*^2 (paper Eq. 8), estimated on the training sample y ~ pi_D (None where
+    the teacher cannot compute it); teacher_steps = log pi_D(. | x, y_<h) of the training sample,
+    (n, H, V), for distillation (computed on demand)."""
+
+    horizon: int
+    bound: float | None
+    sigma2: float | None
+    teacher_steps: object = field(default=None, repr=False)  # callable () -> (n, H, V) ndarray
+
+    def need(self, name: str, learner: str, key: str):
+        value = getattr(self, name)
+        if value is None:
+            what = {"bound": "a model with a feature bound B (ar_linear)",
+                    "sigma2": "a teacher that computes sigma*^2 (ar_linear, kl_lower_bound, sgd_two_scales)"}[name]
+            raise ValueError(f"{key}: the paper's rule of {learner} needs {what}; give a number")
+        return value
+
+
+class Learner:
+    """Base class. Subclasses set `Params`, `name`, and implement `hyper` and `update`
+    (or override `run`, as the exact MLE does)."""
+
+    Params = LearnerParams
+    name = "learner"
+    needs: tuple[str, ...] = ()  # Problem fields the default ("paper") rules read
+
+    def __init__(self, params, problem: Problem, has_bound: bool):
+        self.params, self.problem = params, problem
+        r = params.radius
+        self.radius = (1.0 if has_bound else None) if r == "auto" else r
+
+    @property
+    def batch_size(self) -> int:
+        """K, sequences per update."""
+        return int(getattr(self.params, "batch_size", 1))
+
+    def budget_dependent(self) -> bool:
+        """Whether `hyper` reads the budget T: then each checkpoint is its own run."""
+        return False
+
+    def hyper(self, budget: int) -> dict:
+        """The resolved hyperparameters (plain floats) for a run over `budget` sequences."""
+        return {}
+
+    def init_state(self, theta: np.ndarray) -> dict:
+        return {}
+
+    def update(self, view, theta: np.ndarray, state: dict, idx: np.ndarray, hyper: dict) -> np.ndarray:
+        """One update on the sequences idx (K,) for every run: theta (R, P) -> (R, P)."""
+        raise NotImplementedError
+
+    def run(self, view, theta0: np.ndarray, checkpoints: list[int]) -> dict[int, tuple[np.ndarray, dict]]:
+        """{checkpoint s: (theta after s sequences, resolved hyperparameters)}."""
+        groups: dict[tuple, list[int]] = {}  # checkpoints whose runs coincide share one run
+        for s in checkpoints:
+            h = self.hyper(s if self.budget_dependent() else checkpoints[-1])
+            groups.setdefault(tuple(sorted(h.items())), []).append(s)
+        runs = [(dict(key), points) for key, points in groups.items()]
+        hyper = {k: np.array([h[k] for h, _ in runs], dtype=np.float64) for k in runs[0][0]}
+        theta = np.repeat(theta0[None].astype(np.float64), len(runs), axis=0)
+        last = np.array([points[-1] for _, points in runs])
+        state = self.init_state(theta)
+        out = {}
+        K = self.batch_size
+        for start in range(0, int(last.max()), K):
+            active = last > start
+            new = self.update(view, theta, state, np.arange(start, start + K), hyper)
+            theta = np.where(active[:, None], new, theta)
+            for r, (h, points) in enumerate(runs):
+                if start + K in points:
+                    out[start + K] = (theta[r].copy(), {**h, **self.common(start + K)})
+        return out
+
+    def common(self, budget: int) -> dict:
+        """Settings every run records beside its own: radius, B, sigma*^2, T."""
+        p = self.problem
+        return {"radius": self.radius, "bound": p.bound, "sigma_star_sq": p.sigma2, "steps": budget // self.batch_size}
+
+
+def level_log(level: float) -> float:
+    """M = log N, the coverage budget the paper's rules are tuned for (nats)."""
+    return math.log(level)
+
+
+def rule(value: Rule, paper: float, scale: float) -> float:
+    """The paper's value (times `scale`) unless the config gives a number."""
+    return float(value) if value != "paper" else paper * scale
+
+
+def budget_field(default):
+    return Field(default, description="'paper' for the paper's rule, or a number")

@@ -1,0 +1,78 @@
+"""Truncated ("KL-budgeted") distillation SGD (paper Sec. 6.2, Eqs. 24-27; ICLR Eqs. 35-38).
+
+With the teacher's next-token distributions on the training sequence, a_h = KL(pi_D(.|x, y_<h) ||
+pi_theta(.|x, y_<h)) and A = log N, the token weights (Lemma I.4, S_<h = sum_{j<h} a_j)
+
+    alpha_h = 1                   if S_<h + a_h <= A,
+            = 0                   if S_<h > A,
+            = (A - S_<h) / a_h    otherwise,
+
+satisfy sum_h alpha_h a_h = min{A, sum_h a_h}. One sequence per step:
+
+    g = sum_h alpha_h grad log pi_theta(y_h | x, y_<h),    theta <- Proj(theta + eta g).
+
+Default eta ('paper', Thm 6.2): min{1/((64 log N + 2) B^2), (1/(T sigma*^2 log N))^(1/2)}, T = sequences.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import numpy as np
+from pydantic import Field
+
+from .base import Learner, LearnerParams, Rule, budget_field, level_log, rule
+from .views import project
+
+
+def truncation_weights(a: np.ndarray, budget: float) -> np.ndarray:
+    """alpha_h of Eq. (25) / Lemma I.4 along the last axis of a (per-position KLs, nats, >= 0).
+
+    a: float, (..., H); budget: A = log N > 0. Returns alpha in [0, 1], same shape, with
+    sum_h alpha_h a_h = min(A, sum_h a_h).
+
+    >>> truncation_weights(np.array([1.0, 1.0, 1.0]), 1.5).tolist()
+    [1.0, 0.5, 0.0]
+    """
+    a = np.maximum(np.asarray(a, dtype=np.float64), 0.0)
+    before = np.cumsum(a, axis=-1) - a  # S_<h
+    left = budget - before  # budget not yet spent before h
+    with np.errstate(divide="ignore", invalid="ignore"):
+        alpha = np.where(a > 0, np.clip(left / a, 0.0, 1.0), (left >= 0).astype(np.float64))
+    return alpha
+
+
+class DistillTruncatedParams(LearnerParams):
+    name: Literal["distill_truncated"] = "distill_truncated"
+    eta: Rule = budget_field("paper")
+    eta_scale: float = Field(1.0, gt=0, description="multiplies the paper's eta (not a number given as eta)")
+    level: float = Field(16.0, gt=1, description="N: the KL budget per sequence is A = log N")
+
+
+class DistillTruncated(Learner):
+    Params, name, needs = DistillTruncatedParams, "distill_truncated", ("bound", "sigma2")
+
+    def budget_dependent(self):
+        return self.params.eta == "paper"
+
+    def hyper(self, budget):
+        p = self.params
+        M = level_log(p.level)
+        if p.eta != "paper":
+            return {"eta": float(p.eta), "budget_nats": M}
+        B = self.problem.need("bound", self.name, "eta")
+        s2 = self.problem.need("sigma2", self.name, "eta")
+        paper = min(1 / ((64 * M + 2) * B**2), math.sqrt(1 / (budget * max(s2, 1e-12) * M)))
+        return {"eta": rule(p.eta, paper, p.eta_scale), "budget_nats": M}
+
+    def init_state(self, theta):
+        return {"teacher": self.problem.teacher_steps()}  # (n, H, V), log pi_D
+
+    def update(self, view, theta, state, idx, hyper):
+        steps = view.steps(theta, idx)  # (R, 1, H, V), log pi_theta
+        teacher = state["teacher"][idx][None]  # (1, 1, H, V)
+        with np.errstate(invalid="ignore"):  # 0 log 0 where pi_D puts no mass
+            a = np.nansum(np.exp(teacher) * (teacher - steps), axis=-1)  # (R, 1, H)
+        alpha = truncation_weights(a, hyper["budget_nats"][:, None, None])
+        return project(theta + hyper["eta"][:, None] * view.grad(theta, idx, alpha), self.radius)

@@ -1,0 +1,148 @@
+"""Learners on mini-batch means of *sequence* gradients g = (1/K) sum_i grad log pi_theta(y_i | x_i)
+(the gradient of a sequence sums its H token gradients, paper Remark 5.1), all projected onto
+Theta = {||theta|| <= radius}:
+
+seq_sgd         theta <- Proj(theta + eta g)                       paper Eq. (14) (arXiv) = ICLR Eq. (8)
+normalized_sgd  theta <- Proj(theta + eta g / (lambda + ||g||))    paper Eqs. (17)-(19), App. I.5
+sign_sgd        theta <- Proj(theta + eta sign(g))                 paper Eq. (20)
+adam            theta <- Proj(theta + eta m_hat / (sqrt(v_hat) + eps)), Adam's moments of g (ascent)
+
+Default step sizes ('paper'), with B = sup ||phi||, sigma*^2 (Eq. 8), T = updates, M = log N:
+seq_sgd         eta = min{1/(2 H B^2), sqrt(2 / (sigma*^2 T))}: Prop. 5.1 needs eta <= 1/(2HB^2), and
+                sqrt(2/(sigma*^2 T)) minimizes its bound 4/(eta T) + 2 eta sigma*^2 (the minimization is ours).
+normalized_sgd  eta = min{1/(128 B), (M / (sigma*^2 T))^(1/4)}, lambda = M / (16 eta) (App. I.5).
+sign_sgd, adam  the paper gives no rule: a constant eta (see the params' defaults).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import numpy as np
+from pydantic import Field
+
+from .base import Learner, LearnerParams, Rule, budget_field, level_log, rule
+from .views import project
+
+
+class _SequenceGradientLearner(Learner):
+    def gradient(self, view, theta, idx) -> np.ndarray:
+        """g: the mini-batch mean of sequence gradients, (R, P)."""
+        return view.grad(theta, idx) / len(idx)
+
+    def updates(self, budget: int) -> int:
+        return max(1, budget // self.batch_size)
+
+
+class SeqSGDParams(LearnerParams):
+    name: Literal["seq_sgd"] = "seq_sgd"
+    eta: Rule = budget_field("paper")
+    eta_scale: float = Field(1.0, gt=0, description="multiplies the paper's eta (not a number given as eta)")
+    batch_size: int = Field(1, ge=1, description="K sequences per update (the paper: 1)")
+
+
+class SeqSGD(_SequenceGradientLearner):
+    """Single-pass projected SGD on sequence gradients, paper Eq. (14)."""
+
+    Params, name, needs = SeqSGDParams, "seq_sgd", ("bound", "sigma2")
+
+    def budget_dependent(self):
+        return self.params.eta == "paper"
+
+    def hyper(self, budget):
+        p = self.params
+        if p.eta != "paper":
+            return {"eta": float(p.eta)}
+        B = self.problem.need("bound", self.name, "eta")
+        s2 = self.problem.need("sigma2", self.name, "eta")
+        paper = min(1 / (2 * self.problem.horizon * B**2), math.sqrt(2 / (max(s2, 1e-12) * self.updates(budget))))
+        return {"eta": rule(p.eta, paper, p.eta_scale)}
+
+    def update(self, view, theta, state, idx, hyper):
+        return project(theta + hyper["eta"][:, None] * self.gradient(view, theta, idx), self.radius)
+
+
+class NormalizedSGDParams(LearnerParams):
+    name: Literal["normalized_sgd"] = "normalized_sgd"
+    eta: Rule = budget_field("paper")
+    lam: Rule = Field("paper", description="lambda; 'paper': log N / (16 eta)")
+    eta_scale: float = Field(1.0, gt=0, description="multiplies the paper's eta (lambda follows it)")
+    level: float = Field(16.0, gt=1, description="N of the coverage the rules are tuned for (M = log N)")
+    batch_size: int = Field(8, ge=1, description="K sequences per update")
+
+
+class NormalizedSGD(_SequenceGradientLearner):
+    """Projected steps along g / (lambda + ||g||), paper Eqs. (17)-(19)."""
+
+    Params, name, needs = NormalizedSGDParams, "normalized_sgd", ("bound", "sigma2")
+
+    def budget_dependent(self):
+        return self.params.eta == "paper"
+
+    def hyper(self, budget):
+        p = self.params
+        M = level_log(p.level)
+        if p.eta == "paper":
+            B = self.problem.need("bound", self.name, "eta")
+            s2 = self.problem.need("sigma2", self.name, "eta")
+            eta = rule(p.eta, min(1 / (128 * B), (M / (max(s2, 1e-12) * self.updates(budget))) ** 0.25), p.eta_scale)
+        else:
+            eta = float(p.eta)
+        lam = M / (16 * eta) if p.lam == "paper" else float(p.lam)
+        return {"eta": eta, "lam": lam}
+
+    def update(self, view, theta, state, idx, hyper):
+        g = self.gradient(view, theta, idx)
+        norm = np.linalg.norm(g, axis=1, keepdims=True)
+        return project(theta + hyper["eta"][:, None] * g / (hyper["lam"][:, None] + norm), self.radius)
+
+
+class SignSGDParams(LearnerParams):
+    name: Literal["sign_sgd"] = "sign_sgd"
+    eta: float = Field(0.002, gt=0, description="step per coordinate (the paper gives no rule)")
+    batch_size: int = Field(8, ge=1, description="K sequences per update")
+
+
+class SignSGD(_SequenceGradientLearner):
+    """theta <- Proj(theta + eta sign(g)), paper Eq. (20): per-coordinate normalization."""
+
+    Params, name = SignSGDParams, "sign_sgd"
+
+    def hyper(self, budget):
+        return {"eta": float(self.params.eta)}
+
+    def update(self, view, theta, state, idx, hyper):
+        return project(theta + hyper["eta"][:, None] * np.sign(self.gradient(view, theta, idx)), self.radius)
+
+
+class AdamParams(LearnerParams):
+    name: Literal["adam"] = "adam"
+    eta: float = Field(0.01, gt=0, description="learning rate")
+    beta1: float = Field(0.9, ge=0, lt=1)
+    beta2: float = Field(0.999, ge=0, lt=1)
+    eps: float = Field(1e-8, gt=0)
+    batch_size: int = Field(8, ge=1, description="K sequences per update")
+
+
+class Adam(_SequenceGradientLearner):
+    """Adam (Kingma & Ba, bias-corrected moments) ascending the mini-batch mean of sequence
+    log-likelihoods, projected: the paper's per-coordinate counterpart of Eq. (18) (Sec. 5.2)."""
+
+    Params, name = AdamParams, "adam"
+
+    def hyper(self, budget):
+        return {"eta": float(self.params.eta)}
+
+    def init_state(self, theta):
+        return {"m": np.zeros_like(theta), "v": np.zeros_like(theta), "t": 0}
+
+    def update(self, view, theta, state, idx, hyper):
+        p = self.params
+        g = self.gradient(view, theta, idx)
+        state["t"] += 1
+        state["m"] = p.beta1 * state["m"] + (1 - p.beta1) * g
+        state["v"] = p.beta2 * state["v"] + (1 - p.beta2) * g * g
+        m_hat = state["m"] / (1 - p.beta1 ** state["t"])
+        v_hat = state["v"] / (1 - p.beta2 ** state["t"])
+        return project(theta + hyper["eta"][:, None] * m_hat / (np.sqrt(v_hat) + p.eps), self.radius)
