@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 CORES  ?= all
 
-.PHONY: run test bench clean slurm-packages
+.PHONY: run interventions test bench clean slurm-packages
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +21,10 @@ $(VENV)/.test-deps: pyproject.toml | $(BIN)/python
 ## make run: the main study on config/config.yaml (snakemake --cores all)
 run: $(VENV)/.run-deps
 	$(BIN)/snakemake --cores $(CORES)
+
+## make interventions: the learners / TTT / hard-instance studies of config/interventions.yaml
+interventions: $(VENV)/.run-deps
+	$(BIN)/snakemake --cores $(CORES) --configfile config/interventions.yaml --replace-workflow-config
 
 ## SLURM's Debian packages for tests/test_slurm.py (quick once installed); without root or apt-get
 ## the test skips and says why

@@ -12,6 +12,16 @@ A study lists the figure sets it wants (`figures:` in its config):
     coverage_profile     as above
     per_class.md         final KL, Cov_16 and token accuracy per class and H (median [min, max])
 "finetune" (the paper's Figure 1 layout and selection tables): see covpipe.plots_finetune.
+"interventions" (learners, paper Secs. 5-6; `config/interventions.yaml`):
+    horizon_sweep        final KL and Cov_N (a few N) against H, one line per model (learner; '+ttt'
+                         marks the test-time-training decoder), sigma*^2 of the teacher under each H
+    rate_sweep           Cov_N against the sample size T (checkpoints, in sequences) on log-log axes at
+                         the smallest and largest H, with the paper's slopes -1/2 and -1 drawn
+    interventions_table.md  per model: KL and Cov_N at the smallest and largest H, their ratio and
+                         the log-log slope against H (median over seeds)
+"hard_instance" (teachers kl_lower_bound, sgd_two_scales):
+    hard_instance        fraction of seeds with KL >= H/(4n) against H (Prop. 3.2), KL n/H per seed,
+                         and Cov_N, one line per model; plus horizon_sweep and interventions_table.md
 Lines are medians over seeds; bands span the seeds (min to max; the 1/16..15/16 quantiles in
 over_training, as in the paper).
 """
@@ -28,12 +38,14 @@ import seaborn as sns  # noqa: E402
 
 from . import io  # noqa: E402
 
-VERSION = 5
+VERSION = 6  # 6: the interventions and hard_instance figure sets
 FIGURE_SETS = {
     "horizon": ("kl_vs_horizon.png", "coverage_vs_horizon.png", "coverage_profile.png", "training_curves.png"),
     "training": ("over_training.png", "coverage_profile.png", "per_class.md"),
     "finetune": ("fig1_training.png", "fig1_scatter.png", "rank_correlations.md", "selection.md",
                  "pretrain_check.md"),
+    "interventions": ("horizon_sweep.png", "rate_sweep.png", "interventions_table.md"),
+    "hard_instance": ("hard_instance.png", "horizon_sweep.png", "interventions_table.md"),
 }
 FIGURES = tuple(name.removesuffix(".png") for name in FIGURE_SETS["horizon"])
 BAND = ("pi", 100)  # the full range over seeds
@@ -201,6 +213,166 @@ def per_class_table(metrics, path, spec):
         tmp.write_text("\n".join(lines) + "\n")
 
 
+# ---- interventions (learners) -------------------------------------------------------------------
+
+
+def _sigma_by_horizon(metrics) -> dict:
+    """sigma*^2 of the teacher at each H (mixture class), from the metrics table."""
+    rows = metrics.filter((pl.col("metric") == "sigma_star_sq") & (pl.col("class") == "all"))
+    return {h: v for h, v in rows.group_by("horizon").agg(pl.col("value").median()).iter_rows()}
+
+
+def _horizon_ticks(ax, horizons, sigma):
+    ax.set_xscale("log")
+    ax.set_xticks(horizons, labels=[f"{h}" + (f"\n{sigma[h]:.3g}" if h in sigma else "") for h in horizons])
+    ax.minorticks_off()
+
+
+def horizon_sweep(metrics, path, spec):
+    """Final KL and Cov_N against H, one line per model; the x labels carry sigma*^2 under H."""
+    study, final = _study(metrics), final_rows(metrics).to_pandas()
+    sigma = _sigma_by_horizon(metrics)
+    levels = shown_levels(spec["evaluate"]["levels"])
+    horizons = sorted(final.horizon.unique())
+    models = sorted(final.model.unique())
+    palette = dict(zip(models, sns.color_palette("tab10", len(models))))
+    fig, axes = plt.subplots(1, 1 + len(levels), figsize=(4.2 * (1 + len(levels)), 4.2))
+    kl = final[final.metric == "kl"]
+    sns.lineplot(kl, x="horizon", y="value", hue="model", estimator="median", errorbar=BAND, marker="o",
+                 palette=palette, ax=axes[0], legend=False)
+    axes[0].set_yscale("log")
+    axes[0].set(ylabel="sequence KL (nats)", title="KL")
+    for ax, level in zip(axes[1:], levels):
+        cov = final[(final.metric == "coverage") & (final.level == level)]
+        sns.lineplot(cov, x="horizon", y="value", hue="model", estimator="median", errorbar=BAND, marker="o",
+                     palette=palette, ax=ax, legend=ax is axes[-1])
+        ax.set(ylim=(-0.02, 1.02), ylabel="Cov_N (lower is better)", title=f"Cov_N, N = {level:g}")
+    for ax in axes:
+        _horizon_ticks(ax, horizons, sigma)
+        ax.set_xlabel("horizon H" + ("\n(sigma*^2 of the teacher)" if sigma else ""))
+    axes[-1].legend(fontsize=8, title="model", bbox_to_anchor=(1.02, 1), loc="upper left")
+    fig.suptitle(f"{study}: final KL and coverage against H; median over seeds, band = range")
+    _save(fig, path)
+
+
+def rate_level(spec) -> float:
+    """The coverage level of the rate sweep: the smallest N of the grid (the last to reach 0)."""
+    return float(min(spec["evaluate"]["levels"]))
+
+
+def loglog_slope(x, y) -> float:
+    """Least-squares slope of log y on log x over the points with y > 0 (nan with fewer than 2)."""
+    import numpy as np
+
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    keep = (x > 0) & (y > 0)
+    if keep.sum() < 2:
+        return float("nan")
+    return float(np.polyfit(np.log(x[keep]), np.log(y[keep]), 1)[0])
+
+
+def rate_sweep(metrics, path, spec):
+    """Cov_N against the sample size T at the smallest and largest H, log-log, paper slopes drawn."""
+    import numpy as np
+
+    study, level = _study(metrics), rate_level(spec)
+    cov = metrics.filter((pl.col("class") == "all") & (pl.col("metric") == "coverage") & (pl.col("level") == level))
+    horizons = sorted(cov["horizon"].unique().to_list())
+    shown = sorted({horizons[0], horizons[-1]})
+    floor = 0.5 / cov["n"].max()  # Cov_N = 0 drawn at half the resolution of the held-out set
+    models = sorted(cov["model"].unique().to_list())
+    palette = dict(zip(models, sns.color_palette("tab10", len(models))))
+    fig, axes = plt.subplots(1, len(shown), figsize=(6.5 * len(shown), 4.6), squeeze=False)
+    for ax, h in zip(axes[0], shown):
+        part = cov.filter(pl.col("horizon") == h).to_pandas()
+        med = part.groupby(["model", "step"]).value.median().reset_index()
+        for m in models:
+            line = med[med.model == m].sort_values("step")
+            if line.step.nunique() < 2:
+                continue
+            slope = loglog_slope(line.step, line.value)
+            ax.plot(line.step, np.maximum(line.value, floor), marker="o", color=palette[m],
+                    label=f"{m} (slope {slope:.2f})")
+            band = part[part.model == m].groupby("step").value.agg(["min", "max"])
+            ax.fill_between(band.index, np.maximum(band["min"], floor), np.maximum(band["max"], floor),
+                            color=palette[m], alpha=0.12)
+        steps = np.array(sorted(part.step.unique()), float)
+        if len(steps) > 1:
+            anchor = max(float(med[med.step == steps.min()].value.median()), 10 * floor)
+            for slope, style in ((-0.5, "--"), (-1.0, ":")):
+                ax.plot(steps, anchor * (steps / steps.min()) ** slope, color="black", linestyle=style, linewidth=1,
+                        label=f"paper slope {slope:g}" + (" (sqrt(sigma*^2/T))" if slope == -0.5 else " (B^2 H/T, B^2/T)"))
+        ax.set(xscale="log", yscale="log", xlabel="training sequences T", ylabel=f"Cov_N, N = {level:g}",
+               title=f"H = {h}" + (f", sigma*^2 = {_sigma_by_horizon(metrics).get(h, float('nan')):.3g}"))
+        ax.axhline(floor, color="grey", linewidth=0.5)
+        ax.legend(fontsize=7)
+    fig.suptitle(f"{study}: coverage against the sample size (median over seeds, band = range; "
+                 f"Cov_N = 0 drawn at {floor:.2g})")
+    _save(fig, path)
+
+
+def hard_instance(metrics, path, spec):
+    """Prop. 3.2's event KL >= H/(4n) across seeds, KL n/H, and Cov_N against H."""
+    study, final = _study(metrics), final_rows(metrics).to_pandas()
+    n = spec.get("n_train")
+    level = focus_level(spec)
+    kl = final[final.metric == "kl"].copy()
+    kl["normalized"] = kl.value * n / kl.horizon
+    kl["over"] = (kl.normalized >= 0.25).astype(float)
+    frac = kl.groupby(["model", "horizon"]).over.mean().reset_index()
+    models = sorted(kl.model.unique())
+    palette = dict(zip(models, sns.color_palette("tab10", len(models))))
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4.4))
+    sns.lineplot(frac, x="horizon", y="over", hue="model", marker="o", palette=palette, ax=axes[0], legend=False)
+    axes[0].axhline(0.25, color="black", linestyle=":", linewidth=1, label="Prop. 3.2: probability >= 0.25")
+    axes[0].set(ylim=(-0.02, 1.02), ylabel="fraction of seeds with KL >= H/(4n)", title=f"the KL lower bound (n = {n})")
+    axes[0].legend(fontsize=8)
+    sns.stripplot(kl, x="horizon", y="normalized", hue="model", dodge=True, palette=palette, ax=axes[1], size=4,
+                  legend=False, native_scale=True)
+    axes[1].axhline(0.25, color="black", linestyle=":", linewidth=1)
+    axes[1].set(ylabel="KL n / H (one dot per seed)", title="KL scaled by n/H; dotted: 1/4")
+    cov = final[(final.metric == "coverage") & (final.level == level)]
+    sns.lineplot(cov, x="horizon", y="value", hue="model", estimator="median", errorbar=BAND, marker="o",
+                 palette=palette, ax=axes[2])
+    axes[2].set(ylim=(-0.02, 1.02), ylabel=f"Cov_{level:g}", title=f"Cov_N, N = {level:g} (median, band = range)")
+    axes[2].legend(fontsize=8, title="model")
+    for ax in (axes[0], axes[2]):
+        ax.set_xscale("log")
+    axes[1].set_xscale("log")
+    fig.suptitle(f"{study}: {kl.seed.nunique()} seeds per cell")
+    _save(fig, path)
+
+
+def interventions_table(metrics, path, spec):
+    """Markdown: per model, KL and Cov_N (smallest N and N = 16) at the smallest and largest H, the KL
+    ratio, and log-log slopes against H (median over seeds, final checkpoint)."""
+    final = final_rows(metrics)
+    levels = sorted({rate_level(spec), focus_level(spec)})
+    horizons = sorted(final["horizon"].unique().to_list())
+    lo, hi = horizons[0], horizons[-1]
+    sigma = _sigma_by_horizon(metrics)
+    med = final.filter((pl.col("metric") == "kl") | ((pl.col("metric") == "coverage") & pl.col("level").is_in(levels))) \
+        .group_by("model", "horizon", "metric", "level").agg(pl.col("value").median())
+    cell = {(m, h, k if lv is None else f"{k}{lv:g}"): v for m, h, k, lv, v in med.iter_rows()}
+    keys = ["kl"] + [f"coverage{lv:g}" for lv in levels]
+    names = ["KL"] + [f"Cov_{lv:g}" for lv in levels]
+    head = "| model | " + " | ".join(f"{n}, H={lo} | {n}, H={hi} | slope" for n in names) + " | KL ratio |"
+    lines = ["sigma*^2 of the teacher: " + ", ".join(f"H={h}: {sigma[h]:.3g}" for h in horizons if h in sigma), "",
+             head, "|---" * (2 + 3 * len(names)) + "|"]
+    for m in sorted({k[0] for k in cell}):
+        parts = []
+        for key in keys:
+            v = [cell.get((m, h, key), float("nan")) for h in horizons]
+            parts.append(f"{v[0]:.3g} | {v[-1]:.3g} | {loglog_slope(horizons, v):.2f}")
+        kl = [cell.get((m, h, "kl"), float("nan")) for h in horizons]
+        ratio = kl[-1] / kl[0] if kl[0] > 0 else float("nan")
+        lines.append(f"| {m} | " + " | ".join(parts) + f" | {ratio:.3g} |")
+    lines += ["", "Final checkpoint, median over seeds. slope: least squares of log value on log H over the H "
+                  f"with value > 0 ({', '.join(map(str, horizons))}); nan where fewer than two are > 0."]
+    with io.atomic_path(path) as tmp:
+        tmp.write_text("\n".join(lines) + "\n")
+
+
 DRAW = {
     "kl_vs_horizon.png": kl_vs_horizon,
     "coverage_vs_horizon.png": coverage_vs_horizon,
@@ -208,6 +380,10 @@ DRAW = {
     "training_curves.png": training_curves,
     "over_training.png": over_training,
     "per_class.md": per_class_table,
+    "horizon_sweep.png": horizon_sweep,
+    "rate_sweep.png": rate_sweep,
+    "interventions_table.md": interventions_table,
+    "hard_instance.png": hard_instance,
 }
 
 from .plots_finetune import DRAW as FINETUNE_DRAW  # noqa: E402  (it uses the helpers above)

@@ -41,7 +41,7 @@ CONFIG_CASES = [
     ("empty horizons", mini_config(horizons=[]), "studies.mini.horizons: empty; list at least one horizon"),
     ("duplicate horizons", mini_config(horizons=[2, 2]), "studies.mini.horizons: duplicate horizons in [2, 2]"),
     ("unknown teacher", mini_config(teacher={"name": "markow"}),
-     "studies.mini.teacher.name: unknown teacher 'markow'; known: ar_linear, graph, markov"),
+     "studies.mini.teacher.name: unknown teacher 'markow'; known: ar_linear, graph, kl_lower_bound, markov, sgd_two_scales"),
     ("unknown model class", mini_config(models={"m": {"class": "gru2"}}),
      "studies.mini.models.m.class: unknown model class 'gru2'; known: ar_linear, consistent_branch, gru, ngram, table_per_position, transformer, valid_uniform"),
     ("unknown model key", mini_config(models={"m": {"class": "gru", "hiden": 4}}), "studies.mini.models.m.hiden: unknown key"),

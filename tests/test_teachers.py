@@ -18,6 +18,9 @@ SMALL = {
         ({"name": "markov", "vocab_size": 4, "order": 0}, 4),
     ],
     "ar_linear": [({"name": "ar_linear", "vocab_size": 3, "dim": 4, "window": 3, "scale": 4.0}, 4)],
+    "kl_lower_bound": [({"name": "kl_lower_bound", "n": 2, "scale": 1.0}, 6),
+                       ({"name": "kl_lower_bound", "n": 1, "scale": 1.5, "theta_sign": -1}, 5)],
+    "sgd_two_scales": [({"name": "sgd_two_scales", "rare_weight": 0.4, "rare_tokens": 2}, 5)],
     "graph": [
         # match and uniform4 share their structure: pi_D is their exact posterior mixture.
         ({"name": "graph", "num_nodes": 10, "classes": {"single": 0.5, "match": 0.2, "uniform4": 0.3}}, 2),
@@ -211,3 +214,27 @@ def test_graph_rule_pair_order_puts_the_match_node_first_and_keeps_pi_d():
     assert not taken_first[branching & (batch.cls[:, None] == 1)].any()
     assert np.allclose(rule.sequence_log_probs(batch.prompt, batch.response),
                        build_teacher(spec).sequence_log_probs(batch.prompt, batch.response))
+
+
+@pytest.mark.parametrize("name", ["kl_lower_bound", "sgd_two_scales"])
+def test_hard_instance_inherent_variance_matches_enumeration(name):
+    spec, horizon = SMALL[name][0]
+    t = build_teacher(spec)
+    batch = t.sample(6, horizon, np.random.default_rng(1))
+    got = t.inherent_variance(batch.prompt, batch.response)
+    phi = t.features.candidates(t.features.contexts(batch.prompt, batch.response, t.bos)).numpy()  # (n, H, V, d)
+    p = np.exp(t.step_log_probs(batch.prompt, batch.response))
+    mean = np.einsum("nhv,nhvd->nhd", p, phi)
+    assert got == pytest.approx(np.einsum("nhv,nhv->nh", p, ((phi - mean[:, :, None]) ** 2).sum(-1)), abs=1e-12)
+    assert (batch.cls == batch.prompt[:, 0]).all()  # the prompt is the class
+
+
+def test_kl_lower_bound_instance_matches_prop_3_2():
+    t = build_teacher({"name": "kl_lower_bound", "n": 10, "scale": 1.0})
+    assert t.class_weights[1] == pytest.approx(1 / 20)
+    x = np.array([[1], [0]])
+    steps = np.exp(t.step_log_probs(x, np.zeros((2, 3), np.int64)))
+    assert steps[0, :, 1] == pytest.approx(np.exp(1) / (np.exp(1) + np.exp(-1)))  # P(y = +1 | x = 1) = sigmoid(2)
+    assert steps[1] == pytest.approx(0.5)  # x = 0: uniform
+    p = np.exp(1) / (np.exp(1) + np.exp(-1))
+    assert t.uninformed_kl(7) == pytest.approx(7 / 20 * (p * np.log(2 * p) + (1 - p) * np.log(2 * (1 - p))))

@@ -14,12 +14,21 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Literal, Union
+from typing import Annotated, Any, Literal, Union
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, PlainValidator
 
-Rule = Union[Literal["paper"], float]
+
+def _rule(value: Any):
+    if value == "paper":
+        return value
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0:
+        return float(value)
+    raise ValueError(f"expected 'paper' or a positive number, got {value!r}")
+
+
+Rule = Annotated[Any, PlainValidator(_rule)]  # 'paper' (the paper's rule) or a positive number
 
 
 class LearnerParams(BaseModel):

@@ -130,9 +130,13 @@ def select_spec(wildcards):
 
 def plot_spec(wildcards):
     """What one figure depends on: the study's evaluation settings and the plotting code version."""
-    return {
-        "evaluate": STUDIES[wildcards.study]["evaluate"],
-        "selection": STUDIES[wildcards.study]["selection"],
-        "figures": STUDIES[wildcards.study]["figures"],
+    study = STUDIES[wildcards.study]
+    spec = {
+        "evaluate": study["evaluate"],
+        "selection": study["selection"],
+        "figures": study["figures"],
         "version": covpipe.plots.VERSION,
     }
+    if "hard_instance" in study["figures"]:  # KL >= H/(4n) reads the sample size n
+        spec["n_train"] = study["data"]["n_train"]
+    return spec
