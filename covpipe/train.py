@@ -3,7 +3,8 @@
 Gradient-trained classes: `steps` optimizer steps (Adam or SGD, constant learning rate, weight
 decay) on mini-batches drawn with replacement from the seed's sample; the loss is the mean
 per-token negative log-likelihood in nats/token. Count classes: the closed-form smoothed MLE of
-the whole sample, saved as one checkpoint at the final step.
+the whole sample, saved as one checkpoint at the final step. A model whose train settings name a
+`learner` (covpipe.learners: the paper's single-pass learners, MLE, token SGD) is fitted by it instead.
 
 `run` is the stage: a (study, model, horizon) job that trains every seed through
 `covpipe.distribute` and writes the checkpoints and the training log.
