@@ -249,6 +249,7 @@ def validate_config(raw, source: str = "config") -> dict:
                 effective["learner"] = _validate_learner(source, key, effective, model_cls, teacher,
                                                          study.data.n_train)
             out["studies"][name]["models"][model_name] = model
+    _drop_unset_learners(out)
     return out
 
 
@@ -266,6 +267,17 @@ def _validate_entry(source, where, entry, key, registry, kind) -> dict:
     except ValidationError as exc:
         raise ConfigError(f"{source}: {where}.{_first_error(exc)}") from None
     return params.model_dump(by_alias=True)
+
+
+def _drop_unset_learners(out: dict) -> None:
+    """A train section without a learner carries no `learner` key at all, so the specs (and
+    Snakemake's params) of studies that use none stay exactly as they were before learners."""
+    for study in out["studies"].values():
+        trains = [study["train"], *(m.get("train") for m in study["models"].values()),
+                  (study.get("finetune") or {}).get("train")]
+        for train in trains:
+            if train is not None and train.get("learner", 0) is None:
+                del train["learner"]
 
 
 def _validate_learner(source, where, train, model_cls, teacher, n_train) -> dict:
