@@ -35,12 +35,16 @@ class Execution(_Strict):
 
     backend: Literal["auto", "serial", "ray"] = "auto"
     ray_address: str = Field("local", description="'local' starts a private Ray per job; else host:port")
+    device_check: Literal["here", "in_jobs"] = Field(
+        "here", description="where device: cuda is checked; in_jobs (profiles/slurm) lets a login node "
+                            "without GPU submit, and each cluster job checks its own node")
     device: Literal["cpu", "cuda"] = "cpu"
 
     @field_validator("device")
     @classmethod
-    def _device_exists(cls, v):
-        if v == "cuda":
+    def _device_exists(cls, v, info):
+        in_job = (info.context or {}).get("in_cluster_job", False)
+        if v == "cuda" and (info.data.get("device_check") == "here" or in_job):
             import torch
 
             if not torch.cuda.is_available():
@@ -186,15 +190,18 @@ def load_config(path) -> dict:
     return validate_config(raw, source=str(path))
 
 
-def validate_config(raw, source: str = "config") -> dict:
-    """Validate a config mapping (as loaded from YAML); raise ConfigError naming the key."""
+def validate_config(raw, source: str = "config", in_cluster_job: bool = False) -> dict:
+    """Validate a config mapping (as loaded from YAML); raise ConfigError naming the key.
+
+    in_cluster_job: validating inside a job on a cluster node (execution.device_check: in_jobs).
+    """
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: expected a mapping at the top level, got {type(raw).__name__}")
     for key in raw:
         if key not in Config.model_fields:
             raise ConfigError(f"{source}: {key}: unknown top-level key{_suggest(key, Config.model_fields)}")
     try:
-        cfg = Config.model_validate(raw)
+        cfg = Config.model_validate(raw, context={"in_cluster_job": in_cluster_job})
     except ValidationError as exc:
         raise ConfigError(f"{source}: {_first_error(exc)}") from None
     out = cfg.model_dump()

@@ -16,13 +16,14 @@ never pre-training. The loss is the mean per-token NLL (nats/token), as in pre-t
 from __future__ import annotations
 
 import logging
+import os
 import time
 
 import numpy as np
 import polars as pl
 import torch
 
-from . import io, train
+from . import io, resume, train
 from .distribute import resolve_backend, run_trials
 from .models import Vocab, build_model
 from .models.base import as_tensor
@@ -42,8 +43,11 @@ def finetune_spec(study_name: str, study: dict, model_name: str, horizon: int) -
             "pretrain": pretrain, "version": VERSION}
 
 
-def finetune_trial(spec: dict, seed: int, state: dict, device: str = "cpu") -> dict:
-    """Fine-tune one seed from `state` (a state_dict). Returns {"checkpoints": {step: state}, "log": rows}."""
+def finetune_trial(spec: dict, seed: int, state: dict, device: str = "cpu", resume_dir=None) -> dict:
+    """Fine-tune one seed from `state` (a state_dict). Returns {"checkpoints": {step: state}, "log": rows}.
+
+    With `resume_dir`, saves and resumes its state there as `train.train_trial` does (covpipe.resume).
+    """
     teacher = build_teacher(spec["teacher"])
     horizon = spec["horizon"]
     model = build_model(spec["model"], Vocab.of(teacher, horizon), teacher=teacher)
@@ -61,7 +65,14 @@ def finetune_trial(spec: dict, seed: int, state: dict, device: str = "cpu") -> d
     rows = [{"seed": seed, "step": 0, "train_loss": float("nan"), "seconds": 0.0}]
     running, count, last_report = 0.0, 0, started
     name = f"{spec['model_name']} H={horizon} seed {seed}"
-    for step in range(1, cfg["steps"] + 1):
+    state_path = resume.trial_path(resume_dir, seed) if resume_dir is not None else None
+    first, last_saved = 1, started
+    if (saved := resume.load(state_path, spec=spec, seed=seed)) is not None:
+        resume.restore(saved, model, opt, rng)
+        checkpoints, rows, (running, count) = saved["checkpoints"], saved["rows"], saved["running"]
+        first, started = saved["step"] + 1, started - saved["seconds"]
+        log.info("%s: fine-tuning resumed at step %d/%d from %s", name, saved["step"], cfg["steps"], state_path)
+    for step in range(first, cfg["steps"] + 1):
         batch = teacher.sample(cfg["batch_size"], horizon, rng)  # online: fresh samples every step
         loss = -model.token_log_probs(as_tensor(batch.prompt).to(device), as_tensor(batch.response).to(device)).mean()
         if not torch.isfinite(loss):
@@ -81,6 +92,11 @@ def finetune_trial(spec: dict, seed: int, state: dict, device: str = "cpu") -> d
             rows.append({"seed": seed, "step": step, "train_loss": running / count,
                          "seconds": time.perf_counter() - started})
             running, count = 0.0, 0
+        if state_path is not None and (step in wanted or now - last_saved >= resume.SAVE_SECONDS):
+            resume.save(state_path, spec=spec, seed=seed, step=step, model=model, optimizer=opt, generator=rng,
+                        checkpoints=checkpoints, rows=rows, running=(running, count),
+                        seconds=time.perf_counter() - started)
+            last_saved = now
     return {"checkpoints": checkpoints, "log": rows}
 
 
@@ -93,7 +109,8 @@ def run(pretrain_path, checkpoints_path, log_path, spec: dict, *, threads: int =
     missing = [s for s in pretrained if s not in pre["trials"]]
     if missing:
         raise ValueError(f"{pretrain_path}: no pre-trained checkpoint for seed {missing[0]}; rerun training")
-    trials = [(spec, s, pre["trials"][p][max(pre["trials"][p])], device) for s, p in zip(seeds, pretrained)]
+    states = resume.state_dir(os.path.abspath(checkpoints_path))  # resumable states, removed once outputs exist
+    trials = [(spec, s, pre["trials"][p][max(pre["trials"][p])], device, str(states)) for s, p in zip(seeds, pretrained)]
     chosen = resolve_backend(backend, threads, len(trials), address)
     if chosen == "serial":
         torch.set_num_threads(threads)
@@ -110,3 +127,4 @@ def run(pretrain_path, checkpoints_path, log_path, spec: dict, *, threads: int =
         pl.lit(spec["horizon"]).alias("horizon"))
     io.write_parquet(table.select("study", "model", "horizon", "seed", "step", "train_loss", "seconds"), log_path)
     io.write_provenance(log_path, spec, backend=chosen, threads=threads, wall_seconds=time.perf_counter() - started)
+    resume.clear(states)

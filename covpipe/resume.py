@@ -6,7 +6,8 @@ holds everything the rest of the trial depends on, so a resumed trial ends bit-i
 uninterrupted one:
 
 - model parameters and optimizer state (Adam moments and step counts),
-- the mini-batch generator's state and torch's global RNG state (dropout draws from it),
+- the mini-batch generator's state (torch, or numpy for fine-tuning's online samples) and
+  torch's global RNG state (dropout draws from it),
   plus the CUDA RNG states on a GPU,
 - the step reached, the checkpoints and training-log rows recorded so far, the running loss sum
   of the next log row, the seconds spent,
@@ -41,7 +42,12 @@ def trial_path(directory, seed: int) -> Path:
     return Path(directory) / f"seed~{seed}.pt"
 
 
-def save(path, *, spec: dict, seed: int, step: int, model, optimizer, generator: torch.Generator,
+def _rng_state(rng):
+    """The state of a torch.Generator (tensor) or a numpy Generator (dict of ints)."""
+    return rng.get_state() if isinstance(rng, torch.Generator) else rng.bit_generator.state
+
+
+def save(path, *, spec: dict, seed: int, step: int, model, optimizer, generator,
          checkpoints: dict, rows: list, running: tuple[float, int], seconds: float) -> None:
     """Write one trial's state after `step` optimizer steps (atomic: no partial file is ever read)."""
     state = {
@@ -51,7 +57,7 @@ def save(path, *, spec: dict, seed: int, step: int, model, optimizer, generator:
         "step": step,
         "model": {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()},
         "optimizer": optimizer.state_dict(),
-        "batch_rng": generator.get_state(),
+        "batch_rng": _rng_state(generator),
         "torch_rng": torch.get_rng_state(),
         "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
         "checkpoints": checkpoints,
@@ -80,11 +86,15 @@ def load(path, *, spec: dict, seed: int) -> dict | None:
     return state
 
 
-def restore(state: dict, model, optimizer, generator: torch.Generator) -> None:
-    """Put model, optimizer and RNGs back to where `state` was saved."""
+def restore(state: dict, model, optimizer, generator) -> None:
+    """Put model, optimizer and RNGs back to where `state` was saved (`generator`: the trial's
+    batch RNG, a torch.Generator or a numpy Generator)."""
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
-    generator.set_state(state["batch_rng"])
+    if isinstance(generator, torch.Generator):
+        generator.set_state(state["batch_rng"])
+    else:
+        generator.bit_generator.state = state["batch_rng"]
     torch.set_rng_state(state["torch_rng"])
     if state["cuda_rng"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda_rng"])

@@ -121,7 +121,7 @@ def test_a_state_of_other_settings_or_a_damaged_one_is_ignored(tmp_path):
         assert torch.equal(again["checkpoints"][40][key], value)
 
 
-def test_a_resumed_trial_matches_an_uninterrupted_one_from_every_saved_step(tmp_path):
+def test_a_resumed_trial_matches_an_uninterrupted_one_from_every_saved_step(tmp_path, caplog):
     """In process: a state saved at step 20 (a checkpoint) continues to the same step-40 result."""
     spec, batch = _cell(tmp_path)
     fresh = train.train_trial(spec, 0, batch)
@@ -131,9 +131,39 @@ def test_a_resumed_trial_matches_an_uninterrupted_one_from_every_saved_step(tmp_
     state = torch.load(resume.trial_path(states, 0), weights_only=True)
     state["spec"] = spec  # the state of `spec` after 20 of its 40 steps (same batches, same optimizer)
     torch.save(state, resume.trial_path(states, 0))
-    resumed = train.train_trial(spec, 0, batch, resume_dir=states)
+    with caplog.at_level("INFO"):
+        resumed = train.train_trial(spec, 0, batch, resume_dir=states)
+    assert "gru H=4 seed 0: resumed at step 20/40" in caplog.text
     assert [r["step"] for r in resumed["log"]] == [20, 40]
     assert [r["train_loss"] for r in resumed["log"]] == [r["train_loss"] for r in fresh["log"]]
     for step in (20, 40):
         for key, value in fresh["checkpoints"][step].items():
             assert torch.equal(resumed["checkpoints"][step][key], value)
+
+
+def test_a_resumed_finetuning_trial_matches_an_uninterrupted_one(tmp_path, caplog):
+    """Fine-tuning resumes too: its online samples come from a numpy RNG, saved with the state."""
+    from covpipe import finetune
+    from covpipe.models import Vocab, build_model
+    from covpipe.teachers import build_teacher
+
+    from test_selection import FIG1
+
+    spec = finetune.finetune_spec("f1", validate_config(FIG1)["studies"]["f1"], "transformer", 4)
+    teacher = build_teacher(spec["teacher"])
+    start = train._state(build_model(spec["model"], Vocab.of(teacher, 4), teacher=teacher))  # any start will do
+    fresh = finetune.finetune_trial(spec, 0, start)
+    states = tmp_path / "states"
+    short = {**spec, "train": {**spec["train"], "steps": 2, "checkpoints": [2]}}
+    finetune.finetune_trial(short, 0, start, resume_dir=states)
+    state = torch.load(resume.trial_path(states, 0), weights_only=True)
+    state["spec"] = spec  # the state of `spec` after 2 of its 6 steps
+    torch.save(state, resume.trial_path(states, 0))
+    with caplog.at_level("INFO"):
+        resumed = finetune.finetune_trial(spec, 0, start, resume_dir=states)
+    assert "transformer H=4 seed 0: fine-tuning resumed at step 2/6" in caplog.text
+    assert [r["step"] for r in resumed["log"]] == [0, 2, 4, 6]
+    assert [r["train_loss"] for r in resumed["log"][1:]] == [r["train_loss"] for r in fresh["log"][1:]]
+    for step in (2, 4, 6):
+        for key, value in fresh["checkpoints"][step].items():
+            assert torch.equal(resumed["checkpoints"][step][key], value), (step, key)

@@ -87,3 +87,17 @@ def test_the_mini_study_runs_as_slurm_jobs_and_a_second_run_has_nothing_to_do(sl
     assert again.returncode == 0, again.stderr[-3000:]
     assert "Nothing to be done" in again.stdout + again.stderr
     assert "submitted with SLURM jobid" not in again.stdout + again.stderr
+
+
+def test_a_gpu_study_is_submitted_from_a_login_node_without_gpu_and_its_job_says_no_gpu(slurm_cluster, tmp_path):
+    """`execution.device: cuda` is checked where the jobs run: the login node (no GPU here) submits,
+    the job on a node without GPU stops with the config error in its SLURM log."""
+    cfg = mini_config(horizons=[4])
+    cfg["execution"] = {"device": "cuda"}
+    mini_config_writer(tmp_path, cfg)
+    run = _submit(tmp_path, "results/mini/data/horizon~4/train.parquet", "--retries", "0")
+    out = run.stdout + run.stderr
+    assert run.returncode != 0
+    assert re.search(r"submitted with SLURM jobid (\d+)", out), out[-3000:]
+    job_logs = list((tmp_path / ".snakemake" / "slurm_logs").rglob("*.log"))
+    assert any("'cuda' requested but torch sees no GPU" in p.read_text() for p in job_logs), out[-3000:]

@@ -14,7 +14,7 @@ from covpipe.config import ConfigError, validate_config
 
 _source = ", ".join(str(p) for p in workflow.configfiles) or "config"
 try:
-    CFG = validate_config(config, source=_source)
+    CFG = validate_config(config, source=_source, in_cluster_job=workflow.remote_exec)
 except ConfigError as exc:
     sys.exit(f"covpipe: invalid config: {exc}")
 try:
@@ -26,7 +26,7 @@ STUDIES = CFG["studies"]
 EXECUTION = CFG["execution"]
 
 
-# GPUs a train/evaluate job asks a cluster scheduler for (the slurm executor's `gpu` resource).
+# GPUs a train/finetune/evaluate job asks a cluster scheduler for (the slurm executor's `gpu` resource).
 GPUS_PER_JOB = 1 if EXECUTION["device"] == "cuda" else 0
 
 

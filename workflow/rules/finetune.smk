@@ -11,6 +11,8 @@ rule finetune:
     conda:
         "../envs/covpipe.yml"
     threads: 1
+    resources:
+        gpu=GPUS_PER_JOB,
     params:
         spec=finetune_spec,
     script:
