@@ -77,6 +77,12 @@ def _traced(fn, trial, threads):
     return _guarded(fn, trial, threads), ray.get_runtime_context().get_node_id()
 
 
+def collect(outcomes, names):
+    """Values of (ok, value or error text) outcomes in order; TrialsFailed lists every failure.
+    For callers that run several trials inside one task (covpipe.vectorized)."""
+    return _collect(outcomes, names)
+
+
 def _collect(outcomes, names):
     failures = [f"{name}: {err.strip().splitlines()[-1]}\n{err}" for name, (ok, err) in zip(names, outcomes) if not ok]
     if failures:

@@ -59,6 +59,19 @@ class WindowFeatures:
         c, e, norm = self._parts(windows, theta.dtype)
         return self.scale * ((c @ theta)[..., None] + e @ theta) / norm
 
+    def stacked_logits(self, theta: torch.Tensor, windows: torch.Tensor) -> torch.Tensor:
+        """`logits` for S parameter vectors at once (covpipe.vectorized).
+
+        theta: (S, d); windows: int64 (S, ..., w-1), seed s's windows under theta[s]. Returns (S, ..., V).
+        """
+        c, e, norm = self._parts(windows, theta.dtype)
+        # Products summed over d elementwise, not by a matmul over the stack: a seed's logits then do
+        # not depend on how many seeds share the stack (a matmul's kernel choice depends on its size).
+        th = theta.view(theta.shape[0], *[1] * (c.dim() - 2), self.dim)  # (S, 1.., d)
+        ct = (c * th).sum(-1)  # (S, ...)
+        et = (e * th[..., None, :]).sum(-1)  # (S, 1.., V)
+        return self.scale * (ct[..., None] + et) / norm
+
     def mean_feature_sq_norm(self, log_probs: torch.Tensor, windows: torch.Tensor) -> torch.Tensor:
         """||E_{v ~ p}[phi(window, v)]||^2 for next-token log-probs p of shape (..., V)."""
         c, e, norm = self._parts(windows, log_probs.dtype)

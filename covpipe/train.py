@@ -19,7 +19,7 @@ import time
 import polars as pl
 import torch
 
-from . import io, resume
+from . import io, resume, vectorized
 from .distribute import resolve_backend, run_trials
 from .models import Vocab, build_model
 from .models.base import as_tensor
@@ -27,7 +27,7 @@ from .seeding import derive_seed
 from .sequences import Batch
 from .teachers import build_teacher
 
-VERSION = 1  # bump when a change alters what training computes
+VERSION = 2  # bump when a change alters what training computes (2: vectorized seeds, covpipe.vectorized)
 PROGRESS_SECONDS = 10.0  # a progress line per trial at most this often
 log = logging.getLogger(__name__)
 
@@ -147,9 +147,13 @@ def run(data_path, checkpoints_path, log_path, spec: dict, *, threads: int = 1,
     if chosen == "serial":
         torch.set_num_threads(threads)
     started = time.perf_counter()
-    results = run_trials(train_trial, trials, backend=chosen, address=address, num_cpus=threads,
-                         num_gpus=1 if device != "cpu" else 0,
-                         names=[f"{spec['model_name']} H={spec['horizon']} seed {s}" for s in seeds])
+    if vectorized.supports(spec):  # small classes: all seeds as one batched computation
+        results = vectorized.train_seeds(spec, seeds, [t[2] for t in trials], backend=chosen, address=address,
+                                         threads=threads, device=device)
+    else:
+        results = run_trials(train_trial, trials, backend=chosen, address=address, num_cpus=threads,
+                             num_gpus=1 if device != "cpu" else 0,
+                             names=[f"{spec['model_name']} H={spec['horizon']} seed {s}" for s in seeds])
     for s, res in zip(seeds, results):
         last = res["log"][-1]
         log.info("seed %d: %d checkpoints, final train loss %.4f nats/token, %.1f s", s,
