@@ -35,7 +35,9 @@ from .models import Vocab, build_model
 from .models.base import as_tensor
 from .teachers import build_teacher
 
-VERSION = 4  # 4: sigma_star_sq rows; decoders of learners (TTT) as models of their own
+VERSION = 5  # 4: sigma_star_sq rows; decoders of learners (TTT) as models of their own; 5: scores in chunks
+EVAL_CHUNK = 64  # sequences per forward pass: the fastest on CPU for the graph transformer (bench/run.py
+# eval_throughput; a whole eval set in one pass is up to 2x slower, its activations overflow the caches)
 log = logging.getLogger(__name__)
 
 METRICS_SCHEMA = {
@@ -83,8 +85,7 @@ def evaluate_trial(spec: dict, seed: int, states: dict, batch, teacher_steps: np
     for step, state in sorted(states.items()):
         model.load_state_dict(state)
         for name, decoder in [(spec["model_name"], model), *_variants(spec, model, (learner or {}).get(step))]:
-            with torch.inference_mode():
-                steps = decoder.step_log_probs(prompt, response).double().cpu().numpy()  # (n, H, V)
+            steps = model_step_log_probs(decoder, prompt, response)  # (n, H, V)
             model_logp = np.take_along_axis(steps, batch.response[..., None], axis=-1)[..., 0].sum(1)
             log_ratios = teacher_logp - model_logp  # (n,), nats
             accuracy = (steps.argmax(-1) == batch.response).mean(1)  # (n,)
@@ -109,7 +110,15 @@ def _variants(spec, model, info) -> list:
     return variants(spec, model, info)
 
 
-def sequence_log_probs(model, prompt, response, chunk: int = 4096) -> np.ndarray:
+def model_step_log_probs(model, prompt, response, chunk: int = EVAL_CHUNK) -> np.ndarray:
+    """log pi_hat(. | x, y_<h) of every sequence, float64 (n, L, V), nats: inference mode (no
+    autograd), `chunk` sequences per forward pass."""
+    with torch.inference_mode():
+        return np.concatenate([model.step_log_probs(prompt[i : i + chunk], response[i : i + chunk]).double().cpu().numpy()
+                               for i in range(0, len(prompt), chunk)])
+
+
+def sequence_log_probs(model, prompt, response, chunk: int = EVAL_CHUNK) -> np.ndarray:
     """log pi_hat(y|x) of each row, by teacher forcing in inference mode: float64 (n,), nats."""
     device = next(iter(model.state_dict().values())).device
     prompt, response = as_tensor(prompt).to(device), as_tensor(response).to(device)

@@ -1,0 +1,110 @@
+"""The speed paths compute what the plain paths compute: vectorized seeds, class-grouped
+transformer batches, chunked inference-mode evaluation. (Their speed is measured by bench/run.py.)"""
+
+import numpy as np
+import pytest
+import torch
+
+from covpipe import evaluate, train, vectorized
+from covpipe.config import validate_config
+from covpipe.models import Vocab, build_model
+from covpipe.models import transformer as transformer_module
+from covpipe.models.base import as_tensor
+from covpipe.teachers import build_teacher
+
+from helpers import mini_config
+
+EDGES = {"name": "graph", "num_nodes": 16, "prompt_format": "edges",
+         "classes": {"single": 0.5, "xor": 0.3, "uniform4": 0.2}}
+
+
+def _study(model: dict, optimizer: str = "adam"):
+    cfg = validate_config(mini_config(
+        teacher={"name": "markov", "vocab_size": 4, "order": 1, "classes": {"a": 0.5, "b": 0.5}},
+        seeds=3, models={"m": model},
+        train={"optimizer": optimizer, "lr": 0.02, "batch_size": 8, "steps": 15, "checkpoints": [5, 15]}))
+    study = cfg["studies"]["mini"]
+    teacher = build_teacher(study["teacher"])
+    batches = [teacher.sample(48, 5, np.random.default_rng(s)) for s in range(3)]
+    return train.train_spec("mini", study, "m", 5), batches
+
+
+@pytest.mark.parametrize("model", [{"class": "ar_linear", "dim": 5, "window": 3},
+                                   {"class": "gru", "hidden": 8, "embed": 4, "layers": 2}], ids=lambda m: m["class"])
+@pytest.mark.parametrize("optimizer", ["adam", "sgd"])
+def test_vectorized_training_equals_per_seed_training_within_float_tolerance(model, optimizer):
+    spec, batches = _study(model, optimizer)
+    assert vectorized.supports(spec)
+    together = vectorized.train_seeds(spec, [0, 1, 2], batches)
+    for seed, batch in enumerate(batches):
+        alone = train.train_trial(spec, seed, batch)
+        assert together[seed]["checkpoints"].keys() == alone["checkpoints"].keys() == {5, 15}
+        for step, state in alone["checkpoints"].items():
+            for name, value in state.items():
+                torch.testing.assert_close(together[seed]["checkpoints"][step][name], value, rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose([r["train_loss"] for r in together[seed]["log"]],
+                                   [r["train_loss"] for r in alone["log"]], rtol=1e-5)
+
+
+@pytest.mark.parametrize("model", [{"class": "ar_linear", "dim": 5, "window": 3}, {"class": "gru", "hidden": 8, "embed": 4}],
+                         ids=lambda m: m["class"])
+def test_a_seeds_vectorized_result_does_not_depend_on_its_group(model):
+    # Serial jobs train all seeds in one group, Ray jobs in one group per CPU: tables must not differ.
+    spec, batches = _study(model)
+    (ok, alone), = vectorized.train_group(spec, [1], batches[1:2])
+    together = vectorized.train_group(spec, [0, 1, 2], batches)[1][1]
+    for step, state in alone["checkpoints"].items():
+        for name, value in state.items():
+            assert torch.equal(together["checkpoints"][step][name], value)
+
+
+def _graph_model(horizon=3, seed=0):
+    teacher = build_teacher(EDGES)
+    torch.manual_seed(seed)
+    model = build_model({"class": "transformer", "layers": 2, "heads": 2, "width": 16}, Vocab.of(teacher, horizon),
+                        teacher=teacher)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0, 0.3)  # away from the init, so attention is not uniform
+    batch = teacher.sample(48, horizon, np.random.default_rng(seed))
+    return model, as_tensor(batch.prompt), as_tensor(batch.response)
+
+
+@pytest.mark.parametrize("max_groups", [8, 2])  # 2: groups merged, residual pads masked inside a group
+def test_class_grouped_transformer_loss_equals_the_padded_loss(monkeypatch, max_groups):
+    monkeypatch.setattr(transformer_module, "MAX_GROUPS", max_groups)
+    model, prompt, response = _graph_model()
+    assert len(model.leading_pads(prompt).unique()) >= 3  # prompts of unequal length: there is padding to skip
+    grouped = model.step_log_probs(prompt, response)
+    padded = model.step_log_probs(prompt, response, grouped=False)
+    torch.testing.assert_close(grouped, padded, rtol=1e-5, atol=1e-5)
+    loss = -grouped.gather(-1, response[..., None]).mean()
+    loss_padded = -padded.gather(-1, response[..., None]).mean()
+    params = list(model.parameters())
+    for a, b in zip(torch.autograd.grad(loss, params), torch.autograd.grad(loss_padded, params)):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_a_rows_log_probs_do_not_depend_on_its_batch_mates_padding():
+    model, prompt, response = _graph_model()
+    shortest = int(model.leading_pads(prompt).argmax())
+    alone = model.step_log_probs(prompt[shortest : shortest + 1], response[shortest : shortest + 1])
+    in_batch = model.step_log_probs(prompt, response, grouped=False)[shortest : shortest + 1]
+    torch.testing.assert_close(alone, in_batch, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("which", ["transformer", "gru"])
+def test_chunked_inference_evaluation_equals_a_per_sequence_loop(which):
+    if which == "transformer":
+        model, prompt, response = _graph_model()
+    else:
+        teacher = build_teacher({"name": "markov", "vocab_size": 4, "order": 1})
+        batch = teacher.sample(48, 6, np.random.default_rng(0))
+        torch.manual_seed(0)
+        model = build_model({"class": "gru", "hidden": 8, "embed": 4}, Vocab.of(teacher, 6))
+        prompt, response = as_tensor(batch.prompt), as_tensor(batch.response)
+    batched = evaluate.model_step_log_probs(model, prompt, response, chunk=16)
+    with torch.no_grad():
+        loop = np.concatenate([model.step_log_probs(prompt[i : i + 1], response[i : i + 1]).double().numpy()
+                               for i in range(len(prompt))])
+    np.testing.assert_allclose(batched, loop, rtol=1e-5, atol=1e-5)
