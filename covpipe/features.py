@@ -59,12 +59,17 @@ class WindowFeatures:
         c, e, norm = self._parts(windows, theta.dtype)
         return self.scale * ((c @ theta)[..., None] + e @ theta) / norm
 
-    def stacked_logits(self, theta: torch.Tensor, windows: torch.Tensor) -> torch.Tensor:
-        """`logits` for S parameter vectors at once (covpipe.vectorized).
+    def context(self, windows: torch.Tensor, dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """The theta-independent parts of the logits: context sums c (..., d), norms ||c + e_v|| (..., V)."""
+        c, _, norm = self._parts(windows, dtype)
+        return c, norm
 
-        theta: (S, d); windows: int64 (S, ..., w-1), seed s's windows under theta[s]. Returns (S, ..., V).
+    def stacked_logits(self, theta: torch.Tensor, c: torch.Tensor, norm: torch.Tensor) -> torch.Tensor:
+        """`logits` for S parameter vectors at once (covpipe.vectorized), from `context`'s parts.
+
+        theta: (S, d); c: (S, ..., d) and norm: (S, ..., V), seed s's windows. Returns (S, ..., V).
         """
-        c, e, norm = self._parts(windows, theta.dtype)
+        e = self.table[0, : self.vocab_size].to(theta.dtype)  # (V, d)
         # Products summed over d elementwise, not by a matmul over the stack: a seed's logits then do
         # not depend on how many seeds share the stack (a matmul's kernel choice depends on its size).
         th = theta.view(theta.shape[0], *[1] * (c.dim() - 2), self.dim)  # (S, 1.., d)

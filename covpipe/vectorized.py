@@ -14,8 +14,9 @@ A seed's result does not depend on which other seeds share its group.
 Not vectorized: count classes (closed-form fits take milliseconds), reference models, and the
 transformer, whose training step is arithmetic-bound already (bench/run.py vectorized_seeds).
 
-STACKED maps a model class to its batched token log-likelihood
-    fn(template model, params {name: (S, ...)}, prompt (S, B, P), response (S, B, L)) -> (S, B, L) nats.
+STACKED maps a model class to two functions:
+    inputs(template model, prompt (n, P), response (n, L)) -> {name: (n, ...)}, once per seed, and
+    fn(template model, params {name: (S, ...)}, {name: (S, B, ...)}) -> (S, B, L) token log-likelihoods, nats.
 """
 
 from __future__ import annotations
@@ -42,91 +43,134 @@ PROGRESS_SECONDS = 10.0
 # ---- batched log-likelihoods ---------------------------------------------------------------------
 
 
-def ar_linear_token_log_probs(model, params, prompt, response):
-    """The AR-linear class (covpipe.models.ar_linear) for S parameter vectors theta (S, d)."""
-    s, b, _ = prompt.shape
+CACHE_FLOATS = 2**24  # per seed: precompute the AR-linear context parts when they fit in 64 MB
+
+
+def token_inputs(model, prompt, response) -> dict:
+    """Per-sequence inputs of a class that reads tokens: the tokens. prompt (n, P), response (n, L)."""
+    return {"prompt": prompt, "response": response}
+
+
+def ar_linear_inputs(model, prompt, response) -> dict:
+    """The AR-linear logits <theta, phi> = B (<theta, c> + <theta, e_v>) / ||c + e_v|| need c and the
+    norms, which do not depend on theta: computed once per training sequence, not once per step."""
     feats = model.features
-    windows = context_windows(prompt.reshape(s * b, -1).numpy(), response.reshape(s * b, -1).numpy(),
-                              feats.window - 1, model.vocab.bos)
-    windows = torch.from_numpy(windows).view(s, b, *windows.shape[1:])  # (S, B, L, w-1)
-    steps = torch.log_softmax(feats.stacked_logits(params["theta"], windows), dim=-1)  # (S, B, L, V)
-    return steps.gather(-1, response.unsqueeze(-1)).squeeze(-1)
+    windows = torch.from_numpy(context_windows(prompt.cpu().numpy(), response.cpu().numpy(), feats.window - 1,
+                                               model.vocab.bos)).to(response.device)  # (n, L, w-1)
+    if response.numel() * (feats.dim + feats.vocab_size) > CACHE_FLOATS:
+        return {"windows": windows, "response": response}
+    c, norm = feats.context(windows, model.theta.dtype)
+    return {"c": c, "norm": norm, "response": response}  # (n, L, d), (n, L, V), (n, L)
+
+
+def ar_linear_token_log_probs(model, params, batch):
+    """The AR-linear class (covpipe.models.ar_linear) for S parameter vectors theta (S, d)."""
+    feats = model.features
+    c, norm = (batch["c"], batch["norm"]) if "c" in batch else feats.context(batch["windows"], params["theta"].dtype)
+    logits = feats.stacked_logits(params["theta"], c, norm)  # (S, B, L, V)
+    # logit of y minus logsumexp: torch's log_softmax over a last dim of a few entries is 3x slower here
+    return logits.gather(-1, batch["response"].unsqueeze(-1)).squeeze(-1) - logits.logsumexp(-1)
 
 
 class StackedGRU(torch.autograd.Function):
     """One GRU layer (PyTorch's gate equations) with a separate weight set per seed.
 
-    Layout puts gates and units before the batch, so every per-step slice is contiguous in its
-    inner (units, batch) block: gi (S, 3H, T, B) input gates incl. b_ih; w_hh (S, 3H, H);
-    b_hh (S, 3H). Returns the hidden states (T, S, H, B). The backward pass is written out:
-    per time step it does one small batched matmul and two elementwise ops; every other term
-    is computed for all steps at once (autograd through the loop costs 3x more here).
+    x: (T, S, In + 1, B) inputs whose last row is 1 (it carries the input biases); w_in:
+    (S, 3H, In + 1) = [w_ih | b_ih + (b_hr, b_hz, 0)]; w_hh: (S, 3H, H) and b_hn: (S, H), rows in
+    nn.GRU's order (r, z, n). Returns the hidden states (T, S, H, B).
+
+    Each time step works on contiguous (S, rows, B) blocks that stay in cache, with views made
+    once per sequence: at these sizes an op's Python and dispatch overhead, not its arithmetic,
+    is the cost, and no tensor of the whole sequence is ever permuted. The backward pass is
+    written out: the forward loop stores each step's local derivatives, so a backward step is two
+    multiplies and four small batched matmuls, several times fewer ops than autograd's.
     """
 
     @staticmethod
-    def forward(ctx, gi, w_hh, b_hh):
-        s, g, t_len, b = gi.shape
-        h_dim = g // 3
-        bias = b_hh[:, :, None]
-        hs, rz = gi.new_empty(t_len, s, h_dim, b), gi.new_empty(t_len, s, 2 * h_dim, b)
-        n, gh = gi.new_empty(t_len, s, h_dim, b), gi.new_empty(t_len, s, 3 * h_dim, b)
-        h = gi.new_zeros(s, h_dim, b)
+    def forward(ctx, x, w_in, w_hh, b_hn):
+        t_len, s, _, b = x.shape
+        h_dim = w_hh.shape[2]
+        # w_hh's rows reordered to (n, r, z), so that the derivatives of (gh_n, gh_r, gh_z) and of
+        # (gi_r, gi_z, gi_n) are the two overlapping contiguous blocks [0:3] and [1:4] of `coef`.
+        w_hh_nrz = torch.cat([w_hh[:, 2 * h_dim :], w_hh[:, : 2 * h_dim]], 1)
+        b_hn = b_hn[:, :, None]  # (S, H, 1)
+        hs = x.new_zeros(t_len + 1, s, h_dim, b)  # slot 0: h_0 = 0; h_t at slot t + 1
+        rz = x.new_empty(t_len, s, 2 * h_dim, b)
+        coef = x.new_empty(t_len, s, 4, h_dim, b)  # d/dh_t of the pre-activations gh_n, gh_r, gh_z, gi_n
+        n = x.new_empty(s, h_dim, b)
+        xs, hs_in, hs_out = x.unbind(0), hs[:-1].unbind(0), hs[1:].unbind(0)
+        rzs, rs, zs = rz.unbind(0), rz[:, :, :h_dim].unbind(0), rz[:, :, h_dim:].unbind(0)
+        c_n, c_r, c_z, c_i = (coef[:, :, k].unbind(0) for k in range(4))
         for t in range(t_len):
-            torch.baddbmm(bias, w_hh, h, out=gh[t])  # (S, 3H, B)
-            torch.add(gi[:, : 2 * h_dim, t], gh[t, :, : 2 * h_dim], out=rz[t]).sigmoid_()  # r, z
-            torch.addcmul(gi[:, 2 * h_dim :, t], rz[t, :, :h_dim], gh[t, :, 2 * h_dim :], out=n[t]).tanh_()
-            h = torch.lerp(n[t], h, rz[t, :, h_dim:], out=hs[t])  # (1 - z) n + z h
-        ctx.save_for_backward(w_hh, hs, rz, n, gh)
-        return hs
+            h, r, z = hs_in[t], rs[t], zs[t]
+            gi_rz, gi_n = torch.bmm(w_in, xs[t]).split([2 * h_dim, h_dim], 1)  # biases included
+            gh_n, gh_rz = torch.bmm(w_hh_nrz, h).split([h_dim, 2 * h_dim], 1)
+            gh_n = gh_n + b_hn
+            torch.add(gi_rz, gh_rz, out=rzs[t]).sigmoid_()
+            torch.addcmul(gi_n, r, gh_n, out=n).tanh_()
+            torch.lerp(n, h, z, out=hs_out[t])  # (1 - z) n + z h
+            one_minus_z = 1 - z
+            a_n = torch.addcmul(one_minus_z, one_minus_z * n, n, value=-1, out=c_i[t])  # (1 - z)(1 - n^2)
+            torch.mul(a_n, r, out=c_n[t])
+            torch.mul(a_n * gh_n, torch.addcmul(r, r, r, value=-1), out=c_r[t])  # ... r (1 - r)
+            torch.mul(h - n, torch.addcmul(z, z, z, value=-1), out=c_z[t])  # (h_prev - n) z (1 - z)
+        ctx.save_for_backward(x, w_in, w_hh_nrz, hs, rz, coef)
+        return hs[1:]
 
     @staticmethod
     def backward(ctx, grad):
-        w_hh, hs, rz, n, gh = ctx.saved_tensors
-        t_len, s, h_dim, b = hs.shape
+        x, w_in, w_hh_nrz, hs, rz, coef = ctx.saved_tensors
+        t_len, s, _, h_dim, b = coef.shape
         grad = grad.contiguous()
-        r, z = rz[:, :, :h_dim], rz[:, :, h_dim:]
-        h_prev = torch.cat([hs.new_zeros(1, s, h_dim, b), hs[:-1]])
-        a_n = (1 - z) * (1 - n * n)  # d pre_n / d h_t
-        # d(r, z, gh_n pre-activations) / d h_t, for every step at once: (T, S, 3, H, B)
-        coef = torch.stack([a_n * gh[:, :, 2 * h_dim :] * (r - r * r), (h_prev - n) * (z - z * z), a_n * r], 2)
-        dh_all = hs.new_empty(t_len, s, h_dim, b)
-        dh = hs.new_zeros(s, h_dim, b)
-        w_t = w_hh.transpose(1, 2)
+        d_x = torch.empty_like(x)
+        d_w_in, d_w_hh, d_b_hn = torch.zeros_like(w_in), torch.zeros_like(w_hh_nrz), x.new_zeros(s, h_dim)
+        w_in_t, w_hh_t = w_in.transpose(1, 2), w_hh_nrz.transpose(1, 2)
+        xs_t = x.transpose(2, 3).unbind(0)  # (S, B, In + 1) each
+        hs_t = hs[:-1].transpose(2, 3).unbind(0)  # (S, B, H) each
+        zs, grads, d_xs = rz[:, :, h_dim:].unbind(0), grad.unbind(0), d_x.unbind(0)
+        c_gh, c_gi = coef[:, :, :3].unbind(0), coef[:, :, 1:].unbind(0)
+        dh = torch.zeros_like(grads[0])
         for t in range(t_len - 1, -1, -1):
-            dh = torch.add(dh, grad[t], out=dh_all[t])  # total gradient reaching h_t
-            dgh = (coef[t] * dh[:, None]).view(s, 3 * h_dim, b)
-            dh = torch.baddbmm(dh * z[t], w_t, dgh)
-        dgh = coef * dh_all[:, :, None]  # (T, S, 3, H, B)
-        d_w = torch.einsum("tsgub,tshb->sguh", dgh, h_prev).reshape(s, 3 * h_dim, h_dim)
-        d_b = dgh.sum((0, 4)).reshape(s, 3 * h_dim)
-        d_gi = torch.cat([dgh[:, :, :2].reshape(t_len, s, 2 * h_dim, b), a_n * dh_all], 2)  # (T, S, 3H, B)
-        return d_gi.permute(1, 2, 0, 3), d_w, d_b
+            dh = dh + grads[t]  # total gradient reaching h_t
+            dh_ = dh[:, None]
+            dgh = (c_gh[t] * dh_).view(s, 3 * h_dim, b)  # rows n, r, z
+            dgi = (c_gi[t] * dh_).view(s, 3 * h_dim, b)  # rows r, z, n
+            d_w_hh.baddbmm_(dgh, hs_t[t])
+            d_w_in.baddbmm_(dgi, xs_t[t])
+            torch.bmm(w_in_t, dgi, out=d_xs[t])
+            d_b_hn += dgh[:, :h_dim].sum(-1)
+            dh = torch.baddbmm(dh * zs[t], w_hh_t, dgh)
+        d_w_hh = torch.cat([d_w_hh[:, h_dim:], d_w_hh[:, :h_dim]], 1)  # rows (n, r, z) -> (r, z, n)
+        return d_x, d_w_in, d_w_hh, d_b_hn
 
 
-def gru_token_log_probs(model, params, prompt, response):
+def gru_token_log_probs(model, params, batch):
     """The GRU class (covpipe.models.gru) for S weight sets, any number of layers."""
+    prompt, response = batch["prompt"], batch["response"]
     s, b, p = prompt.shape
     bos = torch.full((s, b, 1), model.vocab.bos, dtype=torch.int64, device=prompt.device)
-    tokens = torch.cat([bos, prompt, response[..., :-1]], dim=-1).transpose(1, 2)  # (S, T, B)
-    t_len = tokens.shape[1]
+    tokens = torch.cat([bos, prompt, response[..., :-1]], dim=-1).permute(2, 0, 1)  # (T, S, B)
     table = params["embed.weight"]  # (S, V_in + 1, E): one flat table, seed s's rows offset by s (V_in + 1)
-    offset = (torch.arange(s, device=prompt.device) * table.shape[1])[:, None, None]
-    x = F.embedding(tokens + offset, table.reshape(-1, table.shape[-1]))  # (S, T, B, E)
-    layer_in = x.reshape(s, t_len * b, -1).transpose(1, 2)  # (S, E, T*B)
+    offset = (torch.arange(s, device=prompt.device) * table.shape[1])[None, :, None]
+    x = F.embedding(tokens + offset, table.reshape(-1, table.shape[-1])).transpose(2, 3)  # (T, S, E, B)
     for k in range(model.rnn.num_layers):
-        gi = torch.baddbmm(params[f"rnn.bias_ih_l{k}"][:, :, None], params[f"rnn.weight_ih_l{k}"], layer_in)
-        hs = StackedGRU.apply(gi.view(s, -1, t_len, b), params[f"rnn.weight_hh_l{k}"], params[f"rnn.bias_hh_l{k}"])
-        layer_in = hs.permute(1, 2, 0, 3).reshape(s, -1, t_len * b)  # (S, H, T*B)
-    states = hs[p:].permute(1, 2, 0, 3).reshape(s, hs.shape[2], -1)  # (S, H, L*B)
+        w_ih, b_ih, w_hh, b_hh = (params[f"rnn.{w}_l{k}"] for w in ("weight_ih", "bias_ih", "weight_hh", "bias_hh"))
+        h_dim = w_hh.shape[2]
+        # The input biases (b_ih, and b_hh's r and z parts, which add to the same pre-activations)
+        # ride on a constant input row of ones; b_hn stays apart, it sits inside r * (...).
+        bias = b_ih + torch.cat([b_hh[:, : 2 * h_dim], torch.zeros_like(b_hh[:, 2 * h_dim :])], 1)
+        ones = x.new_ones(x.shape[0], s, 1, b)
+        x = StackedGRU.apply(torch.cat([x, ones], 2), torch.cat([w_ih, bias[:, :, None]], 2), w_hh, b_hh[:, 2 * h_dim :])
+    states = x[p:].permute(1, 2, 0, 3).reshape(s, h_dim, -1)  # (S, H, L*B)
     logits = torch.baddbmm(params["head.bias"][:, :, None], params["head.weight"], states)  # (S, V, L*B)
     steps = torch.log_softmax(logits.view(s, logits.shape[1], -1, b), dim=1)  # (S, V, L, B)
     picked = steps.gather(1, response.permute(0, 2, 1).unsqueeze(1)).squeeze(1)  # (S, L, B)
     return picked.transpose(1, 2)  # (S, B, L)
 
 
-STACKED = {
-    "ar_linear": ar_linear_token_log_probs,
-    "gru": gru_token_log_probs,
+STACKED = {  # class: (per-sequence inputs, computed once per seed; batched token log-likelihoods)
+    "ar_linear": (ar_linear_inputs, ar_linear_token_log_probs),
+    "gru": (token_inputs, gru_token_log_probs),
 }
 
 
@@ -168,14 +212,18 @@ def train_group(spec: dict, seeds: list, batches: list, device: str = "cpu") -> 
         raise ValueError(f"{spec['model']['class']}: vectorized training stacks parameters only; this class has buffers")
     params = {name: torch.stack([dict(m.named_parameters())[name].detach() for m in models]).to(device).requires_grad_()
               for name, _ in template.named_parameters()}
-    token_log_probs = STACKED[spec["model"]["class"]]
+    make_inputs, token_log_probs = STACKED[spec["model"]["class"]]
     cfg = spec["train"]
     opt_cls = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}[cfg["optimizer"]]
     opt = opt_cls(list(params.values()), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
     gens = [torch.Generator().manual_seed(derive_seed(spec["study"], "batches", spec["model_name"], spec["horizon"], s))
             for s in seeds]
-    prompts = [as_tensor(b.prompt).to(device) for b in batches]
-    responses = [as_tensor(b.response).to(device) for b in batches]
+    with torch.no_grad():
+        inputs = [make_inputs(template, as_tensor(b.prompt).to(device), as_tensor(b.response).to(device))
+                  for b in batches]
+    if len({len(b) for b in batches}) == 1:  # one gather per step instead of one per seed
+        inputs = {k: torch.stack([x[k] for x in inputs]) for k in inputs[0]}  # (S, n, ...)
+    seed_axis = torch.arange(len(seeds), device=device)[:, None]
     wanted = set(cfg["checkpoints"])
     n = len(seeds)
     alive = torch.ones(n, dtype=torch.bool)
@@ -186,9 +234,11 @@ def train_group(spec: dict, seeds: list, batches: list, device: str = "cpu") -> 
     started = last_report = time.perf_counter()
     for step in range(1, cfg["steps"] + 1):
         idx = [torch.randint(0, len(b), (cfg["batch_size"],), generator=g).to(device) for b, g in zip(batches, gens)]
-        prompt = torch.stack([p[i] for p, i in zip(prompts, idx)])  # (S, B, P)
-        response = torch.stack([r[i] for r, i in zip(responses, idx)])  # (S, B, L)
-        losses = -token_log_probs(template, params, prompt, response).mean((1, 2))  # (S,), nats/token
+        if isinstance(inputs, dict):
+            batch = {k: v[seed_axis, torch.stack(idx)] for k, v in inputs.items()}  # (S, B, ...)
+        else:
+            batch = {k: torch.stack([x[k][i] for x, i in zip(inputs, idx)]) for k in inputs[0]}
+        losses = -token_log_probs(template, params, batch).mean((1, 2))  # (S,), nats/token
         values = losses.detach().double().cpu()
         for i in torch.nonzero(alive & ~torch.isfinite(values)).flatten().tolist():
             # What train_trial raises, per seed; the other seeds go on (their slices never mix).

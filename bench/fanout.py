@@ -1,0 +1,50 @@
+"""Item 4: 8 equal trials through the Ray backend (a private local instance on 2 CPUs, started and
+shut down by covpipe.distribute, included) against the serial backend (one process, one thread).
+
+A trial is one seed of GRU training (covpipe.train.train_trial, the per-seed trial that Ray fans
+out), sized to take about `seconds` on its own. Start-up is timed separately as 8 empty trials
+through the same path: start Ray, start the workers, run, shut down.
+"""
+
+from __future__ import annotations
+
+import time
+
+from common import Figure, one_thread
+
+
+def run(quick: bool = False) -> list[Figure]:
+    from covpipe import train
+    from covpipe.distribute import run_trials
+    from training import _markov_spec
+
+    one_thread()
+    trial_seconds = 4.0 if quick else 10.0
+    probe_steps = 20
+    spec, batches = _markov_spec("gru", 64, probe_steps, 1)
+    started = time.perf_counter()
+    train.train_trial(spec, 0, batches[0])
+    per_step = (time.perf_counter() - started) / probe_steps
+    steps = max(probe_steps, int(trial_seconds / per_step))
+    spec, batches = _markov_spec("gru", 64, steps, 8)
+    trials = [(spec, s, b) for s, b in enumerate(batches)]
+
+    started = time.perf_counter()
+    run_trials(abs, [(-1,)] * 8, backend="ray", num_cpus=2)
+    startup = time.perf_counter() - started
+    started = time.perf_counter()
+    serial_out = run_trials(train.train_trial, trials, backend="serial")
+    serial = time.perf_counter() - started
+    started = time.perf_counter()
+    ray_out = run_trials(train.train_trial, trials, backend="ray", num_cpus=2)
+    ray = time.perf_counter() - started
+    same = all(a["log"][-1]["train_loss"] == b["log"][-1]["train_loss"] for a, b in zip(serial_out, ray_out))
+    speedup = serial / ray
+    print(f"  8 trials of GRU training (markov H = 64, {steps} steps, about {serial / 8:.1f} s each): serial {serial:.1f} s, "
+          f"Ray on 2 CPUs {ray:.1f} s; Ray start-up + shutdown alone {startup:.1f} s; identical results: {same}")
+    print(f"  without start-up: {serial / max(ray - startup, 1e-9):.2f}x; the ceiling on 2 cores is 2x")
+    return [
+        Figure(4, "Ray fan-out, 8 trials on 2 cores, vs serial (start-up included)", ">= 1.8x",
+               f"serial {serial:.1f} s, Ray {ray:.1f} s", speedup, speedup >= 1.8),
+        Figure(4, "Ray start-up + shutdown (8 empty trials)", "reported", f"{startup:.1f} s", None, None),
+    ]

@@ -1,0 +1,132 @@
+"""Item 1: exact Pass@N (teacher forcing over the correct responses) against the sampling estimator.
+
+One graph-task transformer is trained briefly (the default study's model and optimizer at H = 8,
+fewer steps, so p_correct is spread out rather than all near 0 or 1), then Pass@8 on the same n
+prompts is computed
+
+- exactly: p_correct(x) = the model's total probability of x's correct responses (at most 16 per
+  prompt, one teacher-forced pass), Pass@N = mean_x 1 - (1 - p_correct(x))^N. Its Monte Carlo
+  error is zero: it is the model's Pass@N on these prompts.
+- by sampling: k responses per prompt from the model, c of them correct, the unbiased estimator
+  1 - C(k - c, N) / C(k, N) averaged over prompts. Its standard error given the prompts is
+  sqrt(sum_x Var_k(x)) / n with Var_k(x) exact under c ~ Binomial(k, p_correct(x)); k is the
+  smallest k >= N with standard error <= 0.01. Both estimators share the prompts, so the
+  prompt-sampling error (printed) is the same for both and is not counted.
+
+Sampling is timed with covpipe's sampler (one forward pass per response token, no KV cache);
+the floor any sampler must pay, a KV cache included, is one teacher-forced pass over the n k
+sampled sequences, printed beside it.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+import torch
+
+from common import Figure, default_study, graph_batch, graph_teacher, one_thread
+
+N = 8
+TARGET_SE = 0.01
+
+
+def mc_standard_error(p: np.ndarray, k: int, n_level: int = N) -> float:
+    """Standard error, given the prompts, of the mean unbiased pass@N estimator with k samples each:
+    sqrt(sum_x Var[1 - C(k - c, N) / C(k, N)]) / n, c ~ Binomial(k, p(x))."""
+    from scipy.stats import binom
+
+    c = np.arange(k + 1)
+    est = 1.0 - np.array([math.comb(k - ci, n_level) for ci in c], dtype=np.float64) / math.comb(k, n_level)  # (k+1,)
+    pmf = binom.pmf(c[None, :], k, p[:, None])  # (n, k+1)
+    var = np.maximum(pmf @ est**2 - (pmf @ est) ** 2, 0.0)
+    return float(np.sqrt(var.sum()) / len(p))
+
+
+def required_k(p: np.ndarray) -> int:
+    k = N
+    while mc_standard_error(p, k) > TARGET_SE:
+        k = k + max(1, k // 4)
+    lo = max(N, k - max(1, (k - 1) // 5))
+    while lo < k and mc_standard_error(p, lo) > TARGET_SE:
+        lo += 1
+    return lo
+
+
+def train_graph_model(horizon: int, steps: int, n_train: int):
+    """The default study's transformer and optimizer, `steps` steps on n_train sequences."""
+    from covpipe import train
+    from covpipe.models import Vocab, build_model
+
+    study = default_study("graph_horizon")
+    study["train"] = {**study["train"], "steps": steps, "checkpoints": [steps]}
+    spec = train.train_spec("graph_horizon", study, "transformer", horizon)
+    teacher = graph_teacher()
+    batch = graph_batch(teacher, n_train, horizon, seed=1)
+    started = time.perf_counter()
+    out = train.train_trial(spec, 0, batch)
+    seconds = time.perf_counter() - started
+    model = build_model(spec["model"], Vocab.of(teacher, horizon), teacher=teacher)
+    model.load_state_dict(out["checkpoints"][steps])
+    return teacher, model.eval(), seconds
+
+
+def run(quick: bool = False) -> list[Figure]:
+    from covpipe import metrics
+    from covpipe.evaluate import _p_correct, model_step_log_probs
+
+    one_thread()
+    horizon, n_prompts = 8, (500 if quick else 1000)
+    teacher, model, train_s = train_graph_model(horizon, steps=150 if quick else 300, n_train=4000)
+    batch = graph_batch(teacher, n_prompts, horizon, seed=2)
+    print(f"  trained the default graph transformer at H = {horizon} for {'150' if quick else '300'} steps "
+          f"in {train_s:.0f} s; {n_prompts} prompts")
+
+    def exact():
+        per_prompt = teacher.correct_responses(batch.prompt, batch.cls)
+        owner = np.repeat(np.arange(len(batch)), [len(r) for r in per_prompt])
+        p = _p_correct(model, batch, owner, np.concatenate(per_prompt))
+        return p, float(metrics.pass_at_n_exact(p, [N])[0])
+
+    exact_s = float("inf")
+    for _ in range(3):
+        started = time.perf_counter()
+        p, pass_exact = exact()
+        exact_s = min(exact_s, time.perf_counter() - started)
+    k = required_k(p)
+    se_k = mc_standard_error(p, k)
+    prompt_se = float(np.std(1 - (1 - p) ** N) / np.sqrt(len(p)))
+
+    # Sample k responses per prompt (chunks of 512 sequences, one generator: reproducible).
+    per_prompt = teacher.correct_responses(batch.prompt, batch.cls)
+    gen = torch.Generator().manual_seed(0)
+    prompts = torch.from_numpy(np.repeat(batch.prompt, k, axis=0))
+    length = batch.response.shape[1]
+    started = time.perf_counter()
+    draws = torch.cat([model.sample(prompts[i : i + 512], length, gen) for i in range(0, len(prompts), 512)])
+    draws = draws.numpy().reshape(len(batch), k, length)
+    hits = [int((d[:, None, :] == c[None]).all(-1).any(-1).sum()) for d, c in zip(draws, per_prompt)]
+    pass_sampled = float(np.mean([metrics.pass_at_k_unbiased(k, h, N) for h in hits]))
+    sample_s = time.perf_counter() - started
+    # The floor of any sampler: one teacher-forced pass over the n k sequences it returns.
+    started = time.perf_counter()
+    model_step_log_probs(model, prompts, torch.from_numpy(draws.reshape(-1, length)))
+    floor_s = time.perf_counter() - started
+
+    z = (pass_sampled - pass_exact) / se_k if se_k > 0 else 0.0
+    ratio = sample_s / exact_s
+    print(f"  p_correct: mean {p.mean():.3f}, {np.mean((p > 0.01) & (p < 0.99)):.1%} of prompts strictly between 0.01 and 0.99")
+    print(f"  exact Pass@{N} = {pass_exact:.4f} in {exact_s * 1e3:.0f} ms (Monte Carlo error 0; prompt-sampling SE "
+          f"{prompt_se:.4f}, shared by both estimators)")
+    print(f"  sampling needs k = {k} per prompt ({k * len(batch)} samples) for SE {se_k:.4f} <= {TARGET_SE}: "
+          f"Pass@{N} = {pass_sampled:.4f} in {sample_s:.1f} s (z = {z:+.2f} against exact)")
+    print(f"  sampler floor (one teacher-forced pass over the {k * len(batch)} samples, e.g. a KV cache at best): "
+          f"{floor_s:.2f} s = {floor_s / exact_s:.0f}x exact")
+    return [
+        Figure(1, f"Pass@{N} exact vs sampling (SE {TARGET_SE}), time ratio", "exact >= 100x faster, agree within sampling error",
+               f"exact {exact_s * 1e3:.0f} ms; sampling k={k}/prompt ({k * len(batch)} samples) {sample_s:.1f} s; "
+               f"|z| = {abs(z):.1f}", ratio, ratio >= 100 and abs(z) <= 3),
+        Figure(1, f"Pass@{N} exact vs any sampler's floor (KV cache at best)", "reported",
+               f"{floor_s:.2f} s for the same samples", floor_s / exact_s, None),
+    ]
