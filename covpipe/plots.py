@@ -28,15 +28,29 @@ over_training, as in the paper).
 
 from __future__ import annotations
 
-import matplotlib
+import importlib
 
-matplotlib.use("Agg")
+import polars as pl
 
-import matplotlib.pyplot as plt  # noqa: E402
-import polars as pl  # noqa: E402
-import seaborn as sns  # noqa: E402
+from . import io
 
-from . import io  # noqa: E402
+
+class _OnFirstUse:
+    """A module imported when first used: the Snakefile reads this module's registry to plan every
+    run, and importing seaborn (scipy.stats) and pyplot costs 1 to 5 s that a dry run never needs."""
+
+    def __init__(self, name: str):
+        self._name, self._module = name, None
+
+    def __getattr__(self, attr):
+        if self._module is None:
+            importlib.import_module("matplotlib").use("Agg")
+            self._module = importlib.import_module(self._name)
+        return getattr(self._module, attr)
+
+
+plt = _OnFirstUse("matplotlib.pyplot")
+sns = _OnFirstUse("seaborn")
 
 VERSION = 6  # 6: the interventions and hard_instance figure sets
 FIGURE_SETS = {
