@@ -16,7 +16,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from common import Figure, default_study, graph_batch, graph_teacher, interleaved, one_thread, transformer_spec
+from common import (Figure, default_study, graph_batch, graph_teacher, interleaved, one_thread, quiet_stderr,
+                    transformer_spec)
 
 
 def _graph_spec(horizon: int, steps: int, prompt_format: str = "layers") -> dict:
@@ -76,7 +77,7 @@ def _profile_step(step) -> list[tuple[str, float]]:
     from torch.profiler import ProfilerActivity, profile
 
     step()
-    with profile(activities=[ProfilerActivity.CPU]) as prof:
+    with quiet_stderr(), profile(activities=[ProfilerActivity.CPU]) as prof:  # the profiler's start/stop lines
         for _ in range(3):
             step()
     kinds = {"matmul": ("mm", "addmm", "bmm", "matmul", "linear", "baddbmm"),

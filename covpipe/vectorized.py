@@ -192,6 +192,8 @@ def train_seeds(spec: dict, seeds: list, batches: list, *, backend: str = "seria
     n_groups = 1 if backend == "serial" else max(1, min(threads, len(seeds)))
     parts = [list(a) for a in np.array_split(np.arange(len(seeds)), n_groups)]
     trials = [(spec, [seeds[i] for i in part], [batches[i] for i in part], device) for part in parts]
+    log.info("%s H=%d: %d seeds trained vectorized in %d group(s)", spec["model_name"], spec["horizon"], len(seeds),
+             len(trials))
     grouped = run_trials(train_group, trials, backend=backend, address=address, num_cpus=threads,
                          num_gpus=1 if device != "cpu" else 0,
                          names=[f"{spec['model_name']} H={spec['horizon']} seeds {t[1]}" for t in trials])

@@ -108,3 +108,26 @@ def test_chunked_inference_evaluation_equals_a_per_sequence_loop(which):
         loop = np.concatenate([model.step_log_probs(prompt[i : i + 1], response[i : i + 1]).double().numpy()
                                for i in range(len(prompt))])
     np.testing.assert_allclose(batched, loop, rtol=1e-5, atol=1e-5)
+
+
+def test_a_diverging_seed_fails_alone_and_its_group_mates_train_as_without_it(monkeypatch):
+    spec, batches = _study({"class": "gru", "hidden": 8, "embed": 4})
+    clean = vectorized.train_group(spec, [0, 1, 2], batches)
+    make_inputs, token_log_probs = vectorized.STACKED["gru"]
+    calls = []
+
+    def nan_for_seed_1_from_step_3(model, params, batch):
+        out = token_log_probs(model, params, batch)
+        calls.append(1)
+        if len(calls) >= 3:
+            out = out.clone()
+            out[1] = float("nan")
+        return out
+
+    monkeypatch.setitem(vectorized.STACKED, "gru", (make_inputs, nan_for_seed_1_from_step_3))
+    hurt = vectorized.train_group(spec, [0, 1, 2], batches)
+    assert hurt[1] == (False, "FloatingPointError: m horizon 5 seed 1: loss is nan at step 3\n")
+    for i in (0, 2):
+        for step, state in clean[i][1]["checkpoints"].items():
+            for name, value in state.items():
+                assert torch.equal(hurt[i][1]["checkpoints"][step][name], value)
