@@ -59,6 +59,18 @@ class WindowFeatures:
         c, e, norm = self._parts(windows, theta.dtype)
         return self.scale * ((c @ theta)[..., None] + e @ theta) / norm
 
+    def context_sums(self, windows: torch.Tensor, dtype) -> torch.Tensor:
+        """The context part c (..., d) of s alone (what `_parts` computes first, the same numbers)."""
+        table = self.table.to(dtype=dtype, device=windows.device)
+
+        def rows(j):  # index_select: a plain row gather, several times faster than advanced indexing
+            return table[self.window - 1 - j].index_select(0, windows[..., j].reshape(-1)).view(*windows.shape[:-1], -1)
+
+        c = rows(0)
+        for j in range(1, windows.shape[-1]):
+            c = c + rows(j)
+        return c
+
     def context(self, windows: torch.Tensor, dtype) -> tuple[torch.Tensor, torch.Tensor]:
         """The theta-independent parts of the logits: context sums c (..., d), norms ||c + e_v|| (..., V)."""
         c, _, norm = self._parts(windows, dtype)

@@ -43,7 +43,7 @@ PROGRESS_SECONDS = 10.0
 # ---- batched log-likelihoods ---------------------------------------------------------------------
 
 
-CACHE_FLOATS = 2**24  # per seed: precompute the AR-linear context parts when they fit in 64 MB
+CACHE_FLOATS = 2**24  # per seed: precompute the AR-linear norms when they fit in 64 MB
 
 
 def token_inputs(model, prompt, response) -> dict:
@@ -52,24 +52,62 @@ def token_inputs(model, prompt, response) -> dict:
 
 
 def ar_linear_inputs(model, prompt, response) -> dict:
-    """The AR-linear logits <theta, phi> = B (<theta, c> + <theta, e_v>) / ||c + e_v|| need c and the
-    norms, which do not depend on theta: computed once per training sequence, not once per step."""
+    """The AR-linear logits <theta, phi> = B (<theta, c> + <theta, e_v>) / ||c + e_v|| need the norms,
+    which do not depend on theta: computed once per training sequence, not once per step."""
     feats = model.features
     windows = torch.from_numpy(context_windows(prompt.cpu().numpy(), response.cpu().numpy(), feats.window - 1,
                                                model.vocab.bos)).to(response.device)  # (n, L, w-1)
-    if response.numel() * (feats.dim + feats.vocab_size) > CACHE_FLOATS:
+    if windows.shape[-1] == 0 or response.numel() * feats.vocab_size > CACHE_FLOATS:
         return {"windows": windows, "response": response}
-    c, norm = feats.context(windows, model.theta.dtype)
-    return {"c": c, "norm": norm, "response": response}  # (n, L, d), (n, L, V), (n, L)
+    _, norm = feats.context(windows, model.theta.dtype)
+    # c itself is cheaper to gather again from the small table each step than to read back from memory
+    return {"windows": windows, "norm": norm, "response": response}  # (n, L, w-1), (n, L, V), (n, L)
 
 
 def ar_linear_token_log_probs(model, params, batch):
     """The AR-linear class (covpipe.models.ar_linear) for S parameter vectors theta (S, d)."""
     feats = model.features
-    c, norm = (batch["c"], batch["norm"]) if "c" in batch else feats.context(batch["windows"], params["theta"].dtype)
-    logits = feats.stacked_logits(params["theta"], c, norm)  # (S, B, L, V)
-    # logit of y minus logsumexp: torch's log_softmax over a last dim of a few entries is 3x slower here
-    return logits.gather(-1, batch["response"].unsqueeze(-1)).squeeze(-1) - logits.logsumexp(-1)
+    if "norm" in batch:
+        c, norm = feats.context_sums(batch["windows"], params["theta"].dtype), batch["norm"]
+    else:
+        c, norm = feats.context(batch["windows"], params["theta"].dtype)
+    e = feats.table[0, : feats.vocab_size].to(device=c.device, dtype=c.dtype)  # (V, d)
+    return _ARLinearLogLik.apply(params["theta"], c, norm, e, batch["response"], feats.scale)
+
+
+class _ARLinearLogLik(torch.autograd.Function):
+    """log pi_theta(y | context) at every position for S thetas, gradient written out.
+
+    The logits are B (<theta, c> + <theta, e_v>) / ||c + e_v|| (covpipe.features), so
+    d loss / d theta = B (sum_pos w_pos c_pos + sum_v u_v e_v) with u = (dlogits / norm) and
+    w = sum_v u: two passes over the stacked arrays instead of autograd's several (the stack of
+    16 seeds does not fit in cache, so passes over memory are the cost).
+    theta (S, d); c (S, B, L, d); norm (S, B, L, V); e (V, d); y (S, B, L). Returns (S, B, L).
+    """
+
+    @staticmethod
+    def forward(ctx, theta, c, norm, e, y, scale):
+        s, b, length, d = c.shape
+        # <theta_s, c> by one matrix-vector product per seed: the same kernel whatever the group's size
+        ct = torch.stack([torch.mv(c[i].view(-1, d), theta[i]) for i in range(s)]).view(s, b, length, 1)
+        logits = scale * (ct + (e * theta[:, None, :]).sum(-1)[:, None, None, :]) / norm  # (S, B, L, V)
+        lse = logits.logsumexp(-1, keepdim=True)
+        out = logits.gather(-1, y.unsqueeze(-1)) - lse
+        ctx.save_for_backward(c, norm, e, y, logits.sub_(lse).exp_())  # the softmax, computed in place
+        ctx.scale = scale
+        return out.squeeze(-1)
+
+    @staticmethod
+    def backward(ctx, grad):
+        c, norm, e, y, probs = ctx.saved_tensors
+        # d out / d logits = onehot(y) - p, times grad; then through the / norm
+        u = (probs * -grad[..., None]).scatter_add_(-1, y.unsqueeze(-1), grad.unsqueeze(-1)).div_(norm)
+        # per seed or by sums, never one matmul over the stack: a seed's gradient must not depend on its group
+        s, _, _, d = c.shape
+        w = u.sum(-1)  # (S, B, L)
+        d_theta = torch.stack([torch.mv(c[i].view(-1, d).T, w[i].reshape(-1)) for i in range(s)]) \
+            + (u.sum((1, 2))[:, :, None] * e).sum(1)  # (S, d)
+        return ctx.scale * d_theta, None, None, None, None, None
 
 
 class StackedGRU(torch.autograd.Function):
@@ -225,7 +263,7 @@ def train_group(spec: dict, seeds: list, batches: list, device: str = "cpu") -> 
                   for b in batches]
     if len({len(b) for b in batches}) == 1:  # one gather per step instead of one per seed
         inputs = {k: torch.stack([x[k] for x in inputs]) for k in inputs[0]}  # (S, n, ...)
-    seed_axis = torch.arange(len(seeds), device=device)[:, None]
+    seed_axis, n_rows = torch.arange(len(seeds), device=device)[:, None], len(batches[0])
     wanted = set(cfg["checkpoints"])
     n = len(seeds)
     alive = torch.ones(n, dtype=torch.bool)
@@ -236,8 +274,10 @@ def train_group(spec: dict, seeds: list, batches: list, device: str = "cpu") -> 
     started = last_report = time.perf_counter()
     for step in range(1, cfg["steps"] + 1):
         idx = [torch.randint(0, len(b), (cfg["batch_size"],), generator=g).to(device) for b, g in zip(batches, gens)]
-        if isinstance(inputs, dict):
-            batch = {k: v[seed_axis, torch.stack(idx)] for k, v in inputs.items()}  # (S, B, ...)
+        if isinstance(inputs, dict):  # rows of the flattened (S * n, ...) inputs: a plain row copy
+            flat_rows = (seed_axis * n_rows + torch.stack(idx)).view(-1)
+            batch = {k: v.view(-1, *v.shape[2:]).index_select(0, flat_rows).view(n, -1, *v.shape[2:])
+                     for k, v in inputs.items()}  # (S, B, ...)
         else:
             batch = {k: torch.stack([x[k][i] for x, i in zip(inputs, idx)]) for k in inputs[0]}
         losses = -token_log_probs(template, params, batch).mean((1, 2))  # (S,), nats/token
