@@ -30,21 +30,27 @@ def _graph_spec(horizon: int, steps: int, prompt_format: str = "layers") -> dict
 
 
 def _bare_loop(spec, batch, steps):
-    """The same model, initialization, batches and optimizer in a plain PyTorch loop."""
+    """The same model, initialization, batches and optimizer in a plain PyTorch loop.
+    Returns (one_step, run): run() trains `steps` steps from a fresh initialization, like train_trial."""
     from covpipe.models import Vocab, build_model
     from covpipe.seeding import derive_seed
     from covpipe.teachers import build_teacher
 
     teacher = build_teacher(spec["teacher"])
-    torch.manual_seed(derive_seed(spec["study"], "init", spec["model_name"], spec["horizon"], 0))
-    model = build_model(spec["model"], Vocab.of(teacher, spec["horizon"]), teacher=teacher)
     prompt, response = torch.from_numpy(batch.prompt), torch.from_numpy(batch.response)
     cfg = spec["train"]
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
-    gen = torch.Generator().manual_seed(derive_seed(spec["study"], "batches", spec["model_name"], spec["horizon"], 0))
+    state = {}
+
+    def fresh():
+        torch.manual_seed(derive_seed(spec["study"], "init", spec["model_name"], spec["horizon"], 0))
+        state["model"] = build_model(spec["model"], Vocab.of(teacher, spec["horizon"]), teacher=teacher)
+        state["opt"] = torch.optim.AdamW(state["model"].parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
+        state["gen"] = torch.Generator().manual_seed(derive_seed(spec["study"], "batches", spec["model_name"],
+                                                                 spec["horizon"], 0))
 
     def step():
-        idx = torch.randint(0, len(batch), (cfg["batch_size"],), generator=gen)
+        model, opt = state["model"], state["opt"]
+        idx = torch.randint(0, len(batch), (cfg["batch_size"],), generator=state["gen"])
         y = response[idx]
         loss = F.nll_loss(model.step_log_probs(prompt[idx], y).flatten(0, 1), y.flatten())
         opt.zero_grad(set_to_none=True)
@@ -52,10 +58,12 @@ def _bare_loop(spec, batch, steps):
         opt.step()
 
     def run():
+        fresh()
         for _ in range(steps):
             step()
 
-    return model, step, run
+    fresh()
+    return step, run
 
 
 def matmul_flops(size: int = 1024, repeats: int = 5) -> float:
@@ -105,12 +113,12 @@ def overhead(quick: bool = False) -> list[Figure]:
     horizon, steps = 16, (20 if quick else 40)
     spec = _graph_spec(horizon, steps)
     batch = graph_batch(graph_teacher(), 4000, horizon, seed=1)
-    _, bare_step, bare_run = _bare_loop(spec, batch, steps)
+    bare_step, bare_run = _bare_loop(spec, batch, steps)
 
     def covpipe_run():
         train.train_trial(spec, 0, batch)
 
-    best = interleaved({"covpipe": covpipe_run, "bare": bare_run}, repeats=2 if quick else 3)
+    best = interleaved({"covpipe": covpipe_run, "bare": bare_run}, repeats=3 if quick else 5)
     rate_cov, rate_bare = steps / best["covpipe"], steps / best["bare"]
     with FlopCounterMode(display=False) as counter:
         bare_step()
