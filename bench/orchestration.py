@@ -26,9 +26,13 @@ from common import ROOT, Figure
 
 
 def _snakemake(workdir: Path, *args, timeout=1800):
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(workdir), os.environ.get("PYTHONPATH")]))}
-    return subprocess.run([sys.executable, "-m", "snakemake", "-s", str(workdir / "Snakefile"), "--directory",
-                           str(workdir), *args], capture_output=True, text=True, env=env, timeout=timeout)
+    """Snakemake in `workdir`, with that checkout's Snakefile and covpipe when it has them (else this one's)."""
+    env = dict(os.environ)
+    if (workdir / "covpipe").is_dir():
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(workdir), os.environ.get("PYTHONPATH")]))
+    snakefile = workdir / "Snakefile" if (workdir / "Snakefile").exists() else ROOT / "Snakefile"
+    return subprocess.run([sys.executable, "-m", "snakemake", "-s", str(snakefile), "--directory", str(workdir), *args],
+                          capture_output=True, text=True, env=env, timeout=timeout)
 
 
 def _jobs(stdout: str) -> dict[str, int]:
