@@ -149,7 +149,7 @@ def run(data_path, checkpoints_path, log_path, spec: dict, *, threads: int = 1,
     started = time.perf_counter()
     if vectorized.supports(spec):  # small classes: all seeds as one batched computation
         results = vectorized.train_seeds(spec, seeds, [t[2] for t in trials], backend=chosen, address=address,
-                                         threads=threads, device=device)
+                                         threads=threads, device=device, resume_dir=str(states))
     else:
         results = run_trials(train_trial, trials, backend=chosen, address=address, num_cpus=threads,
                              num_gpus=1 if device != "cpu" else 0,

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from . import resume
 from .distribute import collect, run_trials
 from .models import Vocab, build_model
 from .models.base import as_tensor
@@ -221,15 +222,16 @@ def supports(spec: dict) -> bool:
 
 
 def train_seeds(spec: dict, seeds: list, batches: list, *, backend: str = "serial", address: str = "local",
-                threads: int = 1, device: str = "cpu") -> list:
+                threads: int = 1, device: str = "cpu", resume_dir=None) -> list:
     """Every seed of one job, vectorized: results in seed order, as `train.train_trial` returns them.
 
     Serial: one group of all seeds. Ray: the seeds split into `threads` groups, one task each.
     A failing seed (NaN loss) lets its group finish, then TrialsFailed names every failure.
+    With `resume_dir`, each seed's state is saved there as train_trial saves it (covpipe.resume).
     """
     n_groups = 1 if backend == "serial" else max(1, min(threads, len(seeds)))
     parts = [list(a) for a in np.array_split(np.arange(len(seeds)), n_groups)]
-    trials = [(spec, [seeds[i] for i in part], [batches[i] for i in part], device) for part in parts]
+    trials = [(spec, [seeds[i] for i in part], [batches[i] for i in part], device, resume_dir) for part in parts]
     log.info("%s H=%d: %d seeds trained vectorized in %d group(s)", spec["model_name"], spec["horizon"], len(seeds),
              len(trials))
     grouped = run_trials(train_group, trials, backend=backend, address=address, num_cpus=threads,
@@ -239,8 +241,13 @@ def train_seeds(spec: dict, seeds: list, batches: list, *, backend: str = "seria
     return collect(outcomes, [f"{spec['model_name']} H={spec['horizon']} seed {s}" for s in seeds])
 
 
-def train_group(spec: dict, seeds: list, batches: list, device: str = "cpu") -> list:
-    """Train `seeds` together. Returns [(True, {"checkpoints", "log"}) or (False, error text)] per seed."""
+def train_group(spec: dict, seeds: list, batches: list, device: str = "cpu", resume_dir=None) -> list:
+    """Train `seeds` together. Returns [(True, {"checkpoints", "log"}) or (False, error text)] per seed.
+
+    With `resume_dir`: every seed's state is saved at each checkpoint and at most every
+    resume.SAVE_SECONDS, one file per seed in train_trial's format; a group whose seeds all have a
+    state of the same step continues from it and ends bit-identical to an uninterrupted run.
+    """
     teacher = build_teacher(spec["teacher"])
     vocab = Vocab.of(teacher, spec["horizon"])
     models = []
@@ -271,8 +278,17 @@ def train_group(spec: dict, seeds: list, batches: list, device: str = "cpu") -> 
     checkpoints, rows = [{} for _ in seeds], [[] for _ in seeds]
     running, count = torch.zeros(n, dtype=torch.float64), 0
     name = f"{spec['model_name']} H={spec['horizon']} seeds {seeds[0]}-{seeds[-1]}"
-    started = last_report = time.perf_counter()
-    for step in range(1, cfg["steps"] + 1):
+    started = last_report = last_saved = time.perf_counter()
+    paths = [None if resume_dir is None else resume.trial_path(resume_dir, s) for s in seeds]
+    first = 1
+    if (saved := _saved_states(paths, spec, seeds)) is not None:
+        running, count = _restore(saved, params, opt, gens)
+        checkpoints, rows = [st["checkpoints"] for st in saved], [st["rows"] for st in saved]
+        first, started = saved[0]["step"] + 1, started - saved[0]["seconds"]
+        for s, path in zip(seeds, paths):
+            log.info("%s H=%d seed %d: resumed at step %d/%d from %s", spec["model_name"], spec["horizon"], s,
+                     saved[0]["step"], cfg["steps"], path)
+    for step in range(first, cfg["steps"] + 1):
         idx = [torch.randint(0, len(b), (cfg["batch_size"],), generator=g).to(device) for b, g in zip(batches, gens)]
         if isinstance(inputs, dict):  # rows of the flattened (S * n, ...) inputs: a plain row copy
             flat_rows = (seed_axis * n_rows + torch.stack(idx)).view(-1)
@@ -306,5 +322,57 @@ def train_group(spec: dict, seeds: list, batches: list, device: str = "cpu") -> 
                 rows[i].append({"seed": seeds[i], "step": step, "train_loss": running[i].item() / count,
                                 "seconds": seconds})
             running, count = torch.zeros(n, dtype=torch.float64), 0
+        if resume_dir is not None and (step in wanted or now - last_saved >= resume.SAVE_SECONDS):
+            for i in torch.nonzero(alive).flatten().tolist():
+                resume.save(paths[i], spec=spec, seed=seeds[i], step=step, model=_SeedState(params, i),
+                            optimizer=_SeedState(opt.state_dict(), i), generator=gens[i], checkpoints=checkpoints[i],
+                            rows=rows[i], running=(running[i].item(), count), seconds=time.perf_counter() - started)
+            last_saved = now
     return [(False, errors[i]) if i in errors else (True, {"checkpoints": checkpoints[i], "log": rows[i]})
             for i in range(n)]
+
+
+class _SeedState:
+    """state_dict() of seed i's slice of stacked parameters or of a stacked optimizer's state:
+    what a per-seed model or optimizer would hold, so the saved state is train_trial's format."""
+
+    def __init__(self, stacked: dict, i: int):
+        self.stacked, self.i = stacked, i
+
+    def state_dict(self) -> dict:
+        if "param_groups" not in self.stacked:  # parameters {name: (S, ...)}
+            return {k: v[self.i].detach() for k, v in self.stacked.items()}
+        # a copy, not a view: torch.save would write the whole stack's storage (step counts are 0-d)
+        pick = lambda v: v[self.i].clone() if torch.is_tensor(v) and v.dim() > 0 else v  # noqa: E731
+        return {"state": {j: {k: pick(v) for k, v in st.items()} for j, st in self.stacked["state"].items()},
+                "param_groups": self.stacked["param_groups"]}
+
+
+def _saved_states(paths, spec, seeds):
+    """Every seed's saved state when all exist at one step, else None (the group then starts over:
+    a group saves all its seeds together, so mixed steps mean a kill between two writes)."""
+    if paths[0] is None:
+        return None
+    saved = [resume.load(p, spec=spec, seed=s) for p, s in zip(paths, seeds)]
+    if any(st is None for st in saved) or len({st["step"] for st in saved}) != 1:
+        if any(st is not None for st in saved):
+            log.warning("%s H=%d: saved states of seeds %s are not all at one step; training from step 0",
+                        spec["model_name"], spec["horizon"], seeds)
+        return None
+    return saved
+
+
+def _restore(saved, params, opt, gens):
+    """Stack the seeds' saved parameters, optimizer moments and generators back; return (running, count)."""
+    with torch.no_grad():
+        for name, p in params.items():
+            p.copy_(torch.stack([st["model"][name] for st in saved]).to(p.device))
+    state = {}
+    for j, first in saved[0]["optimizer"]["state"].items():
+        state[j] = {k: torch.stack([st["optimizer"]["state"][j][k] for st in saved])
+                    if torch.is_tensor(v) and v.dim() > 0 else v for k, v in first.items()}
+    opt.load_state_dict({"state": state, "param_groups": opt.state_dict()["param_groups"]})
+    for g, st in zip(gens, saved):
+        g.set_state(st["batch_rng"])
+    torch.set_rng_state(saved[0]["torch_rng"])
+    return torch.tensor([st["running"][0] for st in saved], dtype=torch.float64), saved[0]["running"][1]

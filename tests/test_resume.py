@@ -3,6 +3,7 @@ tree) and rerun continues from its last saved state and ends bit-identical to a 
 never interrupted."""
 
 import os
+import re
 import signal
 import subprocess
 import time
@@ -76,7 +77,9 @@ def test_a_killed_training_job_resumes_and_ends_identical_to_an_uninterrupted_ru
     snakemake(killed, "--unlock")
     snakemake(killed, "--rerun-incomplete", *TARGETS)
     log = (killed / "logs" / "mini" / "train" / "model~gru" / "horizon~4.log").read_text()
-    assert f"gru H=4 seed 0: resumed at step {STEPS}/{STEPS}" in log
+    # seed 0 had finished when seeds train one after another; trained vectorized (covpipe.vectorized,
+    # the default for gru) both seeds' states are saved at the same steps
+    assert re.search(rf"gru H=4 seed 0: resumed at step ({STEPS}|{seed1['step']})/{STEPS}", log)
     assert f"gru H=4 seed 1: resumed at step {seed1['step']}/{STEPS}" in log
     assert not states.exists()  # removed once the job's outputs were written
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from covpipe import evaluate, train, vectorized
+from covpipe import evaluate, resume, train, vectorized
 from covpipe.config import validate_config
 from covpipe.models import Vocab, build_model
 from covpipe.models import transformer as transformer_module
@@ -131,3 +131,25 @@ def test_a_diverging_seed_fails_alone_and_its_group_mates_train_as_without_it(mo
         for step, state in clean[i][1]["checkpoints"].items():
             for name, value in state.items():
                 assert torch.equal(hurt[i][1]["checkpoints"][step][name], value)
+
+
+@pytest.mark.parametrize("model", [{"class": "ar_linear", "dim": 5, "window": 3}, {"class": "gru", "hidden": 8, "embed": 4}],
+                         ids=lambda m: m["class"])
+def test_a_resumed_vectorized_group_ends_identical_to_an_uninterrupted_one(tmp_path, model):
+    spec, batches = _study(model)  # 15 steps, checkpoints at 5 and 15
+    fresh = vectorized.train_group(spec, [0, 1, 2], batches)
+    short = {**spec, "train": {**spec["train"], "steps": 5, "checkpoints": [5]}}
+    vectorized.train_group(short, [0, 1, 2], batches, resume_dir=tmp_path)
+    for seed in range(3):  # the states of `spec` after 5 of its 15 steps (same batches, same optimizer)
+        state = torch.load(resume.trial_path(tmp_path, seed), weights_only=True)
+        state["spec"] = spec
+        torch.save(state, resume.trial_path(tmp_path, seed))
+    resumed = vectorized.train_group(spec, [0, 1, 2], batches, resume_dir=tmp_path)
+    for (_, want), (_, got) in zip(fresh, resumed):
+        assert [r["train_loss"] for r in got["log"]] == [r["train_loss"] for r in want["log"]]
+        for step, state in want["checkpoints"].items():
+            for name, value in state.items():
+                assert torch.equal(got["checkpoints"][step][name], value)
+    # The states are train_trial's format: a per-seed trial resumes from one as well.
+    per_seed = train.train_trial(spec, 1, batches[1], resume_dir=tmp_path)
+    assert [r["step"] for r in per_seed["log"]] == [5, 15]
