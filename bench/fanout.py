@@ -8,6 +8,7 @@ through the same path: start Ray, start the workers, run, shut down.
 
 from __future__ import annotations
 
+import os
 import time
 
 from common import Figure, one_thread
@@ -19,6 +20,8 @@ def run(quick: bool = False) -> list[Figure]:
     from training import _markov_spec
 
     one_thread()
+    # Ray workers inherit the environment: silence torch's note on Ray's read-only arrays in their output
+    os.environ.setdefault("PYTHONWARNINGS", "ignore::UserWarning")
     trial_seconds = 4.0 if quick else 10.0
     probe_steps = 20
     spec, batches = _markov_spec("gru", 64, probe_steps, 1)

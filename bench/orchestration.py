@@ -117,13 +117,33 @@ def end_to_end(quick: bool = False, workdir: Path = ROOT, fresh: bool = False) -
         job, _, rss = max(rows, key=lambda r: r[2])
         print(f"  {study}: {len(rows)} jobs, {secs / 60:.1f} job-minutes, largest job {job} at {rss:.0f} MiB")
     job, _, peak = max((r for rows in jobs.values() for r in rows), key=lambda r: r[2])
-    print(f"  {total / 60:.1f} job-minutes in all; on 2 cores the wall time is at least half that, {total / 120:.1f} min "
-          "(these files may mix several runs: `--fresh` measures one clean run per study)")
-    return [
-        Figure(6, "make run, job-minutes / 2 cores (lower bound on wall time)", "< 20 min wall",
-               f"{total / 120:.1f} min (from benchmarks/)", total / 120 / 20, total / 120 < 20),
+    print(f"  {total / 60:.1f} job-minutes in all; on 2 cores the wall time is at least half that, {total / 120:.1f} min")
+    figures = [Figure(6, "make run, job-minutes / 2 cores (lower bound on wall time)", "reported",
+                      f"{total / 120:.1f} min (from benchmarks/)", None, None)]
+    run = _last_complete_run(workdir, sum(len(rows) for rows in jobs.values()))
+    if run is None:
+        print("  no Snakemake log of one run that did every job: `--fresh` measures one clean run per study")
+    else:
+        log_name, n_jobs, wall = run
+        print(f"  the last complete run ({log_name}): {n_jobs} jobs in {wall / 60:.1f} min wall")
+        figures.append(Figure(6, "make run wall time, all default studies (last complete run)", "< 20 min",
+                              f"{wall / 60:.1f} min, {n_jobs} jobs", wall / 60 / 20, wall < 1200))
+    return figures + [
         Figure(6, "peak memory of the largest job", "< 4 GiB", f"{peak / 1024:.2f} GiB ({job})", peak / 4096, peak < 4096),
     ]
+
+
+def _last_complete_run(workdir: Path, n_benchmarked: int):
+    """(log name, jobs, wall seconds) of the newest Snakemake log of a run that did every benchmarked
+    job (and the `all` target) to 100%, or None."""
+    for path in sorted((workdir / ".snakemake" / "log").glob("*.snakemake.log"), reverse=True):
+        text = path.read_text(errors="replace")
+        done = re.search(r"^(\d+) of (\d+) steps \(100%\) done", text, re.M)
+        elapsed = re.search(r"^Elapsed time: (\d+):(\d+):([\d.]+)", text, re.M)
+        if done and elapsed and int(done.group(1)) == int(done.group(2)) > n_benchmarked:
+            h, m, sec = elapsed.groups()
+            return path.name, int(done.group(1)), int(h) * 3600 + int(m) * 60 + float(sec)
+    return None
 
 
 def _fresh(workdir: Path) -> list[Figure]:
