@@ -214,8 +214,9 @@ STACKED = {  # class: (per-sequence inputs, computed once per seed; batched toke
 
 
 def supports(spec: dict) -> bool:
-    """Whether the job's model class trains vectorized (where it pays, measured by bench/run.py)."""
-    return spec["model"]["class"] in STACKED
+    """Whether the job trains vectorized: a class of STACKED (where it pays, measured by bench/run.py)
+    fitted by train_trial's optimizer loop (a registered learner, covpipe.learners, fits its own way)."""
+    return spec["model"]["class"] in STACKED and not (spec["train"] or {}).get("learner")
 
 
 # ---- training --------------------------------------------------------------------------------------

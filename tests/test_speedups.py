@@ -153,3 +153,9 @@ def test_a_resumed_vectorized_group_ends_identical_to_an_uninterrupted_one(tmp_p
     # The states are train_trial's format: a per-seed trial resumes from one as well.
     per_seed = train.train_trial(spec, 1, batches[1], resume_dir=tmp_path)
     assert [r["step"] for r in per_seed["log"]] == [5, 15]
+
+
+def test_a_job_with_a_registered_learner_is_not_vectorized():
+    spec, _ = _study({"class": "ar_linear", "dim": 5, "window": 3})
+    assert vectorized.supports(spec)
+    assert not vectorized.supports({**spec, "train": {**spec["train"], "learner": {"name": "seq_sgd"}}})
