@@ -226,11 +226,12 @@ def train_seeds(spec: dict, seeds: list, batches: list, *, backend: str = "seria
                 threads: int = 1, device: str = "cpu", resume_dir=None) -> list:
     """Every seed of one job, vectorized: results in seed order, as `train.train_trial` returns them.
 
-    Serial: one group of all seeds. Ray: the seeds split into `threads` groups, one task each.
+    Serial: one group of all seeds. Ray: one task per seed, the trials Ray fans out over a cluster
+    (a group of one; its numbers equal the serial group's bit for bit).
     A failing seed (NaN loss) lets its group finish, then TrialsFailed names every failure.
     With `resume_dir`, each seed's state is saved there as train_trial saves it (covpipe.resume).
     """
-    n_groups = 1 if backend == "serial" else max(1, min(threads, len(seeds)))
+    n_groups = 1 if backend == "serial" else len(seeds)
     parts = [list(a) for a in np.array_split(np.arange(len(seeds)), n_groups)]
     trials = [(spec, [seeds[i] for i in part], [batches[i] for i in part], device, resume_dir) for part in parts]
     log.info("%s H=%d: %d seeds trained vectorized in %d group(s)", spec["model_name"], spec["horizon"], len(seeds),

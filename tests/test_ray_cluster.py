@@ -153,7 +153,8 @@ def test_a_trial_that_fails_fails_its_job_with_the_trial_error_in_the_job_log(ra
     assert proc.returncode != 0
     log = (tmp_path / "logs" / "mini" / "train" / "model~gru" / "horizon~2.log").read_text()
     assert "job failed: TrialsFailed: 2 of 2 trials failed" in log
-    assert "gru H=2 seed 0: FloatingPointError: gru horizon 2 seed 0: loss is inf at step 2" in log
+    # inf or nan: which one an overflow gives depends on the order of the sums (vectorized GRU: nan)
+    assert re.search(r"gru H=2 seed 0: FloatingPointError: gru horizon 2 seed 0: loss is (inf|nan) at step 2", log)
     assert not (tmp_path / target).exists()
 
 
