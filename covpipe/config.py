@@ -111,6 +111,21 @@ class Finetune(_Strict):
                                                       "s mod the study's seeds (default: the study's seeds)")
 
 
+class SelectionSensitivity(_Strict):
+    """Tournament settings run beside the headline one, for the sensitivity table."""
+
+    level_ratios: list[float] = Field(default_factory=list, description="further level ratios (N/4, N: 0.25, 1)")
+    tie_breaks: list[Literal["ce", "earliest"]] = Field(default_factory=list, description="further tie breaks")
+
+    @field_validator("level_ratios")
+    @classmethod
+    def _positive(cls, v):
+        bad = [r for r in v if not r > 0]
+        if bad:
+            raise ValueError(f"every level ratio must be > 0, got {bad[0]:g}")
+        return v
+
+
 class Selection(_Strict):
     """Checkpoint selection among a model's checkpoints (paper Sec. 6.3), see covpipe.selection."""
 
@@ -119,8 +134,30 @@ class Selection(_Strict):
     level_ratio: float = Field(0.5, gt=0, description="the tournaments compare at level ratio * N (Cov_{N/2})")
     rules: list[Literal["min_ce", "tournament", "offset_tournament", "oracle"]] = Field(
         default_factory=lambda: ["min_ce", "tournament", "offset_tournament", "oracle"])
-    offset_a: float = Field(0.0, ge=0, lt=0.5, description="a of the offset tournament's 2 N^a penalty")
+    tie_break: Literal["ce", "earliest"] = Field(
+        "ce", description="tournament ties go to the lower held-out CE (then the earlier checkpoint), or to the "
+                          "earlier checkpoint")
+    sensitivity: SelectionSensitivity = Field(default_factory=lambda: SelectionSensitivity(),
+                                              description="further tournament settings reported beside the headline")
+    offset_a: list[float] = Field(default_factory=lambda: [0.0],
+                                  description="a of the offset tournament's 2 N^a penalty, each in [0, 0.5); "
+                                              "the first is the headline")
     offset_prompts: int = Field(256, ge=1, description="held-out prompts the offset tournament samples at")
+
+    @field_validator("offset_a", mode="before")
+    @classmethod
+    def _offset_list(cls, v):
+        return [v] if isinstance(v, (int, float)) and not isinstance(v, bool) else v
+
+    @field_validator("offset_a")
+    @classmethod
+    def _offset_range(cls, v):
+        if not v:
+            raise ValueError("empty; list at least one a")
+        bad = [a for a in v if not 0 <= a < 0.5]
+        if bad:
+            raise ValueError(f"every a must be in [0, 0.5), got {bad[0]:g}")
+        return v
 
 
 class Study(_Strict):
@@ -237,6 +274,7 @@ def validate_config(raw, source: str = "config", in_cluster_job: bool = False) -
             learner_key = f"{where}.models.{model_name}.train.learner"
             if "learner" in entry:  # models.m.learner is short for models.m.train.learner
                 override, learner_key = {**override, "learner": entry.pop("learner")}, f"{where}.models.{model_name}.learner"
+            ft_override = entry.pop("finetune", None)
             model = _validate_entry(source, f"{where}.models.{model_name}", entry, "class", MODELS, "model class")
             model_cls = MODELS[model["class"]]
             for horizon in study.horizons:
@@ -250,6 +288,9 @@ def validate_config(raw, source: str = "config", in_cluster_job: bool = False) -
                 except ValidationError as exc:
                     raise ConfigError(f"{source}: {where}.models.{model_name}.train.{_first_error(exc)}") from None
                 model["train"] = merged.model_dump()
+            if ft_override is not None:  # models.m.finetune: this model's keys of finetune.train
+                model["finetune"] = _finetune_override(source, f"{where}.models.{model_name}.finetune", study,
+                                                       ft_override)
             effective = model.get("train") or out["studies"][name]["train"]
             if effective.get("learner") is not None:
                 key = learner_key if "learner" in override else f"{where}.train.learner"
@@ -258,6 +299,18 @@ def validate_config(raw, source: str = "config", in_cluster_job: bool = False) -
             out["studies"][name]["models"][model_name] = model
     _drop_unset_learners(out)
     return out
+
+
+def _finetune_override(source, where, study, override) -> dict:
+    """A model's own fine-tuning settings: the study's finetune.train with `override`'s keys replaced."""
+    if study.finetune is None:
+        raise ConfigError(f"{source}: {where}: this study has no finetune section")
+    if not isinstance(override, dict):
+        raise ConfigError(f"{source}: {where}: expected a mapping, got {type(override).__name__}")
+    try:
+        return Train.model_validate({**study.finetune.train.model_dump(), **override}).model_dump()
+    except ValidationError as exc:
+        raise ConfigError(f"{source}: {where}.{_first_error(exc)}") from None
 
 
 def _validate_entry(source, where, entry, key, registry, kind) -> dict:
@@ -280,7 +333,7 @@ def _drop_unset_learners(out: dict) -> None:
     """A train section without a learner carries no `learner` key at all, so the specs (and
     Snakemake's params) of studies that use none stay exactly as they were before learners."""
     for study in out["studies"].values():
-        trains = [study["train"], *(m.get("train") for m in study["models"].values()),
+        trains = [study["train"], *(m.get(k) for m in study["models"].values() for k in ("train", "finetune")),
                   (study.get("finetune") or {}).get("train")]
         for train in trains:
             if train is not None and train.get("learner", 0) is None:

@@ -39,7 +39,8 @@ def finetune_spec(study_name: str, study: dict, model_name: str, horizon: int) -
     teacher and train are the fine-tuning ones; `pretrain` is the training spec it starts from."""
     pretrain = train.train_spec(study_name, study, model_name, horizon)
     ft = study["finetune"]
-    return {**pretrain, "teacher": ft["teacher"], "train": ft["train"], "seeds": ft.get("seeds") or study["seeds"],
+    own = study["models"][model_name].get("finetune")  # models.m.finetune: this model's settings
+    return {**pretrain, "teacher": ft["teacher"], "train": own or ft["train"], "seeds": ft.get("seeds") or study["seeds"],
             "pretrain": pretrain, "version": VERSION}
 
 

@@ -52,12 +52,12 @@ class _OnFirstUse:
 plt = _OnFirstUse("matplotlib.pyplot")
 sns = _OnFirstUse("seaborn")
 
-VERSION = 6  # 6: the interventions and hard_instance figure sets
+VERSION = 7
 FIGURE_SETS = {
     "horizon": ("kl_vs_horizon.png", "coverage_vs_horizon.png", "coverage_profile.png", "training_curves.png"),
     "training": ("over_training.png", "coverage_profile.png", "per_class.md"),
     "finetune": ("fig1_training.png", "fig1_scatter.png", "rank_correlations.md", "selection.md",
-                 "pretrain_check.md"),
+                 "selection_sensitivity.md", "pretrain_check.md"),
     "interventions": ("horizon_sweep.png", "rate_sweep.png", "interventions_table.md"),
     "hard_instance": ("hard_instance.png", "horizon_sweep.png", "interventions_table.md"),
 }

@@ -1,14 +1,19 @@
 """The "finetune" figure set: the paper's Figure 1 layout and its tables (paper-notes Sec. 5.2).
 
     fig1_training.png        Cov_N for several N (left axis) and sequence KL (right axis, nats) over
-                             fine-tuning steps; medians over seeds, bands span the seeds
+                             fine-tuning steps, every trained model in one panel (line style per
+                             model: solid transformer, dashed rule_mixture, ...); medians over
+                             runs, bands span the runs
     fig1_scatter.png         Pass@N against Cov_{N/2} (bottom axis) and KL (top axis) over every
-                             checkpoint of every seed, one panel per N; the min-CE and tournament
-                             picks are marked
+                             checkpoint of every run, one row per model, one panel per N; the
+                             headline min-CE and tournament picks are marked
     rank_correlations.md     Spearman correlation across checkpoints of -KL and of -Cov_{N/2} with
-                             Pass@N, per seed; median [min, max] over seeds
-    selection.md             per rule and N: true Pass@N of the pick, its gap to the oracle, its KL
-                             and step; median [min, max] over seeds
+                             Pass@N, per run; median [min, max] over runs
+    selection.md             per rule and N, headline setting: true Pass@N of the pick, its gap to
+                             the oracle and its margin over min-CE's pick (per run: the minimum over
+                             runs says whether a rule wins in every run), KL and step
+    selection_sensitivity.md the tournaments at every level ratio, tie break and offset a run, with
+                             their margin over min-CE and whether Thm 6.4 covers the offset setting
     pretrain_check.md        what pre-training learned, per class, at fine-tuning step 0 and at the
                              end: KL, valid-path mass, branch agreement, first-branch match rate
 """
@@ -43,28 +48,40 @@ def _scatter_ns(spec):
     return [n for n in sel.get("pass_at", [4, 8, 12])][:3], (sel.get("level_ratio") or 0.5)
 
 
+LINE_STYLES = ["", (4, 2), (1, 1.5), (6, 2, 1, 2)]  # seaborn dashes, one per model
+
+
 def fig1_training(metrics, path, spec, selection=None):
     study = metrics["study"][0]
     models = _trained(metrics)
     levels = [v for v in FIG1_LEVELS if v in spec["evaluate"]["levels"]] or spec["evaluate"]["levels"][:5]
-    fig, axes = plt.subplots(1, len(models), figsize=(7 * len(models), 4.2), squeeze=False)
-    for ax, model in zip(axes[0], models):
-        rows = metrics.filter(pl.col("model") == model)
-        cov = rows.filter((pl.col("class") == "all") & (pl.col("metric") == "coverage") &
-                          pl.col("level").is_in(levels)).to_pandas()
-        cov["N"] = cov.level.map(lambda v: f"Cov_{v:g}")
-        sns.lineplot(cov, x="step", y="value", hue="N", estimator="median", errorbar=BAND, palette="crest", ax=ax)
-        ax.set(xlabel="fine-tuning step", ylabel="Cov_N (lower is better)", ylim=(-0.02, 1.02))
-        kl_ax = ax.twinx()
-        kl = _mix(rows, "kl").to_pandas()
-        sns.lineplot(kl, x="step", y="value", estimator="median", errorbar=BAND, color="tab:red", ax=kl_ax,
-                     label="KL (right axis)")
-        kl_ax.set(ylabel="sequence KL (nats)", ylim=(0, max(2.0, float(kl.value.max()) * 1.05)))
-        kl_ax.grid(False)
-        kl_ax.legend(loc="upper right", fontsize=8)
-        ax.legend(loc="upper center", fontsize=8, ncol=2)
-        ax.set_title(f"{study}/{model}: over fine-tuning (median over seeds, band = range)")
+    dashes = {m: LINE_STYLES[i % len(LINE_STYLES)] for i, m in enumerate(models)}
+    fig, ax = plt.subplots(figsize=(9, 4.8))
+    rows = metrics.filter(pl.col("model").is_in(models))
+    cov = rows.filter((pl.col("class") == "all") & (pl.col("metric") == "coverage") &
+                      pl.col("level").is_in(levels)).to_pandas()
+    cov["N"] = cov.level.map(lambda v: f"Cov_{v:g}")
+    sns.lineplot(cov, x="step", y="value", hue="N", style="model", dashes=dashes, estimator="median",
+                 errorbar=BAND, palette="crest", ax=ax)
+    ax.set(xlabel="fine-tuning step", ylabel="Cov_N (lower is better)", ylim=(-0.02, 1.02))
+    kl_ax = ax.twinx()
+    kl = _mix(rows, "kl").to_pandas()
+    sns.lineplot(kl, x="step", y="value", style="model", dashes=dashes, estimator="median", errorbar=BAND,
+                 color="tab:red", ax=kl_ax)
+    kl_ax.set(ylabel="sequence KL (nats), red", ylim=(0, max(2.0, float(kl.value.max()) * 1.05)))
+    kl_ax.grid(False)
+    kl_ax.get_legend().remove()
+    ax.legend(loc="upper left", bbox_to_anchor=(1.12, 1.0), fontsize=8)
+    runs = metrics["seed"].n_unique()
+    ax.set_title(f"{study}: Cov_N and KL (red) over fine-tuning; median over {runs} runs, band = range")
     _save(fig, path)
+
+
+def headline(selection):
+    """The selection rows of the headline setting (older tables without the column: every row)."""
+    if selection is None or "headline" not in selection.columns:
+        return selection
+    return selection.filter(pl.col("headline"))
 
 
 def fig1_scatter(metrics, path, spec, selection=None):
@@ -84,16 +101,17 @@ def fig1_scatter(metrics, path, spec, selection=None):
             top.set_xlabel("sequence KL (nats), triangles")
             top.grid(False)
             if selection is not None:
-                picks = selection.filter((pl.col("model") == model) & (pl.col("n") == float(n)))
+                picks = headline(selection).filter((pl.col("model") == model) & (pl.col("n") == float(n)))
                 for rule, (marker, color, label) in PICK_STYLE.items():
                     p = picks.filter(pl.col("rule") == rule)
                     if len(p):
                         ax.scatter(p["coverage"], p["pass_at_n"], marker=marker, s=90, facecolors="none",
                                    edgecolors=color, linewidths=1.8, label=f"{label} pick")
             ax.set(xlabel=f"Cov_{n * ratio:g}, circles", ylabel=f"Pass@{n:g}")
+            ax.set_title(model, fontsize=10)
             ax.legend(fontsize=7, loc="lower left")
         fig.colorbar(sc, ax=row[-1], label="fine-tuning step")
-    fig.suptitle(f"{study}: Pass@N against Cov_(N/2) and KL over checkpoints (all seeds)", y=1.02)
+    fig.suptitle(f"{study}: Pass@N against Cov_(N/2) and KL over checkpoints (all runs)", y=1.02)
     _save(fig, path)
 
 
@@ -147,18 +165,68 @@ def rank_correlation_table(metrics, path, spec, selection=None):
     _write(path, lines)
 
 
+RULE_ORDER = {r: i for i, r in enumerate(["min_ce", "tournament", "offset_tournament", "oracle"])}
+KEYS = ["model", "n", "seed"]
+
+
+def _margins(selection):
+    """Each row's Pass@N minus the min-CE pick's, same model, N and run: column `vs_min_ce`."""
+    base = selection.filter(pl.col("rule") == "min_ce").select(*KEYS, pl.col("pass_at_n").alias("_base"))
+    return selection.join(base, on=KEYS, how="left").with_columns(vs_min_ce=pl.col("pass_at_n") - pl.col("_base"))
+
+
+def _setting(row) -> str:
+    if row["rule"] in ("min_ce", "oracle"):
+        return ""
+    text = f"level {row['level_ratio']:g}N, ties: {row['tie_break']}"
+    if row["rule"] == "offset_tournament":
+        inside = "inside" if row["in_theorem"] else "outside"
+        text += f", a = {row['offset_a']:g} ({inside} Thm 6.4)"
+    return text
+
+
 def selection_table(metrics, path, spec, selection=None):
-    lines = ["True Pass@N of the checkpoint each rule picks (median [min, max] over seeds); gap = oracle - pick.", "",
-             "| model | N | rule | Pass@N | gap to oracle | KL (nats) | step picked |", "|---|---|---|---|---|---|---|"]
+    sel = spec.get("selection") or {}
+    lines = ["True Pass@N of the checkpoint each rule picks, headline setting (level ratio "
+             f"{sel.get('level_ratio', 0.5):g}, ties: {sel.get('tie_break', 'ce')}); median [min, max] over runs. "
+             "gap = oracle - pick; vs min-CE = pick - min-CE's pick in the same run (its minimum over runs "
+             "is the margin in every run).", "",
+             "| model | N | rule | Pass@N | vs min-CE | gap to oracle | KL (nats) | steps picked |",
+             "|---|---|---|---|---|---|---|---|"]
     if selection is None or selection.is_empty():
-        lines.append("| (this study has no selection stage) | | | | | | |")
+        lines.append("| (this study has no selection stage) | | | | | | | |")
     else:
-        order = {r: i for i, r in enumerate(["min_ce", "tournament", "offset_tournament", "oracle"])}
-        groups = sorted(selection.group_by(["model", "n", "rule"]), key=lambda kv: (kv[0][0], kv[0][1], order[kv[0][2]]))
+        table = _margins(headline(selection))
+        groups = sorted(table.group_by(["model", "n", "rule"]), key=lambda kv: (kv[0][0], kv[0][1], RULE_ORDER[kv[0][2]]))
         for (model, n, rule), g in groups:
             steps = ", ".join(str(s) for s in g.sort("seed")["step"])
-            lines.append(f"| {model} | {n:g} | {rule} | {_band(g['pass_at_n'])} | {_band(g['oracle_gap'])} | "
-                         f"{_band(g['kl'])} | {steps} |")
+            label = rule if rule != "offset_tournament" else f"{rule} ({_setting(g.row(0, named=True)).split(', ', 2)[-1]})"
+            lines.append(f"| {model} | {n:g} | {label} | {_band(g['pass_at_n'])} | {_band(g['vs_min_ce'])} | "
+                         f"{_band(g['oracle_gap'])} | {_band(g['kl'])} | {steps} |")
+    _write(path, lines)
+
+
+def selection_sensitivity(metrics, path, spec, selection=None):
+    lines = ["Sensitivity of the tournaments' picks to the level (ratio x N), the tie break and the offset a: "
+             "true Pass@N of the pick and its margin over min-CE's pick in the same run; median [min, max] over "
+             "runs. Bold: the headline setting. Thm 6.4 covers the offset tournament where a > 0 and "
+             "level^(1-2a) >= 8.", "",
+             "| model | N | rule | setting | Pass@N | vs min-CE | steps picked |", "|---|---|---|---|---|---|---|"]
+    if selection is None or selection.is_empty() or "headline" not in selection.columns:
+        lines.append("| (no selection sensitivity in this study) | | | | | | |")
+    else:
+        table = _margins(selection).filter(pl.col("rule").is_in(["tournament", "offset_tournament"]))
+        keys = ["model", "n", "rule", "offset_a", "level_ratio", "tie_break"]
+        groups = sorted(table.group_by(keys, maintain_order=True),
+                        key=lambda kv: (kv[0][0], kv[0][1], RULE_ORDER[kv[0][2]], kv[0][3] or 0, kv[0][4], kv[0][5]))
+        for (model, n, rule, *_), g in groups:
+            row = g.row(0, named=True)
+            setting = _setting(row)
+            if row["headline"]:
+                setting = f"**{setting}**"
+            steps = ", ".join(str(s) for s in g.sort("seed")["step"])
+            lines.append(f"| {model} | {n:g} | {rule} | {setting} | {_band(g['pass_at_n'])} | {_band(g['vs_min_ce'])} "
+                         f"| {steps} |")
     _write(path, lines)
 
 
@@ -183,5 +251,6 @@ DRAW = {
     "fig1_scatter.png": fig1_scatter,
     "rank_correlations.md": rank_correlation_table,
     "selection.md": selection_table,
+    "selection_sensitivity.md": selection_sensitivity,
     "pretrain_check.md": pretrain_check,
 }

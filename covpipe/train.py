@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 def train_spec(study_name: str, study: dict, model_name: str, horizon: int) -> dict:
     """The science settings of one (study, model, horizon) training job, as plain builtins."""
     model = dict(study["models"][model_name])
+    model.pop("finetune", None)  # the model's own fine-tuning settings: covpipe.finetune reads them
     train = dict(model.pop("train", None) or study["train"])
     learner = train.pop("learner", None)  # absent, not None, without one: older specs (and caches) stay valid
     if learner is not None:

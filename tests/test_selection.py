@@ -86,7 +86,7 @@ def test_selection_never_reads_pi_d(monkeypatch):
     spec = {"study": "s", "teacher": spec_teacher, "model": model_spec, "model_name": "t", "horizon": 4,
             "selection": {"pass_at": [2], "level_ratio": 0.5, "rules": ["min_ce", "tournament", "offset_tournament",
                                                                           "oracle"],
-                          "offset_a": 0.0, "offset_prompts": 8}}
+                          "tie_break": "ce", "offset_a": [0.0], "offset_prompts": 8}}
     rows = selection.select_trial(spec, 0, states, batch, truth)
     assert {r["rule"] for r in rows} == {"min_ce", "tournament", "offset_tournament", "oracle"}
     assert next(r for r in rows if r["rule"] == "oracle")["step"] == 5
@@ -102,13 +102,15 @@ FIG1 = {
             "horizons": [4],
             "seeds": 2,
             "data": {"n_train": 200, "n_eval": 16, "shared_across_seeds": True},
-            "models": {"transformer": {"class": "transformer", "layers": 1, "heads": 2, "width": 16}},
+            "models": {"transformer": {"class": "transformer", "layers": 1, "heads": 2, "width": 16},
+                       "mix": {"class": "rule_mixture", "finetune": {"optimizer": "adam", "lr": 0.05}}},
             "train": {"optimizer": "adamw", "lr": 0.003, "batch_size": 16, "steps": 20, "checkpoints": [20]},
             "finetune": {"teacher": {"classes": {"match": 0.9, "mismatch": 0.1}},
                          "train": {"optimizer": "adamw", "lr": 0.001, "batch_size": 8, "steps": 6,
                                    "checkpoints": [2, 4, 6]}},
             "evaluate": {"levels": [2, 4, 6], "stopped_kl_levels": [4], "pass_at": [1, 4, 8, 12]},
-            "selection": {"n_select": 32, "pass_at": [4, 8, 12], "offset_prompts": 8},
+            "selection": {"n_select": 32, "pass_at": [4, 8, 12], "offset_prompts": 8, "offset_a": [0, 0.05],
+                          "sensitivity": {"level_ratios": [0.25, 1], "tie_breaks": ["earliest"]}},
             "figures": ["finetune"],
         }
     },
@@ -126,12 +128,24 @@ def test_fig1_study_end_to_end_and_finetune_changes_never_rerun_pretraining(tmp_
     mass = m.filter(pl.col("metric") == "valid_mass")["value"]
     assert ((mass > 0) & (mass <= 1 + 1e-9)).all()
     sel = pl.read_parquet(out / "selection.parquet")
-    assert sel.height == 2 * 3 * 4  # seeds x N x rules
+    # models x seeds x N x (min_ce, oracle, tournament at 3 ratios x 2 ties, offset at 2 a x 3 ratios x 2 ties)
+    assert sel.height == 2 * 2 * 3 * (2 + 6 + 12)
+    assert sel.filter(pl.col("headline")).height == 2 * 2 * 3 * 4  # one row per rule
     oracle = sel.filter(pl.col("rule") == "oracle")
     assert (oracle["oracle_gap"] == 0).all() and (sel["oracle_gap"] >= -1e-12).all()
+    offset = sel.filter(pl.col("rule") == "offset_tournament")
+    # Thm 6.4 needs a > 0 and level^(1 - 2a) >= 8: with a = 0.05, level >= 10.1, here only 12 (N = 12, ratio 1)
+    assert offset.filter(pl.col("in_theorem"))["offset_a"].unique().to_list() == [0.05]
+    assert set(offset.filter(pl.col("in_theorem"))["level"]) == {12.0}
+    # the rule_mixture's weights moved towards the fine-tuning mixture (0.9, 0.1, 0): Pass@4 of G_2 fell
+    mix = m.filter((pl.col("model") == "mix") & (pl.col("class") == "mismatch") & (pl.col("metric") == "pass_at_n")
+                   & (pl.col("level") == 4.0))
+    assert mix.filter(pl.col("step") == 6)["value"].max() < mix.filter(pl.col("step") == 0)["value"].min()
     for name in ("fig1_training.png", "fig1_scatter.png"):
         assert (out / "figures" / name).read_bytes()[:4] == b"\x89PNG"
     assert "| transformer | 8 | tournament |" in (out / "figures" / "selection.md").read_text()
+    assert "| mix | 8 | tournament |" in (out / "figures" / "selection.md").read_text()
+    assert "**level 0.5N, ties: ce**" in (out / "figures" / "selection_sensitivity.md").read_text()
     assert "rho(-Cov_{N/2}, Pass@N)" in (out / "figures" / "rank_correlations.md").read_text()
     assert "| transformer | 0 | mismatch |" in (out / "figures" / "pretrain_check.md").read_text()
     # A fine-tuning setting reruns fine-tuning and what follows, never the data or pre-training.

@@ -6,6 +6,7 @@ from .ar_linear import ARLinearModel
 from .base import Model, Vocab
 from .gru import GRUModel
 from .references import ConsistentBranch, ValidUniform
+from .rule_mixture import RuleMixture
 from .tables import Ngram, TablePerPosition
 from .transformer import Transformer
 
@@ -14,6 +15,7 @@ MODELS: dict[str, type[Model]] = {
     "consistent_branch": ConsistentBranch,
     "gru": GRUModel,
     "ngram": Ngram,
+    "rule_mixture": RuleMixture,
     "table_per_position": TablePerPosition,
     "transformer": Transformer,
     "valid_uniform": ValidUniform,

@@ -284,15 +284,27 @@ class Graph(Teacher):
         Returns float64 (n, L, V) with -inf off the support.
         """
         s, t, passable = self.parse(prompt)
+        hyps = self.hypotheses(s, passable, passable.shape[1], hide_xor_bit)
+        stacked = self._dense_log_probs(s, t, passable, [p_even for _, p_even in hyps], response)  # (K, n, L, V)
+        prior = np.stack([h[0] for h in hyps])[..., None]  # (K, n, 1)
+        return mixture_step_log_probs(stacked, prior, response)
+
+    def rule_step_log_probs(self, prompt: np.ndarray, response: np.ndarray, kinds) -> np.ndarray:
+        """Each kind's rule alone, applied to every prompt whatever its class: log pi_c(. | x, y_<h)
+        for c in `kinds` (Fig. 1 kinds: match, mismatch, uniform4), float64 (K, n, L, V), -inf off
+        the rule's support. The `rule_mixture` model mixes these with weights of its own."""
+        s, t, passable = self.parse(prompt)
+        return self._dense_log_probs(s, t, passable, [self._even_probs(k, passable) for k in kinds], response)
+
+    def _dense_log_probs(self, s, t, passable, even_probs, response):
+        """Next-token log-probs of a path rule per P(even) table (n, H): float64 (K, n, L, V)."""
         n, horizon, _ = passable.shape
         length = response.shape[1]
-        hyps = self.hypotheses(s, passable, horizon, hide_xor_bit)
         v = self.vocab_size
-        # Per hypothesis: dense log-probs over the path positions (n, H + 2, V).
-        path_lp = []
-        for _, p_even in hyps:
+        rows = np.arange(n)
+        out = []
+        for p_even in even_probs:
             lp = np.full((n, horizon + 2, v), -np.inf)
-            rows = np.arange(n)
             lp[rows, 0, s] = 0.0
             lp[rows, horizon + 1, t] = 0.0
             for i in range(horizon):
@@ -301,18 +313,10 @@ class Graph(Teacher):
                 with np.errstate(divide="ignore"):
                     lp[rows, i + 1, a] = np.where(single, 0.0, np.log(p_even[:, i]))
                     lp[rows[~single], i + 1, b[~single]] = np.log1p(-p_even[~single, i])
-            path_lp.append(lp)
-        if self.params.response_format == "pairs":
-            path_lp = [self._pairs_layout(lp, response) for lp in path_lp]
-        stacked = np.stack([lp[:, :length] for lp in path_lp])  # (K, n, L, V)
-        tok = np.take_along_axis(stacked, np.broadcast_to(response[None, ..., None], (len(hyps), n, length, 1)), -1)[..., 0]
-        prefix = np.concatenate([np.zeros((len(hyps), n, 1)), np.cumsum(tok, axis=-1)[..., :-1]], axis=-1)  # (K, n, L)
-        prior = np.stack([h[0] for h in hyps])[..., None]  # (K, n, 1)
-        post = prior + prefix
-        dead = np.isneginf(post).all(axis=0, keepdims=True)  # prefix impossible under every hypothesis
-        post = np.where(dead, prior, post)
-        post = post - _logsumexp(post, axis=0)
-        return _logsumexp(post[..., None] + stacked, axis=0)[0]  # (n, L, V)
+            if self.params.response_format == "pairs":
+                lp = self._pairs_layout(lp, response)
+            out.append(lp[:, :length])
+        return np.stack(out)
 
     def _pairs_layout(self, path_lp, response):
         """Path positions -> pair positions: s, v_1, [copy], v_2, [copy], ..., v_H, [copy], t."""
@@ -371,6 +375,23 @@ class Graph(Teacher):
                     path[layer] = passable[j, layer, 0 if even_wanted else 1]
                 out[j, r] = self._format_response([s[j], *path, t[j]])
         return out
+
+
+def mixture_step_log_probs(stacked: np.ndarray, log_prior: np.ndarray, response: np.ndarray) -> np.ndarray:
+    """Next-token log-probs of a mixture of K path rules, the weights updated by the prefix (Bayes).
+
+    stacked: (K, n, L, V) each rule's log pi_c(. | x, y_<h); log_prior: (K, n, 1) log w_c (per
+    prompt, -inf where a rule is excluded); response: int64 (n, L). Returns float64 (n, L, V).
+    A prefix that no rule allows falls back to the prior weights.
+    """
+    k, n, length, _ = stacked.shape
+    tok = np.take_along_axis(stacked, np.broadcast_to(response[None, ..., None], (k, n, length, 1)), -1)[..., 0]
+    prefix = np.concatenate([np.zeros((k, n, 1)), np.cumsum(tok, axis=-1)[..., :-1]], axis=-1)  # (K, n, L)
+    post = log_prior + prefix
+    dead = np.isneginf(post).all(axis=0, keepdims=True)  # prefix impossible under every hypothesis
+    post = np.where(dead, log_prior, post)
+    post = post - _logsumexp(post, axis=0)
+    return _logsumexp(post[..., None] + stacked, axis=0)[0]  # (n, L, V)
 
 
 def _edge_pairs(tokens, sep):
