@@ -19,8 +19,9 @@ SPECS = {
     "transformer": {"class": "transformer", "layers": 2, "heads": 2, "width": 16},
     "valid_uniform": {"class": "valid_uniform"},
     "consistent_branch": {"class": "consistent_branch"},
+    "rule_mixture": {"class": "rule_mixture"},
 }
-GRAPH_ONLY = {"valid_uniform", "consistent_branch"}
+GRAPH_ONLY = {"valid_uniform", "consistent_branch", "rule_mixture"}
 
 
 def fitted(name, seed=0):
@@ -116,7 +117,7 @@ def test_graph_references_score_as_documented():
         tlp = teacher.sequence_log_probs(batch.prompt, batch.response)
         vocab = Vocab.of(teacher, h)
         scores = {}
-        for name in GRAPH_ONLY:
+        for name in ("valid_uniform", "consistent_branch"):
             model = build_model({"class": name}, vocab, teacher=teacher)
             scores[name] = tlp - model.token_log_probs(as_tensor(batch.prompt), as_tensor(batch.response)).sum(1).numpy()
         xor, single, uni = batch.cls == 1, batch.cls == 0, batch.cls == 2
