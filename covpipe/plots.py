@@ -57,7 +57,7 @@ FIGURE_SETS = {
     "horizon": ("kl_vs_horizon.png", "coverage_vs_horizon.png", "coverage_profile.png", "training_curves.png"),
     "training": ("over_training.png", "coverage_profile.png", "per_class.md"),
     "finetune": ("fig1_training.png", "fig1_scatter.png", "rank_correlations.md", "selection.md",
-                 "selection_sensitivity.md", "pretrain_check.md"),
+                 "selection_sensitivity.md", "fig1_checks.md", "pretrain_check.md"),
     "interventions": ("horizon_sweep.png", "rate_sweep.png", "interventions_table.md"),
     "hard_instance": ("hard_instance.png", "horizon_sweep.png", "interventions_table.md"),
 }

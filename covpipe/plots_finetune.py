@@ -14,6 +14,8 @@
                              runs says whether a rule wins in every run), KL and step
     selection_sensitivity.md the tournaments at every level ratio, tie break and offset a run, with
                              their margin over min-CE and whether Thm 6.4 covers the offset setting
+    fig1_checks.md           per model and run: does KL fall at every checkpoint, Pass@8's peak and
+                             its fall by the end, each Cov_N's dip and rise after its minimum
     pretrain_check.md        what pre-training learned, per class, at fine-tuning step 0 and at the
                              end: KL, valid-path mass, branch agreement, first-branch match rate
 """
@@ -26,7 +28,7 @@ import polars as pl
 from . import io
 from .plots import BAND, _save, plt, sns  # plots owns the pyplot/seaborn imports (and their cost)
 
-FIG1_LEVELS = (2.0, 3.0, 4.0, 4.6, 5.7)  # the paper's left panel
+FIG1_LEVELS = (2.0, 3.0, 4.0, 4.6, 5.7, 8.0)  # the paper's left panel, and 8: where an independent-branch model dips
 PICK_STYLE = {"min_ce": ("X", "tab:red", "min CE"), "tournament": ("D", "black", "tournament"),
               "offset_tournament": ("P", "tab:purple", "offset tournament")}
 
@@ -107,11 +109,10 @@ def fig1_scatter(metrics, path, spec, selection=None):
                     if len(p):
                         ax.scatter(p["coverage"], p["pass_at_n"], marker=marker, s=90, facecolors="none",
                                    edgecolors=color, linewidths=1.8, label=f"{label} pick")
-            ax.set(xlabel=f"Cov_{n * ratio:g}, circles", ylabel=f"Pass@{n:g}")
-            ax.set_title(model, fontsize=10)
+            ax.set(xlabel=f"Cov_{n * ratio:g}, circles", ylabel=f"{model}: Pass@{n:g}")
             ax.legend(fontsize=7, loc="lower left")
         fig.colorbar(sc, ax=row[-1], label="fine-tuning step")
-    fig.suptitle(f"{study}: Pass@N against Cov_(N/2) and KL over checkpoints (all runs)", y=1.02)
+    fig.suptitle(f"{study}: Pass@N against Cov_(N/2) and KL over checkpoints (all runs)", y=1.07)
     _save(fig, path)
 
 
@@ -181,7 +182,7 @@ def _setting(row) -> str:
     text = f"level {row['level_ratio']:g}N, ties: {row['tie_break']}"
     if row["rule"] == "offset_tournament":
         inside = "inside" if row["in_theorem"] else "outside"
-        text += f", a = {row['offset_a']:g} ({inside} Thm 6.4)"
+        text += f", a = {row['offset_a']:g}, {inside} Thm 6.4"
     return text
 
 
@@ -200,7 +201,7 @@ def selection_table(metrics, path, spec, selection=None):
         groups = sorted(table.group_by(["model", "n", "rule"]), key=lambda kv: (kv[0][0], kv[0][1], RULE_ORDER[kv[0][2]]))
         for (model, n, rule), g in groups:
             steps = ", ".join(str(s) for s in g.sort("seed")["step"])
-            label = rule if rule != "offset_tournament" else f"{rule} ({_setting(g.row(0, named=True)).split(', ', 2)[-1]})"
+            label = rule if rule != "offset_tournament" else f"{rule} ({_setting(g.row(0, named=True)).split(', ', 2)[-1]})"  # a, Thm
             lines.append(f"| {model} | {n:g} | {label} | {_band(g['pass_at_n'])} | {_band(g['vs_min_ce'])} | "
                          f"{_band(g['oracle_gap'])} | {_band(g['kl'])} | {steps} |")
     _write(path, lines)
@@ -230,6 +231,45 @@ def selection_sensitivity(metrics, path, spec, selection=None):
     _write(path, lines)
 
 
+DIP_LEVELS = (4.0, 4.6, 5.7, 6.0, 8.0)
+
+
+def fig1_checks(metrics, path, spec, selection=None):
+    """Per model and run, the shape of the Figure 1 curves, measured: whether KL falls at every
+    checkpoint, where Pass@8 peaks and how far it falls by the end, and for each N whether Cov_N
+    dips below its start and how far it rises again after its minimum."""
+    n_pass = 8.0 if 8.0 in spec["evaluate"]["pass_at"] else max(spec["evaluate"]["pass_at"])
+    levels = [v for v in DIP_LEVELS if v in spec["evaluate"]["levels"]]
+    lines = [f"Shape of the Figure 1 curves per fine-tuning run (mixture rows). KL rises: checkpoints where KL is "
+             f"above the previous one (largest rise, nats). Pass@{n_pass:g}: peak (step) and last. Cov_N: start -> "
+             "minimum (step) -> largest value after the minimum; rise = that value - the minimum.", "",
+             f"| model | run | KL first -> last | KL rises | Pass@{n_pass:g} peak (step) | last | peak - last | "
+             + " | ".join(f"Cov_{v:g}: start -> min (step) -> after, rise" for v in levels) + " |",
+             "|---|---|---|---|---|---|---|" + "---|" * len(levels)]
+    for model in _trained(metrics):
+        rows = metrics.filter(pl.col("model") == model)
+        for seed in sorted(rows["seed"].unique()):
+            run = rows.filter(pl.col("seed") == seed)
+            kl = _mix(run, "kl").sort("step")
+            diffs = np.diff(kl["value"].to_numpy())
+            rises = f"{int((diffs > 0).sum())} ({max(diffs.max(), 0):.4f})" if len(diffs) else "n/a"
+            pas = _mix(run, "pass_at_n", n_pass).sort("step")
+            peak = pas.row(int(np.argmax(pas["value"].to_numpy())), named=True)
+            last = pas["value"][-1]
+            cells = []
+            for v in levels:
+                cov = _mix(run, "coverage", v).sort("step")
+                values, steps = cov["value"].to_numpy(), cov["step"].to_numpy()
+                low = int(np.argmin(values))
+                after = values[low:].max()
+                cells.append(f"{values[0]:.3f} -> {values[low]:.3f} ({steps[low]}) -> {after:.3f}, "
+                             f"{after - values[low]:+.3f}")
+            lines.append(f"| {model} | {seed} | {kl['value'][0]:.3f} -> {kl['value'][-1]:.3f} | {rises} | "
+                         f"{peak['value']:.4f} ({peak['step']}) | {last:.4f} | {peak['value'] - last:+.4f} | "
+                         + " | ".join(cells) + " |")
+    _write(path, lines)
+
+
 CHECK_METRICS = ("kl", "valid_mass", "branch_agreement", "first_branch_match")
 
 
@@ -253,4 +293,5 @@ DRAW = {
     "selection.md": selection_table,
     "selection_sensitivity.md": selection_sensitivity,
     "pretrain_check.md": pretrain_check,
+    "fig1_checks.md": fig1_checks,
 }
