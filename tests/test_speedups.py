@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from covpipe import evaluate, resume, train, vectorized
+from covpipe import data, evaluate, resume, train, vectorized
 from covpipe.config import validate_config
 from covpipe.models import Vocab, build_model
 from covpipe.models import transformer as transformer_module
@@ -174,3 +174,22 @@ def test_a_job_with_a_registered_learner_is_not_vectorized():
     spec, _ = _study({"class": "ar_linear", "dim": 5, "window": 3})
     assert vectorized.supports(spec)
     assert not vectorized.supports({**spec, "train": {**spec["train"], "learner": {"name": "seq_sgd"}}})
+
+
+@pytest.mark.parametrize("teacher", ["kl_lower_bound", "sgd_two_scales"])
+def test_ar_linear_on_a_hard_instance_trains_per_seed_and_finishes(tmp_path, teacher):
+    """The hard instances give ar_linear their own table features, which have no context window for
+    the vectorized AR-linear path to read: such a job trains seed by seed and finishes."""
+    cfg = validate_config(mini_config(teacher={"name": teacher}, horizons=[4], seeds=2, models={"m": {"class": "ar_linear"}},
+                                      train={"optimizer": "sgd", "lr": 0.1, "batch_size": 8, "steps": 6,
+                                             "checkpoints": [6]}))
+    study = cfg["studies"]["mini"]
+    spec = train.train_spec("mini", study, "m", 4)
+    assert not vectorized.supports(spec)
+    assert vectorized.supports(train.train_spec("mini", validate_config(mini_config(
+        teacher={"name": "ar_linear", "vocab_size": 3, "dim": 4, "window": 2}, horizons=[4],
+        models={"m": {"class": "ar_linear"}}))["studies"]["mini"], "m", 4))  # window features: vectorized
+    data.run(tmp_path / "train.parquet", tmp_path / "eval.parquet", data.data_spec("mini", study, 4))
+    train.run(tmp_path / "train.parquet", tmp_path / "c.pt", tmp_path / "l.parquet", spec, backend="serial")
+    trials = torch.load(tmp_path / "c.pt", weights_only=True)["trials"]
+    assert sorted(trials) == [0, 1] and all(sorted(t) == [6] for t in trials.values())
