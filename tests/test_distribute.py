@@ -64,6 +64,7 @@ def _stage_tables(tmp: Path, backend: str):
     return out
 
 
+@pytest.mark.workflow  # starts Ray: four private instances
 def test_serial_and_ray_give_identical_tables(tmp_path, caplog):
     (tmp_path / "s").mkdir(), (tmp_path / "r").mkdir()
     with caplog.at_level(logging.INFO, logger="covpipe.distribute"):

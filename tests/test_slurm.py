@@ -17,7 +17,8 @@ from workflow_helpers import SNAKEMAKE, mini_config_writer
 
 ROOT = Path(__file__).parents[1]
 SCRIPTS = ROOT / "scripts"
-pytestmark = pytest.mark.workflow
+# Installing and starting the SLURM daemons may take up to 20 minutes on a fresh machine.
+pytestmark = [pytest.mark.workflow, pytest.mark.timeout(2400)]
 
 
 def _why_no_slurm():
