@@ -58,7 +58,12 @@ def test_device_cuda_trains_and_evaluates_to_the_cpus_numbers(tmp_path):
     metric table matches the CPU's within float32 tolerance (GPU kernels round differently)."""
     cpu = _stage_tables(tmp_path / "cpu", "cpu")
     gpu = _stage_tables(tmp_path / "gpu", "cuda")
+    keys = ["seed", "step", "class", "metric", "level"]
     for name in cpu:
-        a, b = cpu[name].sort("seed", "step", "class", "metric", "level"), gpu[name].sort("seed", "step", "class", "metric", "level")
-        assert a.select("seed", "step", "class", "metric", "level").equals(b.select("seed", "step", "class", "metric", "level"))
-        np.testing.assert_allclose(b["value"].to_numpy(), a["value"].to_numpy(), rtol=1e-3, atol=1e-3, err_msg=name)
+        a, b = cpu[name].sort(keys), gpu[name].sort(keys)
+        assert a.select(keys).equals(b.select(keys))
+        # Continuous metrics only: coverage and token accuracy count thresholds and argmaxes, which a
+        # last-bit difference may flip for one sequence.
+        smooth = pl.col("metric").is_in(["kl", "ce", "entropy", "stopped_kl", "pass_at_n"])
+        np.testing.assert_allclose(b.filter(smooth)["value"].to_numpy(), a.filter(smooth)["value"].to_numpy(),
+                                   rtol=1e-3, atol=1e-4, err_msg=name)
