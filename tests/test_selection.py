@@ -193,7 +193,7 @@ def test_fig1_study_end_to_end_and_finetune_changes_never_rerun_pretraining(tmp_
     assert ((mass > 0) & (mass <= 1 + 1e-9)).all()
     logs = pl.read_parquet(out / "train_log.parquet")  # pre-training and fine-tuning steps, apart
     assert logs.group_by("stage").agg(pl.col("step").unique().sort()).sort("stage").rows() == [
-        ("finetune", [2, 4, 6]), ("train", [20])]
+        ("finetune", [0, 2, 4, 6]), ("train", [20])]
     sel = pl.read_parquet(out / "selection.parquet")
     assert sel.height == 2 * 3 * 4  # seeds x N x rules
     oracle = sel.filter(pl.col("rule") == "oracle")
