@@ -52,6 +52,28 @@ def test_graph_study_runs_and_reports_exact_pass_at_n(tmp_path):
     assert ref.sort("level")["value"].to_list() == pytest.approx([0.5, 1 - 2**-4])
     uni = m.filter((pl.col("model") == "valid_uniform") & (pl.col("metric") == "pass_at_n") & (pl.col("class") == "uniform16"))
     assert uni["value"].to_list() == pytest.approx([1.0] * uni.height)  # every valid path is correct there
+    # Independent oracles through the workflow: the reference models' every reported number.
+    weights = {"single": 0.9, "xor": 0.05, "uniform16": 0.05}
+    last = m.filter((pl.col("seed") == 0) & (pl.col("step") == pl.col("step").max().over("model", "horizon")))
+    v = {(r["model"], r["horizon"], r["class"], r["metric"], r["level"]): r["value"] for r in last.iter_rows(named=True)}
+    for h in (4, 6):
+        k = h // 2  # xor branching layers; valid_uniform pays ln 2 at each, consistent_branch once
+        for model, x_xor, p_xor in (("valid_uniform", k * math.log(2), 2.0**-k), ("consistent_branch", math.log(2), 0.5)):
+            per_class = {"kl": {"single": 0, "xor": x_xor, "uniform16": 0},
+                         ("coverage", 2.0): {"single": 0, "xor": 1, "uniform16": 0},
+                         ("coverage", 16.0): {"single": 0, "xor": 0, "uniform16": 0},  # 2^k < 16
+                         ("stopped_kl", 16.0): {"single": 0, "xor": x_xor, "uniform16": 0},
+                         ("pass_at_n", 4.0): {"single": 1, "xor": 1 - (1 - p_xor) ** 4, "uniform16": 1}}
+            for key, want in per_class.items():
+                metric, level = key if isinstance(key, tuple) else (key, None)
+                for c, value in want.items():
+                    assert v[(model, h, c, metric, level)] == pytest.approx(value, abs=1e-9), (model, h, c, key)
+                mixture = sum(weights[c] * value for c, value in want.items())
+                assert v[(model, h, "all", metric, level)] == pytest.approx(mixture, abs=1e-9), (model, h, key)
+        # The trained transformer: its mixture row is the class-weighted average of its class rows.
+        for metric, level in (("kl", None), ("coverage", 2.0), ("stopped_kl", 16.0), ("pass_at_n", 4.0)):
+            mixture = sum(w * v[("transformer", h, c, metric, level)] for c, w in weights.items())
+            assert v[("transformer", h, "all", metric, level)] == pytest.approx(mixture, rel=1e-9, abs=1e-12)
     assert planned_jobs(tmp_path) == {}
 
 
