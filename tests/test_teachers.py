@@ -61,9 +61,10 @@ def test_probabilities_sum_to_one(spec, horizon):
         assert total == pytest.approx(1.0, abs=1e-12)
 
 
-@pytest.mark.parametrize("spec,horizon", small_teachers())
+@pytest.mark.parametrize("spec,horizon", [p for p in small_teachers() if p.values[0]["name"] != "graph"])
 def test_sampler_frequencies_match_probabilities(spec, horizon):
-    """Pool samples by prompt; within each prompt seen often, response frequencies match pi_D."""
+    """Pool samples by prompt; within each prompt seen often, response frequencies match pi_D.
+    (Graph prompts never repeat: test_graph_sampler_takes_each_branch_pattern_as_often_as_pi_d_says.)"""
     t = build_teacher(spec)
     sampled = t.sample(30_000, horizon, np.random.default_rng(2))
     length = t.response_length(horizon)
