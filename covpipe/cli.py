@@ -94,9 +94,12 @@ def main(argv=None) -> int:
             train.run(args.data, args.checkpoints, args.log, train.train_spec(args.study, study, args.model, args.horizon),
                       threads=args.threads, **ex)
         else:
-            from . import evaluate, train
+            from . import evaluate, finetune, train
 
-            spec = evaluate.evaluate_spec(train.train_spec(args.study, study, args.model, args.horizon), study["evaluate"])
+            # as the rule does: a fine-tuning study evaluates its fine-tuned checkpoints
+            fit = (finetune.finetune_spec if study["finetune"] else train.train_spec)(args.study, study, args.model,
+                                                                                       args.horizon)
+            spec = evaluate.evaluate_spec(fit, study["evaluate"])
             evaluate.run(args.eval, args.checkpoints, args.metrics, args.log_ratios, spec, threads=args.threads, **ex)
     except (ConfigError, FileNotFoundError, ValueError) as exc:
         print(f"covpipe: {exc}", file=sys.stderr)

@@ -99,7 +99,8 @@ def _save(fig, path):
     plt.close(fig)
 
 
-def run(metrics_path, train_log_path, out_paths, spec: dict, selection_path=None) -> None:
+def run(metrics_path, out_paths, spec: dict, selection_path=None) -> None:
+    """Draw each figure of out_paths from the study's metrics table (and its selection table)."""
     sns.set_theme(style="whitegrid", context="notebook")
     metrics = io.read_parquet(metrics_path)
     outs = {str(path).rsplit("/", 1)[-1]: path for path in out_paths}

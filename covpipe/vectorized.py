@@ -215,8 +215,17 @@ STACKED = {  # class: (per-sequence inputs, computed once per seed; batched toke
 
 def supports(spec: dict) -> bool:
     """Whether the job trains vectorized: a class of STACKED (where it pays, measured by bench/run.py)
-    fitted by train_trial's optimizer loop (a registered learner, covpipe.learners, fits its own way)."""
-    return spec["model"]["class"] in STACKED and not (spec["train"] or {}).get("learner")
+    fitted by train_trial's optimizer loop (a registered learner, covpipe.learners, fits its own way).
+    The stacked AR-linear path reads context windows: a teacher whose own feature map has none (the
+    hard instances' table features) trains seed by seed."""
+    if spec["model"]["class"] not in STACKED or (spec["train"] or {}).get("learner"):
+        return False
+    if spec["model"]["class"] == "ar_linear":
+        from .teachers import build_teacher
+
+        features = getattr(build_teacher(spec["teacher"]), "features", None)
+        return features is None or hasattr(features, "window")
+    return True
 
 
 # ---- training --------------------------------------------------------------------------------------

@@ -1,9 +1,11 @@
 """The bad-input catalogue: each bad input is refused before any job starts, with one line that
-names the key or file, and nothing already computed changes. Runs the real workflow against a
-finished miniature study."""
+names the key or file, and nothing already computed changes. Bad configs run the real workflow
+against a finished miniature study (marked workflow); bad files and diverging training are unit
+tests on tables of their own."""
 
 import math
 
+import polars as pl
 import pytest
 import torch
 
@@ -13,8 +15,6 @@ from covpipe.distribute import TrialsFailed
 
 from helpers import mini_config
 from workflow_helpers import mini_config_writer, snakemake, snapshot
-
-pytestmark = pytest.mark.workflow
 
 
 def with_top(key, value):
@@ -70,6 +70,7 @@ CONFIG_CASES = [
 ]
 
 
+@pytest.mark.workflow
 @pytest.mark.parametrize("cfg,message", [c[1:] for c in CONFIG_CASES], ids=[c[0] for c in CONFIG_CASES])
 def test_bad_config_is_refused_before_any_job_and_nothing_changes(finished, cfg, message):
     if "cuda" in message and torch.cuda.is_available():
@@ -90,6 +91,7 @@ def test_bad_config_is_refused_before_any_job_and_nothing_changes(finished, cfg,
     assert snapshot(directory) == before
 
 
+@pytest.mark.workflow
 def test_results_directory_that_is_a_file_is_refused(tmp_path):
     mini_config_writer(tmp_path, mini_config())
     (tmp_path / "results").write_text("not a directory")
@@ -98,6 +100,7 @@ def test_results_directory_that_is_a_file_is_refused(tmp_path):
     assert "covpipe: results: results directory is a file, not a directory" in proc.stderr
 
 
+@pytest.mark.workflow
 def test_missing_and_non_yaml_config_files_name_the_file(tmp_path):
     proc = snakemake(tmp_path, check=False)  # no config/config.yaml at all
     assert proc.returncode != 0 and "config/config.yaml" in proc.stderr
@@ -108,9 +111,9 @@ def test_missing_and_non_yaml_config_files_name_the_file(tmp_path):
         load_config(tmp_path / "bad.yaml")
 
 
-def test_truncated_parquet_names_the_file_and_what_to_do(finished, tmp_path):
-    directory, _ = finished
-    source = directory / "results" / "mini" / "metrics.parquet"
+def test_truncated_parquet_names_the_file_and_what_to_do(tmp_path):
+    source = tmp_path / "whole.parquet"
+    io.write_parquet(pl.DataFrame({"x": list(range(1000)), "y": [0.5] * 1000}), source)
     broken = tmp_path / "metrics.parquet"
     broken.write_bytes(source.read_bytes()[: source.stat().st_size // 2])
     with pytest.raises(ValueError, match=r"metrics.parquet: not a readable Parquet table .*delete it and rerun its stage"):
@@ -128,13 +131,18 @@ def test_checkpoint_from_an_incompatible_version_is_refused(tmp_path):
         io.load_torch(tmp_path / "cut.pt")
 
 
-def test_nan_loss_stops_its_trial_lets_siblings_finish_and_writes_no_table(finished, tmp_path):
-    directory, _ = finished
+def test_nan_loss_stops_its_trial_lets_siblings_finish_and_writes_no_table(tmp_path):
     cfg = validate_config(mini_config(train={"optimizer": "sgd", "lr": 1e37, "steps": 20, "checkpoints": [20]}))
     study = cfg["studies"]["mini"]
     spec = train.train_spec("mini", study, "gru", 4)
     assert spec["train"]["lr"] == 1e37  # the gru's own override keeps the study's optimizer and lr
-    data = directory / "results" / "mini" / "data" / "horizon~4" / "train.parquet"
+    (tmp_path / "data").mkdir()
+    data = tmp_path / "data" / "train.parquet"
+    from covpipe import data as data_stage
+
+    data_stage.run(data, tmp_path / "data" / "eval.parquet", data_stage.data_spec("mini", study, 4))
+    tmp_path = tmp_path / "out"
+    tmp_path.mkdir()
     with pytest.raises(TrialsFailed, match=r"2 of 2 trials failed:\ngru H=4 seed 0: FloatingPointError: "
                                            r"gru horizon 4 seed 0: loss is (nan|inf) at step \d+"):
         train.run(data, tmp_path / "ck.pt", tmp_path / "log.parquet", spec)

@@ -1,6 +1,8 @@
 """One trial function on every backend: identical tables; Ray stays inside one module."""
 
 import ast
+import logging
+import re
 from pathlib import Path
 
 import polars as pl
@@ -62,10 +64,17 @@ def _stage_tables(tmp: Path, backend: str):
     return out
 
 
-def test_serial_and_ray_give_identical_tables(tmp_path):
+@pytest.mark.workflow  # starts Ray: four private instances
+def test_serial_and_ray_give_identical_tables(tmp_path, caplog):
     (tmp_path / "s").mkdir(), (tmp_path / "r").mkdir()
-    serial = _stage_tables(tmp_path / "s", "serial")
-    ray = _stage_tables(tmp_path / "r", "ray")
+    with caplog.at_level(logging.INFO, logger="covpipe.distribute"):
+        serial = _stage_tables(tmp_path / "s", "serial")
+        assert "ray:" not in caplog.text
+        ray = _stage_tables(tmp_path / "r", "ray")
+    # Ray really ran every stage: each train and evaluate job started a private instance and its
+    # trials (one per seed) came back from Ray's workers, not from a silent serial fallback.
+    ran = re.findall(r"ray: (\d+) trials ran on node\(s\) \w+", caplog.text)
+    assert ran == ["2"] * 2 * len(serial), caplog.text[-2000:]
     for model in serial:
         for a, b in zip(serial[model], ray[model]):
             assert_frame_equal(a, b)  # exact: same seeds, one thread per trial on both

@@ -26,6 +26,8 @@ from workflow_helpers import mini_config_writer, snakemake
 
 ROOT = Path(__file__).parents[1]
 RAY = Path(sys.executable).parent / "ray"
+# Every test here starts or uses a real Ray cluster (starting it waits up to a few minutes).
+pytestmark = [pytest.mark.workflow, pytest.mark.timeout(1800)]
 # The cluster's workers cannot import this test module: ship its trial functions by value.
 ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
@@ -100,7 +102,6 @@ def _tables(directory):
     return out
 
 
-@pytest.mark.workflow
 def test_the_mini_study_runs_on_an_existing_ray_cluster_with_identical_tables(ray_cluster, finished, tmp_path):
     address, node_id = ray_cluster
     cfg = mini_config(horizons=[4])  # the local run's horizon-4 cells, on the cluster
@@ -140,7 +141,6 @@ def test_a_killed_ray_worker_is_retried(ray_cluster, tmp_path):
     assert (tmp_path / "died").exists()
 
 
-@pytest.mark.workflow
 def test_a_trial_that_fails_fails_its_job_with_the_trial_error_in_the_job_log(ray_cluster, tmp_path):
     address, _ = ray_cluster
     cfg = mini_config(horizons=[2])

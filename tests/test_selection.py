@@ -93,6 +93,72 @@ def test_selection_never_reads_pi_d(monkeypatch):
     assert all(r["oracle_gap"] == pytest.approx(0.4 - r["pass_at_n"]) for r in rows)
 
 
+def _tournament_by_loops(logp, level):
+    """The simple tournament written out: for each j, the worst fraction of samples on which some k
+    beats j by a factor N; the lowest worst score wins, ties to the lower CE, then the earlier j."""
+    k_count, n = len(logp), len(logp[0])
+    ce = [-sum(row) / n for row in logp]
+    worst = [max(sum(logp[k][i] - logp[j][i] >= math.log(level) - 1e-12 for i in range(n)) / n
+                 for k in range(k_count) if k != j) for j in range(k_count)]
+    return min(range(k_count), key=lambda j: (round(worst[j], 12), ce[j], j))
+
+
+def test_select_trial_picks_what_an_independent_recomputation_picks():
+    """Four real checkpoints of a transformer: the rows' picks equal min-CE, the tournament and the
+    oracle recomputed from per-sequence log-likelihoods scored one sequence at a time, and each
+    row's Pass@N, KL, coverage and gap are read from the truth table for the picked step."""
+    spec_teacher = {"name": "graph", "num_nodes": 20, "classes": {"match": 0.9, "mismatch": 0.1}}
+    teacher = build_teacher(spec_teacher)
+    batch = teacher.sample(24, 4, np.random.default_rng(0))
+    model_spec = {"class": "transformer", "layers": 1, "heads": 1, "width": 8, "dropout": 0.0}
+    vocab = Vocab.of(teacher, 4)
+    steps = [0, 5, 10, 15]
+    states = {}
+    for step in steps:
+        torch.manual_seed(step)
+        m = build_model(model_spec, vocab, teacher=teacher)
+        with torch.no_grad():
+            for p in m.parameters():
+                p.normal_(0, 0.4)  # candidates far apart, so the tournament scores differ
+        states[step] = m.state_dict()
+    rng = np.random.default_rng(1)
+    truth = pl.DataFrame([{"seed": 0, "step": s, "metric": metric, "level": lv, "value": float(rng.uniform())}
+                          for s in steps for metric, lv in [("pass_at_n", 4.0), ("pass_at_n", 8.0), ("coverage", 2.0),
+                                                            ("coverage", 4.0), ("kl", None)]])
+    spec = {"study": "s", "teacher": spec_teacher, "model": model_spec, "model_name": "t", "horizon": 4,
+            "selection": {"pass_at": [4, 8], "level_ratio": 0.5, "rules": ["min_ce", "tournament", "oracle"],
+                          "offset_a": 0.0, "offset_prompts": 8}}
+    rows = selection.select_trial(spec, 0, states, batch, truth)
+    scorer = build_model(model_spec, vocab, teacher=teacher)
+    logp = []
+    for step in steps:
+        scorer.load_state_dict(states[step])
+        with torch.no_grad():
+            logp.append([float(scorer.token_log_probs(torch.from_numpy(batch.prompt[i:i + 1]),
+                                                      torch.from_numpy(batch.response[i:i + 1])).sum())
+                         for i in range(len(batch))])
+    ce = [-sum(row) / len(row) for row in logp]
+    value = {(r["step"], r["metric"], r["level"]): r["value"] for r in truth.iter_rows(named=True)}
+    picked = {(r["rule"], r["n"]): r for r in rows}
+    assert len(rows) == 6
+    tournament_picks = set()
+    for n, level in [(4.0, 2.0), (8.0, 4.0)]:
+        best = max(steps, key=lambda s: value[(s, "pass_at_n", n)])
+        want = {"min_ce": steps[int(np.argmin(ce))], "tournament": steps[_tournament_by_loops(logp, level)],
+                "oracle": best}
+        tournament_picks.add(want["tournament"])
+        for rule, step in want.items():
+            r = picked[(rule, n)]
+            assert r["step"] == step, (rule, n)
+            assert (r["pass_at_n"], r["kl"], r["coverage"]) == (value[(step, "pass_at_n", n)], value[(step, "kl", None)],
+                                                                value[(step, "coverage", level)])
+            assert r["oracle_gap"] == pytest.approx(value[(best, "pass_at_n", n)] - value[(step, "pass_at_n", n)])
+            assert r["level"] == level and r["candidates"] == 4
+    # The case is not degenerate: the candidates' CEs differ, and the picks are not all the oracle's.
+    assert len(set(np.round(ce, 6))) == 4
+    assert any(picked[(rule, n)]["oracle_gap"] > 0 for rule in ("min_ce", "tournament") for n in (4.0, 8.0))
+
+
 FIG1 = {
     "execution": {"backend": "serial"},
     "studies": {
@@ -127,6 +193,9 @@ def test_fig1_study_end_to_end_and_finetune_changes_never_rerun_pretraining(tmp_
     assert set(m["class"]) == {"all", "match", "mismatch"}  # evaluated on the fine-tuning mixture
     mass = m.filter(pl.col("metric") == "valid_mass")["value"]
     assert ((mass > 0) & (mass <= 1 + 1e-9)).all()
+    logs = pl.read_parquet(out / "train_log.parquet")  # pre-training and fine-tuning steps, apart
+    assert logs.group_by("stage").agg(pl.col("step").unique().sort()).sort("stage").rows() == [
+        ("finetune", [0, 2, 4, 6]), ("train", [20])]
     sel = pl.read_parquet(out / "selection.parquet")
     # models x seeds x N x (min_ce, oracle, tournament at 3 ratios x 2 ties, offset at 2 a x 3 ratios x 2 ties)
     assert sel.height == 2 * 2 * 3 * (2 + 6 + 12)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+import torch
 from polars.testing import assert_frame_equal
 
 from helpers import mini_config
@@ -16,7 +17,8 @@ from workflow_helpers import SNAKEMAKE, mini_config_writer
 
 ROOT = Path(__file__).parents[1]
 SCRIPTS = ROOT / "scripts"
-pytestmark = pytest.mark.workflow
+# Installing and starting the SLURM daemons may take up to 20 minutes on a fresh machine.
+pytestmark = [pytest.mark.workflow, pytest.mark.timeout(2400)]
 
 
 def _why_no_slurm():
@@ -89,6 +91,8 @@ def test_the_mini_study_runs_as_slurm_jobs_and_a_second_run_has_nothing_to_do(sl
     assert "submitted with SLURM jobid" not in again.stdout + again.stderr
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="torch sees a GPU on this host, so the test node has one: "
+                    "the job would find it instead of stopping with the no-GPU error this test checks")
 def test_a_gpu_study_is_submitted_from_a_login_node_without_gpu_and_its_job_says_no_gpu(slurm_cluster, tmp_path):
     """`execution.device: cuda` is checked where the jobs run: the login node (no GPU here) submits,
     the job on a node without GPU stops with the config error in its SLURM log."""

@@ -1,11 +1,13 @@
 """The speed paths compute what the plain paths compute: vectorized seeds, class-grouped
 transformer batches, chunked inference-mode evaluation. (Their speed is measured by bench/run.py.)"""
 
+import logging
+
 import numpy as np
 import pytest
 import torch
 
-from covpipe import evaluate, resume, train, vectorized
+from covpipe import data, evaluate, resume, train, vectorized
 from covpipe.config import validate_config
 from covpipe.models import Vocab, build_model
 from covpipe.models import transformer as transformer_module
@@ -135,27 +137,59 @@ def test_a_diverging_seed_fails_alone_and_its_group_mates_train_as_without_it(mo
 
 @pytest.mark.parametrize("model", [{"class": "ar_linear", "dim": 5, "window": 3}, {"class": "gru", "hidden": 8, "embed": 4}],
                          ids=lambda m: m["class"])
-def test_a_resumed_vectorized_group_ends_identical_to_an_uninterrupted_one(tmp_path, model):
+def test_a_resumed_vectorized_group_ends_identical_to_an_uninterrupted_one(tmp_path, caplog, model):
     spec, batches = _study(model)  # 15 steps, checkpoints at 5 and 15
     fresh = vectorized.train_group(spec, [0, 1, 2], batches)
     short = {**spec, "train": {**spec["train"], "steps": 5, "checkpoints": [5]}}
     vectorized.train_group(short, [0, 1, 2], batches, resume_dir=tmp_path)
+    at_five = {}
     for seed in range(3):  # the states of `spec` after 5 of its 15 steps (same batches, same optimizer)
         state = torch.load(resume.trial_path(tmp_path, seed), weights_only=True)
         state["spec"] = spec
         torch.save(state, resume.trial_path(tmp_path, seed))
+        at_five[seed] = resume.trial_path(tmp_path, seed).read_bytes()
     resumed = vectorized.train_group(spec, [0, 1, 2], batches, resume_dir=tmp_path)
     for (_, want), (_, got) in zip(fresh, resumed):
         assert [r["train_loss"] for r in got["log"]] == [r["train_loss"] for r in want["log"]]
         for step, state in want["checkpoints"].items():
             for name, value in state.items():
                 assert torch.equal(got["checkpoints"][step][name], value)
-    # The states are train_trial's format: a per-seed trial resumes from one as well.
-    per_seed = train.train_trial(spec, 1, batches[1], resume_dir=tmp_path)
-    assert [r["step"] for r in per_seed["log"]] == [5, 15]
+    # The states are train_trial's format: a per-seed trial resumes from the step-5 state as well and
+    # ends where an uninterrupted per-seed trial ends (vectorized and per-seed arithmetic agree
+    # within float tolerance, as test_vectorized_training_equals_per_seed_training checks).
+    resume.trial_path(tmp_path, 1).write_bytes(at_five[1])
+    with caplog.at_level(logging.INFO, logger="covpipe.train"):
+        per_seed = train.train_trial(spec, 1, batches[1], resume_dir=tmp_path)
+    assert "m H=5 seed 1: resumed at step 5/15" in caplog.text
+    uninterrupted = train.train_trial(spec, 1, batches[1])
+    assert [r["step"] for r in per_seed["log"]] == [r["step"] for r in uninterrupted["log"]] == [5, 15]
+    np.testing.assert_allclose([r["train_loss"] for r in per_seed["log"]],
+                               [r["train_loss"] for r in uninterrupted["log"]], rtol=1e-5)
+    for step, state in uninterrupted["checkpoints"].items():
+        for name, value in state.items():
+            torch.testing.assert_close(per_seed["checkpoints"][step][name], value, rtol=1e-4, atol=1e-5)
 
 
 def test_a_job_with_a_registered_learner_is_not_vectorized():
     spec, _ = _study({"class": "ar_linear", "dim": 5, "window": 3})
     assert vectorized.supports(spec)
     assert not vectorized.supports({**spec, "train": {**spec["train"], "learner": {"name": "seq_sgd"}}})
+
+
+@pytest.mark.parametrize("teacher", ["kl_lower_bound", "sgd_two_scales"])
+def test_ar_linear_on_a_hard_instance_trains_per_seed_and_finishes(tmp_path, teacher):
+    """The hard instances give ar_linear their own table features, which have no context window for
+    the vectorized AR-linear path to read: such a job trains seed by seed and finishes."""
+    cfg = validate_config(mini_config(teacher={"name": teacher}, horizons=[4], seeds=2, models={"m": {"class": "ar_linear"}},
+                                      train={"optimizer": "sgd", "lr": 0.1, "batch_size": 8, "steps": 6,
+                                             "checkpoints": [6]}))
+    study = cfg["studies"]["mini"]
+    spec = train.train_spec("mini", study, "m", 4)
+    assert not vectorized.supports(spec)
+    assert vectorized.supports(train.train_spec("mini", validate_config(mini_config(
+        teacher={"name": "ar_linear", "vocab_size": 3, "dim": 4, "window": 2}, horizons=[4],
+        models={"m": {"class": "ar_linear"}}))["studies"]["mini"], "m", 4))  # window features: vectorized
+    data.run(tmp_path / "train.parquet", tmp_path / "eval.parquet", data.data_spec("mini", study, 4))
+    train.run(tmp_path / "train.parquet", tmp_path / "c.pt", tmp_path / "l.parquet", spec, backend="serial")
+    trials = torch.load(tmp_path / "c.pt", weights_only=True)["trials"]
+    assert sorted(trials) == [0, 1] and all(sorted(t) == [6] for t in trials.values())

@@ -38,3 +38,13 @@ def snapshot(directory: Path) -> dict:
     """(size, mtime_ns) of every file under results/."""
     return {str(p.relative_to(directory)): (p.stat().st_size, p.stat().st_mtime_ns)
             for p in (directory / "results").rglob("*") if p.is_file()}
+
+
+def planned_inputs(directory: Path, *args) -> dict[str, list[set[str]]]:
+    """{rule: [the input files of each planned job]} from a dry run's job listing."""
+    out = snakemake(directory, "-n", *args).stdout
+    jobs = {}
+    for m in re.finditer(r"^rule (\w+):\n((?:    .*\n)+)", out, re.M):
+        inputs = re.search(r"^    input: (.*)$", m.group(2), re.M)
+        jobs.setdefault(m.group(1), []).append(set(inputs.group(1).split(", ")) if inputs else set())
+    return jobs

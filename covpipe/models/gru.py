@@ -34,7 +34,7 @@ class GRUModel(Model):
 
     def step_log_probs(self, prompt, response):
         n, p = prompt.shape
-        bos = torch.full((n, 1), self.vocab.bos, dtype=torch.int64)
+        bos = torch.full((n, 1), self.vocab.bos, dtype=torch.int64, device=prompt.device)
         tokens = torch.cat([bos, prompt, response[:, :-1]], dim=1)  # (n, 1 + P + H - 1)
         states, _ = self.rnn(self.embed(tokens))  # (n, P + H, hidden)
         return torch.log_softmax(self.head(states[:, p:]), dim=-1)  # (n, H, V)

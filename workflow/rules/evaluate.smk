@@ -30,6 +30,11 @@ rule aggregate:
             f"results/{wc.study}/train/model~{m}/horizon~{h}/train_log.parquet"
             for m, h in study_cells(wc.study)
         ],
+        finetune_logs=lambda wc: [
+            f"results/{wc.study}/finetune/model~{m}/horizon~{h}/train_log.parquet"
+            for m, h in study_cells(wc.study)
+            if STUDIES[wc.study]["finetune"]
+        ],
     output:
         metrics="results/{study}/metrics.parquet",
         train_log="results/{study}/train_log.parquet",

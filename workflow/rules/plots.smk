@@ -1,7 +1,6 @@
 rule plot:
     input:
         metrics="results/{study}/metrics.parquet",
-        train_log="results/{study}/train_log.parquet",
         selection=lambda wc: (
             [f"results/{wc.study}/selection.parquet"]
             if STUDIES[wc.study]["selection"]

@@ -9,4 +9,5 @@ aggregate.run(
     snakemake.input.train_logs,
     snakemake.output.metrics,
     snakemake.output.train_log,
+    finetune_log_paths=snakemake.input.finetune_logs,
 )
