@@ -72,10 +72,16 @@ def min_ce(logp: np.ndarray) -> int:
 
 
 def cover_matrix(logp: np.ndarray, level: float) -> np.ndarray:
-    """S[j, k] = fraction of samples with log pi_k - log pi_j >= log N: (K, K); S[j, j] = 0 for N > 1."""
+    """S[j, k] = fraction of samples with log pi_k - log pi_j >= log N: (K, K), and S[j, j] = 0.
+
+    The diagonal is 0 for every N > 1 anyway; at N = 1 a candidate would "cover" itself on
+    every sample (every score 1, the tournament void), so rivals are the other candidates only.
+    """
     logp = np.asarray(logp, dtype=np.float64)
     diff = logp[None, :, :] - logp[:, None, :]  # [j, k, i] = log pi_k(y_i) - log pi_j(y_i)
-    return (diff >= math.log(level) - 1e-12).mean(axis=2)
+    cover = (diff >= math.log(level) - 1e-12).mean(axis=2)
+    np.fill_diagonal(cover, 0.0)
+    return cover
 
 
 def tournament(logp: np.ndarray, level: float, tie_break: str = "ce") -> int:
@@ -91,7 +97,9 @@ def on_policy_cover(own: np.ndarray, level: float) -> np.ndarray:
     own = np.asarray(own, dtype=np.float64)
     k = own.shape[0]
     diag = own[np.arange(k), np.arange(k)]  # (K, m): log pi_j(z_ji)
-    return (own - diag[:, None, :] >= math.log(level) - 1e-12).mean(axis=2)
+    cover = (own - diag[:, None, :] >= math.log(level) - 1e-12).mean(axis=2)
+    np.fill_diagonal(cover, 0.0)  # as in cover_matrix: no candidate is its own rival
+    return cover
 
 
 def offset_tournament(logp: np.ndarray, own: np.ndarray, level: float, a: float = 0.0, tie_break: str = "ce") -> int:

@@ -127,7 +127,7 @@ def test_select_trial_picks_what_an_independent_recomputation_picks():
                                                             ("coverage", 4.0), ("kl", None)]])
     spec = {"study": "s", "teacher": spec_teacher, "model": model_spec, "model_name": "t", "horizon": 4,
             "selection": {"pass_at": [4, 8], "level_ratio": 0.5, "rules": ["min_ce", "tournament", "oracle"],
-                          "offset_a": 0.0, "offset_prompts": 8}}
+                          "tie_break": "ce", "offset_a": [0.0], "offset_prompts": 8}}
     rows = selection.select_trial(spec, 0, states, batch, truth)
     scorer = build_model(model_spec, vocab, teacher=teacher)
     logp = []
@@ -225,3 +225,17 @@ def test_fig1_study_end_to_end_and_finetune_changes_never_rerun_pretraining(tmp_
     jobs = planned_jobs(tmp_path)
     assert jobs.get("finetune") == 1 and jobs.get("select") == 1
     assert "train" not in jobs and "data" not in jobs and "select_data" not in jobs
+
+
+def test_at_level_one_a_candidate_is_never_its_own_rival():
+    # Level N = 1 (e.g. N = 4 at level ratio 1/4): k covers j on a sample where pi_k >= pi_j.
+    # With the diagonal counted every score would be 1 and the tournament void (CE would decide).
+    y = two_outcome_sample()
+    logp = log_likelihoods(y, [0.001, 0.1, 0.05])  # P(b) of three candidates
+    cover = selection.cover_matrix(logp, 1.0)
+    assert np.all(np.diag(cover) == 0)
+    # B (0.1) is beaten only on a's (0.99 of samples) by A and C; C by A on a's and by B on b's.
+    assert cover == pytest.approx(np.array([[0, 0.01, 0.01], [0.99, 0, 0.99], [0.99, 0.01, 0]]))
+    assert selection.tournament(logp, 1.0) == 0 == selection.min_ce(logp)
+    own = np.stack([logp, logp, logp])
+    assert np.all(np.diag(selection.on_policy_cover(own, 1.0)) == 0)
