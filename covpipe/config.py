@@ -65,6 +65,10 @@ class Train(_Strict):
     steps: int = Field(400, ge=1)
     weight_decay: float = Field(0.0, ge=0)
     checkpoints: list[int] = Field(default_factory=lambda: [400])
+    schedule: Literal["constant", "cosine"] = Field(
+        "constant", description="learning rate: constant, or linear warm-up then cosine decay to lr * min_lr_ratio")
+    warmup: int = Field(0, ge=0, description="warm-up steps of the cosine schedule")
+    min_lr_ratio: float = Field(0.0, ge=0, le=1, description="the cosine schedule's final lr, as a share of lr")
     learner: dict[str, Any] | None = Field(None, description="a covpipe.learners entry, e.g. {name: seq_sgd}; "
                                                               "none: the optimizer loop above")
 
@@ -79,6 +83,10 @@ class Train(_Strict):
             raise ValueError(f"checkpoints: must be strictly increasing, got {cps}")
         if cps[-1] > self.steps:
             raise ValueError(f"checkpoints: step {cps[-1]} is beyond the training length steps={self.steps}")
+        if self.warmup >= self.steps and self.schedule != "constant":
+            raise ValueError(f"warmup: {self.warmup} warm-up steps leave none of steps={self.steps} to decay")
+        if self.schedule != "constant" and self.learner is not None:
+            raise ValueError("schedule: a learner sets its own step sizes; drop the schedule")
         return self
 
 
@@ -338,6 +346,9 @@ def _drop_unset_learners(out: dict) -> None:
         for train in trains:
             if train is not None and train.get("learner", 0) is None:
                 del train["learner"]
+            if train is not None and train.get("schedule") == "constant":  # the default: specs stay as before
+                for key in ("schedule", "warmup", "min_lr_ratio"):
+                    train.pop(key, None)
 
 
 def _validate_learner(source, where, train, model_cls, teacher, n_train) -> dict:

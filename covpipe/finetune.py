@@ -74,6 +74,7 @@ def finetune_trial(spec: dict, seed: int, state: dict, device: str = "cpu", resu
         first, started = saved["step"] + 1, started - saved["seconds"]
         log.info("%s: fine-tuning resumed at step %d/%d from %s", name, saved["step"], cfg["steps"], state_path)
     for step in range(first, cfg["steps"] + 1):
+        train.set_lr(opt, cfg, step)
         batch = teacher.sample(cfg["batch_size"], horizon, rng)  # online: fresh samples every step
         loss = -model.token_log_probs(as_tensor(batch.prompt).to(device), as_tensor(batch.response).to(device)).mean()
         if not torch.isfinite(loss):

@@ -13,6 +13,7 @@ the whole sample, saved as one checkpoint at the final step. A model whose train
 from __future__ import annotations
 
 import logging
+import math
 import os
 import time
 
@@ -102,6 +103,7 @@ def train_trial(spec: dict, seed: int, batch: Batch, device: str = "cpu", resume
                     seconds=time.perf_counter() - started)
 
     for step in range(first, cfg["steps"] + 1):
+        set_lr(opt, cfg, step)
         idx = torch.randint(0, len(batch), (cfg["batch_size"],), generator=gen).to(prompt.device)
         loss = -model.token_log_probs(prompt[idx], response[idx]).mean()  # nats/token
         if not torch.isfinite(loss):
@@ -126,6 +128,27 @@ def train_trial(spec: dict, seed: int, batch: Batch, device: str = "cpu", resume
             save_state(step)
             last_saved = now
     return {"checkpoints": checkpoints, "log": rows}
+
+
+def lr_at(cfg: dict, step: int) -> float:
+    """The learning rate of step `step` (1-based): constant, or with `schedule: cosine` a linear
+    warm-up over `warmup` steps and a cosine decay to lr * `min_lr_ratio` at the last step."""
+    lr = cfg["lr"]
+    if cfg.get("schedule", "constant") == "constant":
+        return lr
+    warm = cfg.get("warmup", 0)
+    if step <= warm:
+        return lr * step / warm
+    floor = cfg.get("min_lr_ratio", 0.0)
+    progress = (step - warm) / max(cfg["steps"] - warm, 1)
+    return lr * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def set_lr(opt, cfg: dict, step: int) -> None:
+    """Stateless: the rate is a function of the step, so a resumed run follows the same schedule."""
+    if cfg.get("schedule", "constant") != "constant":
+        for group in opt.param_groups:
+            group["lr"] = lr_at(cfg, step)
 
 
 def _state(model) -> dict:

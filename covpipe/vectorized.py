@@ -218,7 +218,8 @@ def supports(spec: dict) -> bool:
     fitted by train_trial's optimizer loop (a registered learner, covpipe.learners, fits its own way).
     The stacked AR-linear path reads context windows: a teacher whose own feature map has none (the
     hard instances' table features) trains seed by seed."""
-    if spec["model"]["class"] not in STACKED or (spec["train"] or {}).get("learner"):
+    train = spec["train"] or {}
+    if spec["model"]["class"] not in STACKED or train.get("learner") or train.get("schedule", "constant") != "constant":
         return False
     if spec["model"]["class"] == "ar_linear":
         from .teachers import build_teacher
