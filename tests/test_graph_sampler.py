@@ -39,7 +39,7 @@ CASES = {
 # Not mixed here: xor or uniform16 with a Fig. 1 kind of as many branching layers (xor at H = 4).
 # pi_D's posterior then treats the swapped s of the Fig. 1 kinds as if drawn like the others' s
 # (not exact: the z-test of test_batched_paths_follow_pi_d fails on it, for either sampler).
-N_REFERENCE = 6000  # the reference draws about 10,000 graphs a second at these sizes
+N_REFERENCE = 5000  # the reference draws about 10,000 graphs a second at these sizes
 N_BATCHED = 12000
 
 
@@ -77,10 +77,15 @@ def features(t, batch):
         slots = batch.prompt[:, 1 : 1 + 2 * horizon].reshape(n, horizon, 2)
         out["slot order"] = ((branching & (slots[..., 0] % 2 == 1)) * 2 ** np.arange(horizon)).sum(1)
     else:
-        body = [row[row != t.PAD][:-4] for row in batch.prompt]
-        out["edges"] = np.array([len(r) for r in body])
-        out["first edge"] = np.array([r[0] * (m + 1) + r[1] for r in body])
-        out["even labels in the prompt"] = np.array([(r[r != t.SEP] % 2 == 0).sum() for r in body])
+        edges = [row[(row != t.PAD) & (row != t.SEP)][:-4].reshape(-1, 2) for row in batch.prompt]  # (E, 2) each
+        out["edges"] = np.array([len(e) for e in edges])
+        out["first edge out of s"] = np.array([np.flatnonzero(e[:, 0] == sj)[0] for e, sj in zip(edges, s)])
+        out["last edge into t"] = np.array([np.flatnonzero(e[:, 1] == tj)[-1] for e, tj in zip(edges, tt)])
+        # Parities of the dead ends show here: the dead-end swap changes those of the first layer.
+        out["even labels in layer 1"] = np.array([(e[e[:, 0] == sj, 1] % 2 == 0).sum() for e, sj in zip(edges, s)])
+        out["even labels in layer H"] = np.array([(e[e[:, 0] == pj, 1] % 2 == 0).sum()
+                                                  for e, pj in zip(edges, passable[:, -2, 0])])
+        out["even labels"] = np.array([len(np.unique(e[e % 2 == 0])) for e in edges])
     return {name: cls * 10**9 + v for name, v in out.items()}
 
 
@@ -164,7 +169,7 @@ def test_batched_paths_follow_pi_d(spec, horizon):
     uniform), and the frequency of the match-rule path given the prompt is pi_D's: the last test
     sees the class only through the prompt, so a wrong parity bit or a missing swap fails it."""
     t = build_teacher(spec)
-    n = 6000
+    n = 4000
     batch = t.sample(n, horizon, np.random.default_rng(4))
     assert np.isfinite(t.sequence_log_probs(batch.prompt, batch.response)).all()
     correct = t.correct_responses(batch.prompt, batch.cls)

@@ -177,13 +177,15 @@ class Graph(Teacher):
         are removed is not uniformly ordered, so no shortcut). Returns s, t, layers (n, H, 4) in random
         order within each layer, passable (n, H, 2) and the unused labels (n, m - 4H - 2)."""
         m, k = self.params.num_nodes, branching_layers(kind, horizon)
-        perm = rng.permuted(np.broadcast_to(np.arange(m), (n, m)), axis=1)  # (n, m)
-        even = perm % 2 == 0
-        # Rank of each label from the end among the labels of its parity: the last k evens and odds
-        # are popped in turn into the branching layers' pairs, in layer order.
-        from_end = np.where(even, np.cumsum(even[:, ::-1], 1)[:, ::-1], np.cumsum(~even[:, ::-1], 1)[:, ::-1])
-        pairs = np.stack([perm[even].reshape(n, -1)[:, ::-1][:, :k], perm[~even].reshape(n, -1)[:, ::-1][:, :k]], -1)
-        rest = perm[from_end > k].reshape(n, m - 2 * k)  # (n, m - 2k), permutation order
+        perm = np.argsort(rng.random((n, m)), axis=1)  # (n, m): a uniform permutation per graph
+        rows = np.arange(n)[:, None]
+        rest, pairs = perm, np.empty((n, 0, 2), dtype=np.int64)
+        if k:  # the last k evens and the last k odds, in turn, are the branching layers' pairs
+            even = perm % 2 == 0
+            pairs = np.stack([perm[even].reshape(n, -1)[:, ::-1][:, :k], perm[~even].reshape(n, -1)[:, ::-1][:, :k]], -1)
+            taken = np.zeros((n, m), dtype=bool)
+            taken[rows, pairs.reshape(n, -1)] = True  # by label
+            rest = perm[~taken[rows, perm]].reshape(n, m - 2 * k)  # (n, m - 2k), permutation order
         kept = min(2 + 4 * horizon, m - 2 * k)  # rest[:2 + 4H]; its last `need` labels are popped
         need = 2 + 4 * horizon - 2 * k
         popped = rest[:, kept - need : kept][:, ::-1]  # (n, need) in pop order: s, t, then layer by layer
@@ -197,7 +199,6 @@ class Graph(Teacher):
         index = start[..., None] + np.where(branch[..., None], slot - 2, slot)  # (n, H, 4); pair slots are overwritten
         layers = np.take_along_axis(popped, index.reshape(n, -1), axis=1).reshape(n, horizon, 4)
         passable = np.full((n, horizon, 2), -1, dtype=np.int64)
-        rows = np.arange(n)[:, None]
         passable[..., 0] = layers[rows, np.arange(horizon), rng.integers(4, size=(n, horizon))]
         if k:
             j = np.maximum(np.cumsum(branch, axis=1) - 1, 0)  # (n, H): which pair a branching layer takes
