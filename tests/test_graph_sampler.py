@@ -33,8 +33,9 @@ CASES = {
     "fig2": ({"name": "graph", "num_nodes": 35, "classes": {"single": 0.3, "xor": 0.4, "uniform16": 0.3}}, 8),
     "edges": ({"name": "graph", "num_nodes": 20, "prompt_format": "edges", "response_format": "pairs",
                "classes": {"single": 0.25, "uniform16": 0.25, "match": 0.25, "uniform4": 0.25}}, 4),
-    # Every layer branches and no label is spare: every swap is with a dead end.
-    "fig1-no-spare": ({"name": "graph", "num_nodes": 10, "classes": {"match": 0.3, "mismatch": 0.3, "uniform4": 0.4}}, 2),
+    # Every layer branches and no label is spare: every swap is with a dead end, which the edge list shows.
+    "fig1-no-spare": ({"name": "graph", "num_nodes": 10, "prompt_format": "edges",
+                       "classes": {"match": 0.3, "mismatch": 0.3, "uniform4": 0.4}}, 2),
 }
 # Not mixed here: xor or uniform16 with a Fig. 1 kind of as many branching layers (xor at H = 4).
 # pi_D's posterior then treats the swapped s of the Fig. 1 kinds as if drawn like the others' s
@@ -81,10 +82,12 @@ def features(t, batch):
         out["edges"] = np.array([len(e) for e in edges])
         out["first edge out of s"] = np.array([np.flatnonzero(e[:, 0] == sj)[0] for e, sj in zip(edges, s)])
         out["last edge into t"] = np.array([np.flatnonzero(e[:, 1] == tj)[-1] for e, tj in zip(edges, tt)])
-        # Parities of the dead ends show here: the dead-end swap changes those of the first layer.
-        out["even labels in layer 1"] = np.array([(e[e[:, 0] == sj, 1] % 2 == 0).sum() for e, sj in zip(edges, s)])
-        out["even labels in layer H"] = np.array([(e[e[:, 0] == pj, 1] % 2 == 0).sum()
-                                                  for e, pj in zip(edges, passable[:, -2, 0])])
+        # Parities of the dead ends show here: the dead-end swap gives the first layer with a dead end
+        # of the other parity one more node of the old s's parity (so, with the new s's parity).
+        out["even labels in layer 1, parity of s"] = s % 2 + 2 * np.array(
+            [(e[e[:, 0] == sj, 1] % 2 == 0).sum() for e, sj in zip(edges, s)])
+        out["even labels in layer H, parity of s"] = s % 2 + 2 * np.array(
+            [(e[e[:, 0] == pj, 1] % 2 == 0).sum() for e, pj in zip(edges, passable[:, -2, 0])])
         out["even labels"] = np.array([len(np.unique(e[e % 2 == 0])) for e in edges])
     return {name: cls * 10**9 + v for name, v in out.items()}
 
