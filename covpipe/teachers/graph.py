@@ -121,7 +121,8 @@ class Graph(Teacher):
     # ---- sampling ----------------------------------------------------------------------------
 
     def sample(self, n: int, horizon: int, rng: np.random.Generator, cls=None) -> Batch:
-        """n graphs with their paths, drawn together with array operations, one class kind at a time.
+        """n graphs with their paths, drawn together with array operations: one pass for all the
+        classes with the same number of branching layers (their graphs are drawn alike).
 
         The same distribution as drawing them one at a time (`_sample_loop`, the reference that
         tests/test_graph_sampler.py compares it with), not the same random numbers.
@@ -129,26 +130,31 @@ class Graph(Teacher):
         classes = self.sample_classes(n, rng) if cls is None else np.full(n, int(cls), np.int64)
         prompts = np.empty((n, self.prompt_length_for(horizon)), dtype=np.int64)
         responses = np.empty((n, self.response_length(horizon)), dtype=np.int64)
-        for c in np.unique(classes):
-            rows = np.flatnonzero(classes == c)
-            kind = self.class_names[c]
-            s, t, layers, passable = self._sample_graphs(kind, len(rows), horizon, rng)
-            p_even = self._even_probs(kind, passable)  # (r, H)
+        n_branch = np.array([branching_layers(kind, horizon) for kind in self.class_names])[classes]  # (n,)
+        for k in np.unique(n_branch):
+            rows = np.flatnonzero(n_branch == k)
+            cls_k = classes[rows]
+            # Fig. 1 kinds: the prompt parity bit each graph must get (-1: none).
+            bit = np.array([-1 if kind not in PARITY_BIT else 2 if PARITY_BIT[kind] is None else PARITY_BIT[kind]
+                            for kind in self.class_names])[cls_k]
+            want = np.where(bit == 2, rng.integers(2, size=len(rows)), bit)
+            s, t, layers, passable = self._sample_graphs(int(k), want, horizon, rng)
+            p_even = np.empty((len(rows), horizon))  # (r, H)
+            for c in np.unique(cls_k):
+                p_even[cls_k == c] = self._even_probs(self.class_names[c], passable[cls_k == c])
             take_even = rng.random(p_even.shape) < p_even
             path = np.where((passable[..., 1] < 0) | take_even, passable[..., 0], passable[..., 1])  # (r, H)
             prompts[rows] = self._format_prompts(s, t, layers, passable, rng)
             responses[rows] = self._format_responses(s, path, t)
         return Batch(prompts, responses, classes)
 
-    def _sample_graphs(self, kind, n, horizon, rng, want=None):
-        """n graphs of one kind, with Fig. 1's parity swap: s (n,), t (n,), layers (n, H, 4),
-        passable (n, H, 2). want: the parity bits to give Fig. 1 kinds (None: from the kind)."""
-        s, t, layers, passable, unused = self._draw_graphs(kind, n, horizon, rng)
-        if kind not in PARITY_BIT:
-            return s, t, layers, passable
-        if want is None:
-            want = np.full(n, PARITY_BIT[kind]) if PARITY_BIT[kind] is not None else rng.integers(2, size=n)
-        wrong = np.flatnonzero(prompt_parity(s, passable) != want)
+    def _sample_graphs(self, k, want, horizon, rng):
+        """Graphs with k branching layers and, where want >= 0, Fig. 1's parity swap (`_sample_graph`).
+        want: (n,) the prompt parity bit each graph must get, -1 for none. Returns s (n,), t (n,),
+        layers (n, H, 4), passable (n, H, 2)."""
+        n = len(want)
+        s, t, layers, passable, unused = self._draw_graphs(k, n, horizon, rng)
+        wrong = np.flatnonzero((want >= 0) & (prompt_parity(s, passable) != want))
         # The smallest unused label of the other parity becomes s ...
         other = unused[wrong] % 2 != s[wrong, None] % 2  # (w, U)
         label = np.where(other, unused[wrong], self.params.num_nodes).min(axis=1, initial=self.params.num_nodes)
@@ -168,16 +174,15 @@ class Graph(Teacher):
         # more than the ceil(m / 2) - k of one parity left after the pairs.
         again = rows[~swappable]
         if len(again):
-            s[again], t[again], layers[again], passable[again] = self._sample_graphs(kind, len(again), horizon, rng,
-                                                                                     want[again])
+            s[again], t[again], layers[again], passable[again] = self._sample_graphs(k, want[again], horizon, rng)
         return s, t, layers, passable
 
-    def _draw_graphs(self, kind, n, horizon, rng):
-        """`_draw_graph` for n graphs at once, from the same random permutation of the labels per graph
+    def _draw_graphs(self, k, n, horizon, rng):
+        """`_draw_graph` for n graphs with k branching layers, from the same random permutation of the labels per graph
         (the order it pops labels in is kept: the rest of a permutation after its last k evens and odds
         are removed is not uniformly ordered, so no shortcut). Returns s, t, layers (n, H, 4) in random
         order within each layer, passable (n, H, 2) and the unused labels (n, m - 4H - 2)."""
-        m, k = self.params.num_nodes, branching_layers(kind, horizon)
+        m = self.params.num_nodes
         perm = np.argsort(rng.random((n, m)), axis=1)  # (n, m): a uniform permutation per graph
         rows = np.arange(n)[:, None]
         rest, pairs = perm, np.empty((n, 0, 2), dtype=np.int64)
