@@ -128,25 +128,22 @@ class Graph(Teacher):
         tests/test_graph_sampler.py compares it with), not the same random numbers.
         """
         classes = self.sample_classes(n, rng) if cls is None else np.full(n, int(cls), np.int64)
-        prompts = np.empty((n, self.prompt_length_for(horizon)), dtype=np.int64)
-        responses = np.empty((n, self.response_length(horizon)), dtype=np.int64)
+        # Fig. 1 kinds: the prompt parity bit each graph must get (-1: none; 2 in `bit`: a fair coin).
+        bit = np.array([-1 if kind not in PARITY_BIT else 2 if PARITY_BIT[kind] is None else PARITY_BIT[kind]
+                        for kind in self.class_names])[classes]
+        want = np.where(bit == 2, rng.integers(2, size=n), bit)  # (n,)
         n_branch = np.array([branching_layers(kind, horizon) for kind in self.class_names])[classes]  # (n,)
+        s, t = np.empty(n, dtype=np.int64), np.empty(n, dtype=np.int64)
+        layers, passable = np.empty((n, horizon, 4), dtype=np.int64), np.empty((n, horizon, 2), dtype=np.int64)
         for k in np.unique(n_branch):
             rows = np.flatnonzero(n_branch == k)
-            cls_k = classes[rows]
-            # Fig. 1 kinds: the prompt parity bit each graph must get (-1: none).
-            bit = np.array([-1 if kind not in PARITY_BIT else 2 if PARITY_BIT[kind] is None else PARITY_BIT[kind]
-                            for kind in self.class_names])[cls_k]
-            want = np.where(bit == 2, rng.integers(2, size=len(rows)), bit)
-            s, t, layers, passable = self._sample_graphs(int(k), want, horizon, rng)
-            p_even = np.empty((len(rows), horizon))  # (r, H)
-            for c in np.unique(cls_k):
-                p_even[cls_k == c] = self._even_probs(self.class_names[c], passable[cls_k == c])
-            take_even = rng.random(p_even.shape) < p_even
-            path = np.where((passable[..., 1] < 0) | take_even, passable[..., 0], passable[..., 1])  # (r, H)
-            prompts[rows] = self._format_prompts(s, t, layers, passable, rng)
-            responses[rows] = self._format_responses(s, path, t)
-        return Batch(prompts, responses, classes)
+            s[rows], t[rows], layers[rows], passable[rows] = self._sample_graphs(int(k), want[rows], horizon, rng)
+        p_even = np.empty((n, horizon))  # (n, H)
+        for c in np.unique(classes):
+            p_even[classes == c] = self._even_probs(self.class_names[c], passable[classes == c])
+        take_even = rng.random(p_even.shape) < p_even
+        path = np.where((passable[..., 1] < 0) | take_even, passable[..., 0], passable[..., 1])  # (n, H)
+        return Batch(self._format_prompts(s, t, layers, passable, rng), self._format_responses(s, path, t), classes)
 
     def _sample_graphs(self, k, want, horizon, rng):
         """Graphs with k branching layers and, where want >= 0, Fig. 1's parity swap (`_sample_graph`).
@@ -155,6 +152,8 @@ class Graph(Teacher):
         n = len(want)
         s, t, layers, passable, unused = self._draw_graphs(k, n, horizon, rng)
         wrong = np.flatnonzero((want >= 0) & (prompt_parity(s, passable) != want))
+        if not len(wrong):
+            return s, t, layers, passable
         # The smallest unused label of the other parity becomes s ...
         other = unused[wrong] % 2 != s[wrong, None] % 2  # (w, U)
         label = np.where(other, unused[wrong], self.params.num_nodes).min(axis=1, initial=self.params.num_nodes)
