@@ -177,9 +177,9 @@ class Graph(Teacher):
         return s, t, layers, passable
 
     def _draw_graphs(self, k, n, horizon, rng):
-        """`_draw_graph` for n graphs with k branching layers, from the same random permutation of the labels per graph
-        (the order it pops labels in is kept: the rest of a permutation after its last k evens and odds
-        are removed is not uniformly ordered, so no shortcut). Returns s, t, layers (n, H, 4) in random
+        """`_draw_graph` for n graphs with k branching layers, from a random permutation of the labels
+        per graph, popped in the same order (what is left of a permutation once its last k evens and
+        odds are taken is not uniformly ordered: no shortcut). Returns s, t, layers (n, H, 4) in random
         order within each layer, passable (n, H, 2) and the unused labels (n, m - 4H - 2)."""
         m = self.params.num_nodes
         perm = np.argsort(rng.random((n, m)), axis=1)  # (n, m): a uniform permutation per graph
