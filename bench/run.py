@@ -1,7 +1,7 @@
 """covpipe's benchmarks: every figure of the speed targets, with its ratio against the target.
 
     make bench                                  # all of them (about 10 minutes on 2 cores)
-    python bench/run.py pass_at_n graph_training  # some, by name
+    python bench/run.py pass_at_n graph_sampler   # some, by name
     python bench/run.py --quick                 # shorter runs, rougher numbers
     python bench/run.py end_to_end --fresh      # item 6 measured: each default study run anew (~20 min)
     python bench/run.py --markdown table.md     # also write the README table rows
@@ -26,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import evaluation  # noqa: E402
 import fanout  # noqa: E402
+import graph_sampler  # noqa: E402
 import orchestration  # noqa: E402
 import passn  # noqa: E402
 import training  # noqa: E402
@@ -41,6 +42,7 @@ BENCHMARKS = {
     "end_to_end": (6, orchestration.end_to_end),
     "eval_throughput": (7, evaluation.run),
     "graph_training": (8, training.graph_training),
+    "graph_sampler": (9, graph_sampler.run),  # issue 13, item 2
 }
 
 
