@@ -193,3 +193,16 @@ def test_batched_paths_follow_pi_d(spec, horizon):
     hit = (batch.response == candidate).all(1)
     z = (hit.sum() - prob.sum()) / np.sqrt((prob * (1 - prob)).sum())
     assert abs(z) <= 4, z
+
+
+def test_a_class_mix_whose_pi_d_would_not_be_exact_is_refused():
+    # xor at H = 4 has 2 branching layers like the Fig. 1 kinds, whose sampler relabels s by the
+    # parity bit; the posterior over kinds would ignore that, so the mix is refused by name.
+    from covpipe.config import ConfigError, validate_config
+
+    cfg = {"studies": {"g": {"teacher": {"name": "graph", "num_nodes": 30, "classes": {"xor": 0.5, "match": 0.5}},
+                             "horizons": [4, 6], "seeds": 1, "models": {"u": {"class": "valid_uniform"}}}}}
+    with pytest.raises(ConfigError, match=r"studies\.g\.teacher\.classes: 'xor' has 2 branching layers at horizon 4"):
+        validate_config(cfg)
+    cfg["studies"]["g"]["horizons"] = [6]  # 3 branching layers: the prompt tells the kinds apart
+    validate_config(cfg)

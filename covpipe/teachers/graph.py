@@ -27,7 +27,9 @@ prompt with bit 1 is G_1 or G_3 with posterior w_1 : w_3 / 2.
 The class is read off the prompt through its number of branching layers. When two configured
 kinds have the same number (xor and uniform16 at H = 8), the prompt does not determine the
 class and pi_D(y|x) is the exact posterior mixture of the kinds that fit, with prior
-w_c / C(H, k_c) (every branching set equally likely within a kind). Everything is exact.
+w_c / C(H, k_c) (every branching set equally likely within a kind). Everything is exact. A Fig. 1
+kind mixed with another kind of the same number of branching layers (xor at H = 4) is refused:
+the Fig. 1 sampler relabels s by the parity bit, which that posterior would not model.
 
 Prompt formats:
     layers  [s, a_1, b_1, ..., a_H, b_H, t, =]: each layer's passable nodes in two fixed slots
@@ -103,6 +105,11 @@ class Graph(Teacher):
         if 4 * horizon + 2 > self.params.num_nodes:
             raise ValueError(f"num_nodes: {self.params.num_nodes} labels cannot fill a graph of horizon {horizon} "
                              f"(needs 4H + 2 = {4 * horizon + 2})")
+        fig1 = [k for k in self.class_names if k in PARITY_BIT]
+        alike = [k for k in self.class_names if k not in PARITY_BIT and branching_layers(k, horizon) == 2]
+        if fig1 and alike:  # the Fig. 1 kinds relabel s by the parity bit; the posterior over kinds does not model that
+            raise ValueError(f"classes: '{alike[0]}' has 2 branching layers at horizon {horizon}, like '{fig1[0]}', and "
+                             "pi_D could not tell them apart exactly; use another horizon or leave one of them out")
         for kind in self.class_names:
             if branching_layers(kind, horizon) > horizon:
                 raise ValueError(f"classes: '{kind}' needs {branching_layers(kind, horizon)} branching layers, "
