@@ -43,18 +43,18 @@ def atomic_path(path):
             os.unlink(tmp)
 
 
-def check_writable_dir(path) -> None:
+def check_writable_dir(path, what: str = "results directory") -> None:
     """Raise OSError naming `path` unless it is (or can be made) a directory we can write into."""
     path = Path(path)
     if path.exists() and not path.is_dir():
-        raise OSError(f"{path}: results directory is a file, not a directory; move it away")
+        raise OSError(f"{path}: {what} is a file, not a directory; move it away")
     try:
         path.mkdir(parents=True, exist_ok=True)
         fd, probe = tempfile.mkstemp(dir=path, prefix=".write-probe.")
         os.close(fd)
         os.unlink(probe)
     except OSError as exc:
-        raise OSError(f"{path}: results directory is not writable ({exc.strerror})") from None
+        raise OSError(f"{path}: {what} is not writable ({exc.strerror})") from None
 
 
 def write_parquet(df: pl.DataFrame, path) -> None:
