@@ -17,7 +17,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from . import strict_yaml
+from . import limits, strict_yaml
 from .learners import LEARNERS, check_learner
 from .models import MODELS, Vocab
 from .teachers import TEACHERS, build_teacher
@@ -45,6 +45,8 @@ class Execution(_Strict):
         "here", description="where device: cuda is checked; in_jobs (profiles/slurm) lets a login node "
                             "without GPU submit, and each cluster job checks its own node")
     device: Literal["cpu", "cuda"] = "cpu"
+    memory_gb: float | None = Field(None, gt=0, description="the memory one job may use (GiB); studies whose "
+                                    "largest job is estimated to need more are refused. Default: this machine's")
 
     @field_validator("device")
     @classmethod
@@ -252,6 +254,7 @@ def validate_config(raw, source: str = "config", in_cluster_job: bool = False) -
     except ValidationError as exc:
         raise ConfigError(f"{source}: {_first_error(exc)}") from None
     out = cfg.model_dump()
+    limit, limit_key = limits.limit_bytes(out["execution"])
     for name, study in cfg.studies.items():
         _check_name(source, "studies", name)
         where = f"studies.{name}"
@@ -260,6 +263,7 @@ def validate_config(raw, source: str = "config", in_cluster_job: bool = False) -
         )
         for cls_name in out["studies"][name]["teacher"].get("classes") or ():
             _check_name(source, f"{where}.teacher.classes", cls_name, "class names", RESERVED_CLASSES)
+        _check_teacher_size(source, f"{where}.teacher", out["studies"][name]["teacher"], limit)
         teacher = build_teacher(out["studies"][name]["teacher"])
         for horizon in study.horizons:
             try:
@@ -271,6 +275,9 @@ def validate_config(raw, source: str = "config", in_cluster_job: bool = False) -
             if merged["name"] != out["studies"][name]["teacher"]["name"]:
                 raise ConfigError(f"{source}: {where}.finetune.teacher.name: fine-tuning keeps the study's teacher")
             ft = _validate_entry(source, f"{where}.finetune.teacher", merged, "name", TEACHERS, "teacher")
+            for cls_name in ft.get("classes") or ():
+                _check_name(source, f"{where}.finetune.teacher.classes", cls_name, "class names", RESERVED_CLASSES)
+            _check_teacher_size(source, f"{where}.finetune.teacher", ft, limit)
             out["studies"][name]["finetune"]["teacher"] = ft
             for horizon in study.horizons:
                 try:
@@ -308,8 +315,48 @@ def validate_config(raw, source: str = "config", in_cluster_job: bool = False) -
                 effective["learner"] = _validate_learner(source, key, effective, model_cls, teacher,
                                                          study.data.n_train)
             out["studies"][name]["models"][model_name] = model
+            if limit is not None:
+                _check_memory(source, where, out["studies"][name], model_name, model_cls, teacher, override,
+                              limit, limit_key)
     _drop_unset_learners(out)
     return out
+
+
+def _check_teacher_size(source, where, spec, limit) -> None:
+    """Refuse a teacher whose construction alone would not fit, before constructing it."""
+    cls = TEACHERS[spec["name"]]
+    need = cls.build_bytes(cls.Params.model_validate(spec))
+    if limit is not None and need > limit:
+        raise ConfigError(f"{source}: {where}: building this teacher needs about {limits.gib(need)}, more than the "
+                          f"limit of {limits.gib(limit)} (execution.memory_gb); lower its sizes")
+
+
+def _check_memory(source, where, study, model_name, model_cls, teacher, override, limit, limit_key) -> None:
+    """Refuse the study if a stage job of one of this model's cells would not fit in `limit` bytes."""
+    model = study["models"][model_name]
+    params = model_cls.Params.model_validate({k: v for k, v in model.items() if k != "train"})
+    fits = [("train", model.get("train") or study["train"], study["seeds"])]
+    if study.get("finetune"):
+        fits.append(("finetune.train", study["finetune"]["train"], study["finetune"]["seeds"] or study["seeds"]))
+    for horizon in study["horizons"]:
+        vocab = Vocab.of(teacher, horizon)
+        need = model_cls.build_bytes(params, vocab, teacher)
+        if need > limit:
+            raise ConfigError(f"{source}: {where}.models.{model_name}: building this model at horizon {horizon} needs "
+                              f"about {limits.gib(need)}; the limit is {limits.gib(limit)} ({limit_key})")
+        numel = limits.model_numel(model_cls, params, vocab, teacher)
+        for section, fit, seeds in fits:
+            try:
+                limits.check_cell(study, teacher, params, numel, horizon, vocab, fit, seeds, limit)
+            except ValueError as exc:
+                key, _, rest = str(exc).partition(": ")
+                if key == "models":
+                    key = f"models.{model_name}"
+                elif key.startswith("train."):
+                    key = (f"models.{model_name}.{key}" if key.split(".")[1] in override and section == "train"
+                           else f"{section}.{key.split('.', 1)[1]}")
+                raise ConfigError(f"{source}: {where}.{key}: {rest}; the limit is {limits.gib(limit)} "
+                                  f"({limit_key})") from None
 
 
 def _validate_entry(source, where, entry, key, registry, kind) -> dict:
