@@ -48,6 +48,16 @@ class Execution(_Strict):
     memory_gb: float | None = Field(None, gt=0, description="the memory one job may use (GiB); studies whose "
                                     "largest job is estimated to need more are refused. Default: this machine's")
 
+    @field_validator("ray_address")
+    @classmethod
+    def _ray_reachable(cls, v, info):
+        """A malformed or unreachable cluster address fails here, in seconds, not in the first job."""
+        from .distribute import check_address
+
+        if info.data.get("backend") != "serial":
+            check_address(v)
+        return v
+
     @field_validator("device")
     @classmethod
     def _device_exists(cls, v, info):
@@ -148,6 +158,10 @@ class Study(_Strict):
     def _selection_levels_are_evaluated(self):
         if self.selection is None:
             return self
+        teacher = (self.finetune.teacher.get("name") if self.finetune else None) or self.teacher.get("name")
+        if teacher in TEACHERS and not hasattr(TEACHERS[teacher], "correct_responses"):
+            raise ValueError(f"selection: teacher '{teacher}' has no notion of a correct response, so there is no "
+                             "Pass@N to select for; remove the selection section")
         missing = [n for n in self.selection.pass_at if n not in self.evaluate.pass_at]
         if missing:
             raise ValueError(f"selection.pass_at: N = {missing[0]:g} is not in evaluate.pass_at")
