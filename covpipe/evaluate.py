@@ -193,10 +193,12 @@ def run(eval_path, checkpoints_path, metrics_path, log_ratios_path, spec: dict, 
         backend: str = "auto", address: str = "local", device: str = "cpu") -> None:
     """The evaluate stage for one (study, model, horizon): every seed and checkpoint."""
     started = time.perf_counter()
-    data = io.read_parquet(eval_path)
-    ckpt = io.load_torch(checkpoints_path)
     teacher = build_teacher(spec["teacher"])
-    batch = io.frame_tokens(data)
+    batch, data = io.read_tokens(eval_path, Vocab.of(teacher, spec["horizon"]), extra=("teacher_logp",),
+                                 made_for={"study": spec["study"], "horizon": spec["horizon"]})
+    ckpt = io.load_torch(checkpoints_path)
+    fit = {k: v for k, v in spec.items() if k not in ("evaluate", "evaluate_version")}
+    io.check_made_for(checkpoints_path, ckpt.get("spec") or {}, fit, "checkpoint")
     teacher_steps = teacher.step_log_probs(batch.prompt, batch.response)  # (n, H, V)
     stored = data["teacher_logp"].to_numpy()
     recomputed = np.take_along_axis(teacher_steps, batch.response[..., None], axis=-1)[..., 0].sum(1)
