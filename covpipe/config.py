@@ -277,7 +277,7 @@ def validate_config(raw, source: str = "config", in_cluster_job: bool = False) -
         )
         for cls_name in out["studies"][name]["teacher"].get("classes") or ():
             _check_name(source, f"{where}.teacher.classes", cls_name, "class names", RESERVED_CLASSES)
-        _check_teacher_size(source, f"{where}.teacher", out["studies"][name]["teacher"], limit)
+        _check_teacher_size(source, f"{where}.teacher", out["studies"][name]["teacher"], limit, limit_key)
         teacher = build_teacher(out["studies"][name]["teacher"])
         for horizon in study.horizons:
             try:
@@ -291,7 +291,7 @@ def validate_config(raw, source: str = "config", in_cluster_job: bool = False) -
             ft = _validate_entry(source, f"{where}.finetune.teacher", merged, "name", TEACHERS, "teacher")
             for cls_name in ft.get("classes") or ():
                 _check_name(source, f"{where}.finetune.teacher.classes", cls_name, "class names", RESERVED_CLASSES)
-            _check_teacher_size(source, f"{where}.finetune.teacher", ft, limit)
+            _check_teacher_size(source, f"{where}.finetune.teacher", ft, limit, limit_key)
             out["studies"][name]["finetune"]["teacher"] = ft
             for horizon in study.horizons:
                 try:
@@ -336,13 +336,13 @@ def validate_config(raw, source: str = "config", in_cluster_job: bool = False) -
     return out
 
 
-def _check_teacher_size(source, where, spec, limit) -> None:
+def _check_teacher_size(source, where, spec, limit, limit_key) -> None:
     """Refuse a teacher whose construction alone would not fit, before constructing it."""
     cls = TEACHERS[spec["name"]]
     need = cls.build_bytes(cls.Params.model_validate(spec))
     if limit is not None and need > limit:
-        raise ConfigError(f"{source}: {where}: building this teacher needs about {limits.gib(need)}, more than the "
-                          f"limit of {limits.gib(limit)} (execution.memory_gb); lower its sizes")
+        raise ConfigError(f"{source}: {where}: building this teacher needs about {limits.gib(need)}; the limit is "
+                          f"{limits.gib(limit)} ({limit_key})")
 
 
 def _check_memory(source, where, study, model_name, model_cls, teacher, override, limit, limit_key) -> None:
@@ -411,7 +411,8 @@ def _validate_learner(source, where, train, model_cls, teacher, n_train) -> dict
 
 def _check_name(source, prefix, name, kind="names", reserved=frozenset()):
     if not isinstance(name, str) or not NAME.fullmatch(name) or len(name) > MAX_NAME:
-        raise ConfigError(f"{source}: {prefix}.{_short(name)}: {kind} must match {NAME.pattern} and have at most "
+        shown = _short(name) if isinstance(name, str) and name.isprintable() else _short(repr(name))
+        raise ConfigError(f"{source}: {prefix}.{shown}: {kind} must match {NAME.pattern} and have at most "
                           f"{MAX_NAME} characters (they become path parts and table labels)")
     if name in reserved:
         raise ConfigError(f"{source}: {prefix}.{name}: '{name}' is a label covpipe writes itself; choose another name")

@@ -54,21 +54,25 @@ def check_address(address: str, timeout: float = CONNECT_SECONDS) -> None:
         raise ValueError(f"{shown[:80]!r}: expected 'local', 'auto' or host:port of a Ray cluster (e.g. 10.0.0.1:6379)")
     deadline = time.monotonic() + timeout
     try:
-        with socket.create_connection((match["host"].strip("[]"), int(match["port"])), timeout=timeout) as conn:
-            # Ray's GCS (and its client server) speak gRPC: an HTTP/2 server answers the client
-            # preface with a SETTINGS frame. A port that merely accepts connections does not.
+        conn = socket.create_connection((match["host"].strip("[]"), int(match["port"])), timeout=timeout)
+    except OSError as exc:
+        reason = "timed out" if isinstance(exc, TimeoutError) else (exc.strerror or type(exc).__name__)
+        raise ValueError(f"{shown}: no Ray cluster answers there ({reason} within {timeout:g} s); "
+                         "start it, or use 'local'") from None
+    head = b""
+    with conn:
+        # Ray's GCS (and its client server) speak gRPC: an HTTP/2 server answers the client
+        # preface with a SETTINGS frame. A port that merely accepts connections does not.
+        try:
             conn.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0]))
-            head = b""
             while len(head) < 9:
                 conn.settimeout(max(deadline - time.monotonic(), 0.01))
                 chunk = conn.recv(9 - len(head))
                 if not chunk:
                     break
                 head += chunk
-    except OSError as exc:
-        reason = "timed out" if isinstance(exc, TimeoutError) else (exc.strerror or type(exc).__name__)
-        raise ValueError(f"{shown}: no Ray cluster answers there ({reason} within {timeout:g} s); "
-                         "start it, or use 'local'") from None
+        except OSError:
+            pass
     if len(head) < 9 or head[3] != 4:
         raise ValueError(f"{shown}: something listens there but it is not a Ray cluster (no gRPC answer within "
                          f"{timeout:g} s); check the port, or use 'local'")
