@@ -47,6 +47,30 @@ wildcard_constraints:
     figure=_alternatives(covpipe.plots.DRAW),
 
 
+def _check_every_cell_is_planned():
+    """Every configured (study, model, horizon) cell parses back to itself under the wildcard
+    constraints, so no name can make Snakemake plan nothing for a cell (or the wrong one).
+    """
+    pattern = re.compile(
+        rf"results/(?P<study>{_alternatives(STUDIES)})/train/model~(?P<model>"
+        rf"{_alternatives(m for s in STUDIES.values() for m in s['models'])})/horizon~(?P<horizon>"
+        rf"{_alternatives(h for s in STUDIES.values() for h in s['horizons'])})/checkpoints\.pt"
+    )
+    for study, s in STUDIES.items():
+        for model in s["models"]:
+            for horizon in s["horizons"]:
+                path = f"results/{study}/train/model~{model}/horizon~{horizon}/checkpoints.pt"
+                got = pattern.fullmatch(path)
+                if not got or got.groups() != (study, model, str(horizon)):
+                    sys.exit(
+                        f"covpipe: invalid config: studies.{study}.models.{model}: the cell at horizon "
+                        f"{horizon} would not be planned as itself; rename the model"
+                    )
+
+
+_check_every_cell_is_planned()
+
+
 def study_cells(study):
     """(model, horizon) pairs of one study."""
     s = STUDIES[study]
