@@ -339,3 +339,86 @@ def test_an_override_is_blamed_not_the_file(tmp_path):
     with pytest.raises(ConfigError, match=r"^.*d.yaml: line \d+: seeds: duplicate key"):
         load_config(write(tmp_path, MINI.replace("seeds: 2", "seeds: 2\n    seeds: 3"), "d.yaml"), overrides={"x": 1})
     assert load_config(path, overrides={"execution": {"backend": "serial"}})["execution"]["backend"] == "serial"
+
+
+# ---- property: any mutant of the default config is accepted whole, or refused in one line -----
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from covpipe.config import NAME  # noqa: E402
+
+DEFAULT = Path(__file__).parents[1] / "config" / "config.yaml"
+
+
+def _paths(node, prefix=()):
+    """Every (path, value) below node: mapping entries and list items."""
+    items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+    for key, value in items:
+        yield prefix + (key,), value
+        yield from _paths(value, prefix + (key,))
+
+
+def _parent(root, path):
+    for key in path[:-1]:
+        root = root[key]
+    return root
+
+
+@st.composite
+def mutants(draw):
+    """(text of a mutated default config, what was done)."""
+    import copy
+
+    raw = strict_yaml.load(DEFAULT)
+    cfg = copy.deepcopy(raw)
+    paths = sorted(_paths(cfg), key=lambda p: [str(k) for k in p[0]])
+    path, value = draw(st.sampled_from(paths))
+    parent, key = _parent(cfg, path), path[-1]
+    op = draw(st.sampled_from(["delete", "duplicate", "retype", "scale", "rename"]))
+    if op == "delete":
+        del parent[key]
+    elif op == "retype":
+        parent[key] = draw(st.sampled_from(["x", True, None, [], {}, 1.5, -1, 0, "8", [1, 2]]))
+    elif op == "scale":
+        k = draw(st.integers(-3, 12))
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            parent[key] = value
+        else:
+            parent[key] = value * 10**k if isinstance(value, int) and k >= 0 else value * 10.0**k
+    elif op == "rename" and isinstance(parent, dict):
+        parent[draw(st.sampled_from([f"{key}x", str(key).upper(), f"{key}\n", "all", "a" * 70]))] = parent.pop(key)
+    text = yaml.safe_dump(cfg, sort_keys=False, default_flow_style=False, width=10_000)
+    if op == "duplicate":
+        lines = text.splitlines()
+        keyed = [i for i, line in enumerate(lines) if re.match(r"^ *[A-Za-z_][\w]*: \S", line)]
+        i = draw(st.sampled_from(keyed))
+        lines.insert(i + 1, lines[i])
+        text = "\n".join(lines) + "\n"
+    return text, f"{op} {'.'.join(map(str, path))}"
+
+
+import re  # noqa: E402
+
+
+@settings(max_examples=40, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+@given(mutants())
+def test_every_mutant_of_the_default_config_is_accepted_whole_or_refused_in_one_line(tmp_path_factory, mutant):
+    text, what = mutant
+    path = tmp_path_factory.mktemp("mutant") / "config.yaml"
+    path.write_text(text)
+    started = time.monotonic()
+    try:
+        cfg = load_config(path)
+    except ConfigError as exc:
+        message = exc.args[0]
+        assert "\n" not in message and len(message) < 400 and message.startswith(str(path)), (what, message)
+    else:
+        raw = strict_yaml.load(path)
+        assert set(cfg["studies"]) == set(raw["studies"]), what
+        for name, study in cfg["studies"].items():  # every configured cell is there, under a path-safe name
+            assert NAME.fullmatch(name) and set(study["models"]) == set(raw["studies"][name]["models"]), what
+            assert all(NAME.fullmatch(m) for m in study["models"]), what
+            assert study["horizons"] == raw["studies"][name]["horizons"], what
+    assert time.monotonic() - started < 10, what
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss < 1 << 20, what  # KiB: under 1 GiB
