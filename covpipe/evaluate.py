@@ -224,7 +224,7 @@ def run(eval_path, checkpoints_path, metrics_path, log_ratios_path, spec: dict, 
                          names=[f"{spec['model_name']} H={spec['horizon']} seed {s}" for s in seeds])
     const = dict(study=spec["study"], teacher=spec["teacher"]["name"], model=spec["model_name"], horizon=spec["horizon"])
     table = pl.DataFrame([{**const, **row} for rows, _ in results for row in rows], schema=METRICS_SCHEMA)
-    io.write_parquet(table, metrics_path)
+    io.write_parquet(table, metrics_path, spec, "evaluate")
     n = len(batch)
     ratio_parts = [
         pl.DataFrame({"seed": np.full(n, s), "step": np.full(n, step), "index": np.arange(n), "cls": batch.cls,
@@ -232,7 +232,7 @@ def run(eval_path, checkpoints_path, metrics_path, log_ratios_path, spec: dict, 
         for s, (_, kept) in zip(seeds, results) for (model, step), (lr, lp) in kept.items()
     ]
     io.write_parquet(pl.concat(ratio_parts).with_columns(**{k: pl.lit(v) for k, v in const.items() if k != "model"}),
-                     log_ratios_path)
+                     log_ratios_path, spec, "evaluate")
     io.write_provenance(metrics_path, spec, backend=chosen, threads=threads, wall_seconds=time.perf_counter() - started)
     final = table.filter((pl.col("class") == "all") & (pl.col("metric") == "kl") & (pl.col("step") == table["step"].max())
                          & (pl.col("model") == spec["model_name"]))

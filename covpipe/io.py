@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import platform
@@ -57,9 +58,34 @@ def check_writable_dir(path, what: str = "results directory") -> None:
         raise OSError(f"{path}: {what} is not writable ({exc.strerror})") from None
 
 
-def write_parquet(df: pl.DataFrame, path) -> None:
+def write_parquet(df: pl.DataFrame, path, spec: dict | None = None, stage: str | None = None) -> None:
+    """Write `df` atomically; with `spec`, the table carries what it was made from in its Parquet
+    metadata (stage, spec as JSON, its SHA-256), so a reader can check it belongs to its cell."""
+    metadata = None
+    if spec is not None:
+        text = spec_json(spec)
+        metadata = {"covpipe_version": __version__, "covpipe_stage": stage or "", "covpipe_spec": text,
+                    "covpipe_spec_sha256": hashlib.sha256(text.encode()).hexdigest()}
     with atomic_path(path) as tmp:
-        df.write_parquet(tmp, compression="zstd", statistics=True)
+        df.write_parquet(tmp, compression="zstd", statistics=True, metadata=metadata)
+
+
+def spec_json(spec: dict) -> str:
+    return json.dumps(spec, sort_keys=True, default=_jsonable)
+
+
+def made_from(path) -> dict | None:
+    """The spec a covpipe file was made from: its Parquet metadata, else its provenance file."""
+    try:
+        meta = pl.read_parquet_metadata(path)
+    except Exception:  # not Parquet, or unreadable: read_parquet says which
+        meta = {}
+    if meta.get("covpipe_spec"):
+        try:
+            return json.loads(meta["covpipe_spec"])
+        except ValueError:
+            raise ValueError(f"{path}: unreadable covpipe metadata; delete it and rerun its stage") from None
+    return read_provenance(path)
 
 
 def _existing_file(path) -> Path:
@@ -132,7 +158,7 @@ def read_tokens(path, vocab, *, extra=(), made_for: dict | None = None):
             raise ValueError(f"{path}: column {column} holds {_brief(dtype, 40)}, expected {need[column]} tokens per "
                              f"row at horizon {vocab.horizon}; this table was made for another horizon or teacher")
     if made_for is not None:
-        made = read_provenance(path)
+        made = made_from(path)
         if made is not None:
             for key in made_for:
                 if made.get(key) != made_for.get(key):

@@ -171,6 +171,7 @@ def run(data_path, checkpoints_path, log_path, spec: dict, *, threads: int = 1,
     table = pl.DataFrame([row for r in results for row in r["log"]]).with_columns(
         pl.lit(spec["study"]).alias("study"), pl.lit(spec["model_name"]).alias("model"),
         pl.lit(spec["horizon"]).alias("horizon"))
-    io.write_parquet(table.select("study", "model", "horizon", "seed", "step", "train_loss", "seconds"), log_path)
+    io.write_parquet(table.select("study", "model", "horizon", "seed", "step", "train_loss", "seconds"), log_path,
+                     spec, "train")
     io.write_provenance(log_path, spec, backend=chosen, threads=threads, wall_seconds=time.perf_counter() - started)
     resume.clear(states)

@@ -176,6 +176,20 @@ RAW_CASES = [
      r"execution\.ray_address: 'http://x': expected 'local', 'auto' or host:port"),
     ("unreachable ray address", MINI_YAML.replace("backend: serial", "backend: ray\n  ray_address: 127.0.0.1:1"),
      r"execution\.ray_address: 127\.0\.0\.1:1: no Ray cluster answers there"),
+    ("yes as a boolean", MINI_YAML.replace("n_eval: 64", "n_eval: 64\n      shared_across_seeds: yes"),
+     r"studies\.mini\.data\.shared_across_seeds: Input should be a valid boolean, got yes"),
+    ("quoted number", MINI_YAML.replace("seeds: 2", "seeds: '2'"), r"studies\.mini\.seeds: Input should be a valid integer"),
+    ("gru hidden 1e6", MINI_YAML.replace("hidden: 4", "hidden: 1000000"),
+     r"studies\.mini\.models\.gru: the train job at horizon 2 would need about .* GiB, mostly model parameters"),
+    ("memory limit below the study", MINI_YAML.replace("backend: serial", "backend: serial\n  memory_gb: 0.00001"),
+     r"studies\.mini\.data\.n_train: the data job at horizon 2 would need about .*; the limit is 1e-05 GiB "
+     r"\(execution\.memory_gb\)$"),
+    ("model name too long", MINI_YAML.replace("    gru:\n", "    " + "g" * 65 + ":\n", 1),
+     r"studies\.mini\.models\.g+\.\.\.: names must match .* at most 64 characters"),
+    ("inf in a model", MINI_YAML.replace("order: 1\n      gru:", "order: 1\n        smoothing: .inf\n      gru:", 1),
+     r"studies\.mini\.models\.tpp\.smoothing: Input should be a finite number, got inf"),
+    ("selection without a reward", MINI_YAML.replace("    seeds: 2\n", "    seeds: 2\n    selection: {}\n", 1),
+     r"studies\.mini: selection: teacher 'markov' has no notion of a correct response"),
 ]
 
 
@@ -321,3 +335,36 @@ def test_a_checkpoint_of_another_study_is_refused(finished, tmp_path):
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert re.search(r"covpipe: results/mini/data/horizon~4/eval.parquet: this table was made for another study "
                      r"\(mini, not other\)", proc.stderr), proc.stderr[-2000:]
+
+
+def test_every_table_a_stage_writes_carries_what_it_was_made_from(finished):
+    import polars as pl
+
+    directory, _ = finished
+    tables = {"data": f"{R}/data/horizon~4/train.parquet", "train": f"{R}/train/model~gru/horizon~4/train_log.parquet",
+              "evaluate": f"{R}/eval/model~gru/horizon~4/metrics.parquet"}
+    for stage, path in tables.items():
+        meta = pl.read_parquet_metadata(directory / path)
+        spec = io.made_from(directory / path)
+        assert meta["covpipe_stage"] == stage and spec["study"] == "mini" and spec["horizon"] == 4, path
+        assert len(meta["covpipe_spec_sha256"]) == 64
+
+
+def test_a_table_of_another_study_is_refused_without_its_provenance_file(finished, tmp_path):
+    """The table's own metadata says what it was made from, even when copied alone."""
+    directory, _ = finished
+    copy = tmp_path / "train.parquet"
+    copy.write_bytes((directory / R / "data" / "horizon~4" / "train.parquet").read_bytes())
+    other = mini_config()
+    other["studies"]["other"] = other["studies"].pop("mini")
+    (tmp_path / "other.yaml").write_text(yaml.safe_dump(other))
+    out = tmp_path / "out"
+    out.mkdir()
+    command = [sys.executable, "-m", "covpipe.cli", "train", "--config", str(tmp_path / "other.yaml"), "--study", "other",
+               "--model", "gru", "--horizon", "4", "--data", str(copy), "--checkpoints", str(out / "c.pt"),
+               "--log", str(out / "l.parquet")]
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert re.search(r"covpipe: .*train.parquet: this table was made for another study \(mini, not other\)",
+                     proc.stderr), proc.stderr[-2000:]
+    assert list(out.iterdir()) == []
