@@ -368,3 +368,28 @@ def test_a_table_of_another_study_is_refused_without_its_provenance_file(finishe
     assert re.search(r"covpipe: .*train.parquet: this table was made for another study \(mini, not other\)",
                      proc.stderr), proc.stderr[-2000:]
     assert list(out.iterdir()) == []
+
+
+@pytest.mark.parametrize("column,value,message", [
+    ("response", 7, r"column response holds token 7, outside the vocabulary 0\.\.2"),
+    ("prompt", -1, r"column prompt holds token -1, outside the vocabulary 0\.\.5"),
+])
+def test_a_table_with_out_of_vocabulary_tokens_is_refused(tmp_path, column, value, message):
+    import numpy as np
+    import polars as pl
+
+    from covpipe.sequences import Batch
+
+    mini_config_writer(tmp_path, mini_config())
+    n = 8  # markov, V = 3, two classes: prompts are a class marker (3 or 4) then a start state
+    batch = Batch(np.tile([[3, 0]], (n, 1)), np.zeros((n, 4), dtype=np.int64), np.zeros(n, dtype=np.int64))
+    getattr(batch, column)[0, -1] = value
+    table = tmp_path / "train.parquet"
+    io.write_parquet(io.tokens_frame(batch, seed=pl.Series(np.zeros(n), dtype=pl.Int32)), table)
+    command = [sys.executable, "-m", "covpipe.cli", "train", "--config", "config/config.yaml", "--study", "mini",
+               "--model", "gru", "--horizon", "4", "--data", str(table), "--checkpoints", "c.pt", "--log", "l.parquet"]
+    proc = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("covpipe:")]
+    assert proc.returncode == 2 and len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert re.search(r"train.parquet: " + message, lines[0]), lines[0]
+    assert not (tmp_path / "c.pt").exists() and not (tmp_path / "l.parquet").exists()
