@@ -8,6 +8,11 @@ from snakemake.utils import min_version
 min_version("9.0")
 
 
+# covpipe reads and validates the config itself, with the loader of `covpipe check`, before
+# Snakemake's own `configfile:` loader sees the default file (bounded, strict, no templating).
+include: "workflow/rules/config.smk"
+
+
 configfile: "config/config.yaml"
 
 

@@ -42,11 +42,55 @@ def execution_settings(config: dict) -> dict:
             "device": ex.get("device", "cpu")}
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors in one line, like every other refusal."""
+
+    def error(self, message):
+        self.exit(2, f"covpipe: {self.prog.removeprefix('covpipe').strip() or 'usage'}: {message} (see --help)\n")
+
+
+def _threads(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text[:40]!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {value}")
+    return value
+
+
+# (inputs, outputs) of each stage command, by argument name
+FILES = {"data": ((), ("train", "eval")),
+         "train": (("data",), ("checkpoints", "log")),
+         "evaluate": (("eval", "checkpoints"), ("metrics", "log_ratios"))}
+
+
+def check_paths(command: str, args) -> None:
+    """Refuse an output that is an input, a directory, or another output of the same command:
+    a stage never overwrites what it reads."""
+    from pathlib import Path
+
+    inputs, outputs = FILES[command]
+    seen = {}
+    for name in inputs:
+        seen[os.path.realpath(getattr(args, name))] = f"--{name.replace('_', '-')}"
+    for name in outputs:
+        path = getattr(args, name)
+        flag = f"--{name.replace('_', '-')}"
+        real = os.path.realpath(path)
+        if real in seen:
+            raise ValueError(f"{path}: {flag} is the same file as {seen[real]}; a stage never overwrites its inputs "
+                             "or its other outputs")
+        if Path(path).is_dir():
+            raise ValueError(f"{path}: {flag} is a directory; give a file name")
+        seen[real] = flag
+
+
 def main(argv=None) -> int:
     from .config import ConfigError, load_config
 
-    parser = argparse.ArgumentParser(prog="covpipe", description=__doc__.split("\n")[0])
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = _Parser(prog="covpipe", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     p = sub.add_parser("check", help="validate a config file")
     p.add_argument("config")
     for name in ("data", "train", "evaluate"):
@@ -57,7 +101,7 @@ def main(argv=None) -> int:
         if name != "data":
             p.add_argument("--model", required=True)
             p.add_argument("--checkpoints", required=True)
-            p.add_argument("--threads", type=int, default=1)
+            p.add_argument("--threads", type=_threads, default=1)
         if name == "data":
             p.add_argument("--train", required=True)
             p.add_argument("--eval", required=True)
@@ -77,12 +121,13 @@ def main(argv=None) -> int:
             return 0
         study = cfg["studies"].get(args.study)
         if study is None:
-            raise ConfigError(f"{args.config}: studies.{args.study}: no such study; known: {', '.join(cfg['studies'])}")
+            raise ConfigError(f"{args.config}: studies.{args.study[:64]}: no such study; known: {', '.join(cfg['studies'])}")
         if args.horizon not in study["horizons"]:
             raise ConfigError(f"{args.config}: studies.{args.study}.horizons: {args.horizon} is not configured")
         if args.command != "data" and args.model not in study["models"]:
-            raise ConfigError(f"{args.config}: studies.{args.study}.models.{args.model}: no such model; "
+            raise ConfigError(f"{args.config}: studies.{args.study}.models.{args.model[:64]}: no such model; "
                               f"known: {', '.join(study['models'])}")
+        check_paths(args.command, args)
         ex = execution_settings(cfg)
         if args.command == "data":
             from . import data
@@ -101,8 +146,11 @@ def main(argv=None) -> int:
                                                                                        args.horizon)
             spec = evaluate.evaluate_spec(fit, study["evaluate"])
             evaluate.run(args.eval, args.checkpoints, args.metrics, args.log_ratios, spec, threads=args.threads, **ex)
-    except (ConfigError, FileNotFoundError, ValueError) as exc:
+    except (ConfigError, ValueError) as exc:
         print(f"covpipe: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # a path we cannot write or read: name it, no traceback
+        print(f"covpipe: {exc.filename}: {exc.strerror}" if exc.filename else f"covpipe: {exc}", file=sys.stderr)
         return 2
     return 0
 

@@ -8,18 +8,24 @@ registries' own pydantic models, so a new teacher or model class appears here fo
 from __future__ import annotations
 
 import difflib
+import math
 import re
+import reprlib
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from . import limits, strict_yaml
 from .learners import LEARNERS, check_learner
 from .models import MODELS, Vocab
 from .teachers import TEACHERS, build_teacher
 
-NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*")  # always fullmatch: `$` would let "name\n" through
+MAX_NAME = 64
+# Labels covpipe itself writes into the `class` column of its tables (the mixture of all classes).
+RESERVED_CLASSES = frozenset({"all"})
 
 
 class ConfigError(ValueError):
@@ -39,6 +45,18 @@ class Execution(_Strict):
         "here", description="where device: cuda is checked; in_jobs (profiles/slurm) lets a login node "
                             "without GPU submit, and each cluster job checks its own node")
     device: Literal["cpu", "cuda"] = "cpu"
+    memory_gb: float | None = Field(None, gt=0, description="the memory one job may use (GiB); studies whose "
+                                    "largest job is estimated to need more are refused. Default: this machine's")
+
+    @field_validator("ray_address")
+    @classmethod
+    def _ray_reachable(cls, v, info):
+        """A malformed or unreachable cluster address fails here, in seconds, not in the first job."""
+        from .distribute import check_address
+
+        if info.data.get("backend") != "serial":
+            check_address(v)
+        return v
 
     @field_validator("device")
     @classmethod
@@ -185,6 +203,10 @@ class Study(_Strict):
     def _selection_levels_are_evaluated(self):
         if self.selection is None:
             return self
+        teacher = (self.finetune.teacher.get("name") if self.finetune else None) or self.teacher.get("name")
+        if teacher in TEACHERS and not hasattr(TEACHERS[teacher], "correct_responses"):
+            raise ValueError(f"selection: teacher '{teacher}' has no notion of a correct response, so there is no "
+                             "Pass@N to select for; remove the selection section")
         missing = [n for n in self.selection.pass_at if n not in self.evaluate.pass_at]
         if missing:
             raise ValueError(f"selection.pass_at: N = {missing[0]:g} is not in evaluate.pass_at")
@@ -223,16 +245,55 @@ class Config(_Strict):
 # ---- loading ------------------------------------------------------------------------------
 
 
-def load_config(path) -> dict:
-    """Read and validate a YAML config file; return it as plain builtins with defaults filled."""
+def load_config(path, overrides: dict | None = None, in_cluster_job: bool = False) -> dict:
+    """Read and validate a YAML config file (or a list of them, later ones merged over earlier
+    ones); return it as plain builtins with defaults filled.
+
+    overrides: the `--config KEY=VALUE` settings of a workflow run, merged last; a message that
+    only they cause names `--config`, not the file.
+    """
+    paths = [Path(p) for p in (path if isinstance(path, (list, tuple)) else [path])]
+    source = ", ".join(str(p) for p in paths) or "config"
+    raw: dict = {}
+    for p in paths:
+        one = read_config(p)
+        if len(paths) > 1 and not isinstance(one, dict):
+            raise ConfigError(f"{p}: expected a mapping at the top level, got {type(one).__name__}")
+        raw = _merge(raw, one) if len(paths) > 1 else one
+    if overrides:
+        try:
+            validate_config(raw, source=source, in_cluster_job=in_cluster_job)
+        except ConfigError:  # the files alone are wrong: blame them
+            raise
+        return validate_config(_merge(raw, dict(overrides)), source="--config", in_cluster_job=in_cluster_job)
+    return validate_config(raw, source=source, in_cluster_job=in_cluster_job)
+
+
+def read_config(path):
+    """The raw contents of one config file, read by strict_yaml (bounded, duplicate keys refused)."""
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"{path}: config file not found")
+    if not path.is_file():
+        raise ConfigError(f"{path}: not a file")
     try:
-        raw = yaml.safe_load(path.read_text())
+        return strict_yaml.load(path)
+    except strict_yaml.YAMLRefused as exc:
+        raise ConfigError(f"{path}: {exc}") from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {_one_line(exc)}") from None
-    return validate_config(raw, source=str(path))
+        raise ConfigError(f"{path}: not valid YAML: {_short(_one_line(exc), 200)}") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read ({exc.strerror})") from None
+
+
+def _merge(base, over):
+    """`over` merged into `base` recursively (Snakemake's --config semantics for nested mappings)."""
+    if not isinstance(base, dict) or not isinstance(over, dict):
+        return over
+    out = dict(base)
+    for key, value in over.items():
+        out[key] = _merge(base.get(key), value) if key in base else value
+    return out
 
 
 def validate_config(raw, source: str = "config", in_cluster_job: bool = False) -> dict:
@@ -242,20 +303,26 @@ def validate_config(raw, source: str = "config", in_cluster_job: bool = False) -
     """
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: expected a mapping at the top level, got {type(raw).__name__}")
+    _check_plain(source, raw)
     for key in raw:
         if key not in Config.model_fields:
-            raise ConfigError(f"{source}: {key}: unknown top-level key{_suggest(key, Config.model_fields)}")
+            raise ConfigError(f"{source}: {_short(key)}: unknown top-level key{_suggest(key, Config.model_fields)}")
     try:
-        cfg = Config.model_validate(raw, context={"in_cluster_job": in_cluster_job})
+        # strict: no bool as a number, no "8" as 8, no 2.0 as an integer
+        cfg = Config.model_validate(raw, strict=True, context={"in_cluster_job": in_cluster_job})
     except ValidationError as exc:
         raise ConfigError(f"{source}: {_first_error(exc)}") from None
     out = cfg.model_dump()
+    limit, limit_key = limits.limit_bytes(out["execution"])
     for name, study in cfg.studies.items():
+        _check_name(source, "studies", name)
         where = f"studies.{name}"
-        _check_name(source, where, name)
         out["studies"][name]["teacher"] = _validate_entry(
             source, f"{where}.teacher", study.teacher, "name", TEACHERS, "teacher"
         )
+        for cls_name in out["studies"][name]["teacher"].get("classes") or ():
+            _check_name(source, f"{where}.teacher.classes", cls_name, "class names", RESERVED_CLASSES)
+        _check_teacher_size(source, f"{where}.teacher", out["studies"][name]["teacher"], limit, limit_key)
         teacher = build_teacher(out["studies"][name]["teacher"])
         for horizon in study.horizons:
             try:
@@ -267,6 +334,9 @@ def validate_config(raw, source: str = "config", in_cluster_job: bool = False) -
             if merged["name"] != out["studies"][name]["teacher"]["name"]:
                 raise ConfigError(f"{source}: {where}.finetune.teacher.name: fine-tuning keeps the study's teacher")
             ft = _validate_entry(source, f"{where}.finetune.teacher", merged, "name", TEACHERS, "teacher")
+            for cls_name in ft.get("classes") or ():
+                _check_name(source, f"{where}.finetune.teacher.classes", cls_name, "class names", RESERVED_CLASSES)
+            _check_teacher_size(source, f"{where}.finetune.teacher", ft, limit, limit_key)
             out["studies"][name]["finetune"]["teacher"] = ft
             for horizon in study.horizons:
                 try:
@@ -276,7 +346,7 @@ def validate_config(raw, source: str = "config", in_cluster_job: bool = False) -
                 except ValueError as exc:
                     raise ConfigError(f"{source}: {where}.finetune.teacher: {exc}") from None
         for model_name, entry in study.models.items():
-            _check_name(source, f"{where}.models.{model_name}", model_name)
+            _check_name(source, f"{where}.models", model_name)
             entry = dict(entry)
             override = entry.pop("train", None) or {}
             learner_key = f"{where}.models.{model_name}.train.learner"
@@ -291,8 +361,11 @@ def validate_config(raw, source: str = "config", in_cluster_job: bool = False) -
                 except ValueError as exc:
                     raise ConfigError(f"{source}: {where}.models.{model_name}.{exc}") from None
             if override:
+                if not isinstance(override, dict):
+                    raise ConfigError(f"{source}: {where}.models.{model_name}.train: expected a mapping, "
+                                      f"got {type(override).__name__}")
                 try:
-                    merged = Train.model_validate({**study.train.model_dump(), **override})
+                    merged = Train.model_validate({**study.train.model_dump(), **override}, strict=True)
                 except ValidationError as exc:
                     raise ConfigError(f"{source}: {where}.models.{model_name}.train.{_first_error(exc)}") from None
                 model["train"] = merged.model_dump()
@@ -305,6 +378,9 @@ def validate_config(raw, source: str = "config", in_cluster_job: bool = False) -
                 effective["learner"] = _validate_learner(source, key, effective, model_cls, teacher,
                                                          study.data.n_train)
             out["studies"][name]["models"][model_name] = model
+            if limit is not None:
+                _check_memory(source, where, out["studies"][name], model_name, model_cls, teacher, override,
+                              limit, limit_key)
     _drop_unset_learners(out)
     return out
 
@@ -316,9 +392,47 @@ def _finetune_override(source, where, study, override) -> dict:
     if not isinstance(override, dict):
         raise ConfigError(f"{source}: {where}: expected a mapping, got {type(override).__name__}")
     try:
-        return Train.model_validate({**study.finetune.train.model_dump(), **override}).model_dump()
+        return Train.model_validate({**study.finetune.train.model_dump(), **override}, strict=True).model_dump()
     except ValidationError as exc:
         raise ConfigError(f"{source}: {where}.{_first_error(exc)}") from None
+
+
+def _check_teacher_size(source, where, spec, limit, limit_key) -> None:
+    """Refuse a teacher whose construction alone would not fit, before constructing it."""
+    cls = TEACHERS[spec["name"]]
+    need = cls.build_bytes(cls.Params.model_validate(spec))
+    if limit is not None and need > limit:
+        raise ConfigError(f"{source}: {where}: building this teacher needs about {limits.gib(need)}; the limit is "
+                          f"{limits.gib(limit)} ({limit_key})")
+
+
+def _check_memory(source, where, study, model_name, model_cls, teacher, override, limit, limit_key) -> None:
+    """Refuse the study if a stage job of one of this model's cells would not fit in `limit` bytes."""
+    model = study["models"][model_name]
+    params = model_cls.Params.model_validate({k: v for k, v in model.items() if k not in ("train", "finetune")})
+    fits = [("train", model.get("train") or study["train"], study["seeds"])]
+    if study.get("finetune"):
+        fits.append(("finetune.train", model.get("finetune") or study["finetune"]["train"],
+                     study["finetune"]["seeds"] or study["seeds"]))
+    for horizon in study["horizons"]:
+        vocab = Vocab.of(teacher, horizon)
+        need = model_cls.build_bytes(params, vocab, teacher)
+        if need > limit:
+            raise ConfigError(f"{source}: {where}.models.{model_name}: building this model at horizon {horizon} needs "
+                              f"about {limits.gib(need)}; the limit is {limits.gib(limit)} ({limit_key})")
+        numel = limits.model_numel(model_cls, params, vocab, teacher)
+        for section, fit, seeds in fits:
+            try:
+                limits.check_cell(study, teacher, params, numel, horizon, vocab, fit, seeds, limit)
+            except ValueError as exc:
+                key, _, rest = str(exc).partition(": ")
+                if key == "models":
+                    key = f"models.{model_name}"
+                elif key.startswith("train."):
+                    key = (f"models.{model_name}.{key}" if key.split(".")[1] in override and section == "train"
+                           else f"{section}.{key.split('.', 1)[1]}")
+                raise ConfigError(f"{source}: {where}.{key}: {rest}; the limit is {limits.gib(limit)} "
+                                  f"({limit_key})") from None
 
 
 def _validate_entry(source, where, entry, key, registry, kind) -> dict:
@@ -327,11 +441,11 @@ def _validate_entry(source, where, entry, key, registry, kind) -> dict:
     if key not in entry:
         raise ConfigError(f"{source}: {where}.{key}: missing; known: {', '.join(sorted(registry))}")
     name = entry[key]
-    if name not in registry:
+    if not isinstance(name, str) or name not in registry:
         raise ConfigError(f"{source}: {where}.{key}: unknown {kind} '{_short(name)}'; known: {', '.join(sorted(registry))}")
     params_cls = registry[name].Params
     try:
-        params = params_cls.model_validate(entry)
+        params = params_cls.model_validate(entry, strict=True)
     except ValidationError as exc:
         raise ConfigError(f"{source}: {where}.{_first_error(exc)}") from None
     return params.model_dump(by_alias=True)
@@ -360,16 +474,41 @@ def _validate_learner(source, where, train, model_cls, teacher, n_train) -> dict
     return learner
 
 
-def _check_name(source, where, name):
-    if not NAME.match(name):
-        raise ConfigError(f"{source}: {where}: names must match {NAME.pattern} (they become path parts)")
+def _check_name(source, prefix, name, kind="names", reserved=frozenset()):
+    if not isinstance(name, str) or not NAME.fullmatch(name) or len(name) > MAX_NAME:
+        shown = _short(name) if isinstance(name, str) and name.isprintable() else _short(repr(name))
+        raise ConfigError(f"{source}: {prefix}.{shown}: {kind} must match {NAME.pattern} and have at most "
+                          f"{MAX_NAME} characters (they become path parts and table labels)")
+    if name in reserved:
+        raise ConfigError(f"{source}: {prefix}.{name}: '{name}' is a label covpipe writes itself; choose another name")
+
+
+def _check_plain(source, raw) -> None:
+    """Refuse what no setting takes, anywhere in the tree: NaN or infinite numbers (in every
+    teacher, model and learner section, not only the top-level schema) and non-string keys.
+    The tree is small: strict_yaml bounds its expanded size before we get here."""
+    stack = [("", raw, 0)]
+    while stack:
+        where, value, depth = stack.pop()
+        if depth > strict_yaml.MAX_DEPTH:
+            raise ConfigError(f"{source}: {where}: nested deeper than {strict_yaml.MAX_DEPTH} levels")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{source}: {where}: Input should be a finite number, got {value}")
+        if isinstance(value, dict):
+            for key, child in value.items():
+                if not isinstance(key, str):
+                    raise ConfigError(f"{source}: {where + '.' if where else ''}{_short(key)}: keys must be "
+                                      f"strings, got {type(key).__name__}")
+                stack.append((f"{where}.{key}" if where else key, child, depth + 1))
+        elif isinstance(value, list):
+            stack.extend((f"{where}[{i}]", child, depth + 1) for i, child in enumerate(value))
 
 
 def _first_error(exc: ValidationError) -> str:
     err = exc.errors()[0]
     loc = ""
     for part in err["loc"]:
-        loc += f"[{part}]" if isinstance(part, int) else (f".{part}" if loc else str(part))
+        loc += f"[{part}]" if isinstance(part, int) else (f".{_short(part)}" if loc else _short(part))
     msg = err["msg"].removeprefix("Value error, ")
     if err["type"] == "extra_forbidden":
         msg = "unknown key"
@@ -388,8 +527,14 @@ def _suggest(key, choices) -> str:
     return f"; did you mean '{close[0]}'?" if close else f"; known: {', '.join(choices)}"
 
 
+_REPR = reprlib.Repr()  # Python 3.11: attributes, not constructor arguments
+_REPR.maxlevel, _REPR.maxdict, _REPR.maxlist, _REPR.maxstring, _REPR.maxother, _REPR.maxlong = 2, 4, 6, 60, 60, 40
+
+
 def _short(value, limit: int = 60) -> str:
-    text = repr(value) if not isinstance(value, str) else value
+    """A bounded rendering of any value: never a repr of a whole (possibly huge) input."""
+    text = value[: limit + 1] if isinstance(value, str) else _REPR.repr(value)
+    text = " ".join(text.split())
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 

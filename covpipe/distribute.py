@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import time
 import traceback
 from typing import Any, Callable, Sequence
@@ -24,6 +25,66 @@ MAX_RETRIES = 2  # reruns of a trial whose Ray worker died
 
 class TrialsFailed(RuntimeError):
     """Some trials raised; the message lists each one with its error."""
+
+
+ADDRESS = re.compile(r"(?:ray://)?(?P<host>[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?|\[[0-9A-Fa-f:.]+\])"
+                     r":(?P<port>[0-9]{1,5})")
+CONNECT_SECONDS = 3.0
+
+
+def check_address(address: str, timeout: float = CONNECT_SECONDS) -> None:
+    """Raise ValueError (one line) unless `address` is 'local', or names a Ray cluster that
+    accepts a connection within `timeout` seconds: 'host:port', 'ray://host:port', or 'auto'
+    (RAY_ADDRESS, else the cluster `ray start` left on this machine). Never imports ray."""
+    import socket
+
+    if address == "local":
+        return
+    shown = address
+    if address == "auto":
+        address = os.environ.get("RAY_ADDRESS") or _current_cluster()
+        if not address:
+            raise ValueError("'auto' but RAY_ADDRESS is unset and no Ray cluster runs on this machine "
+                             "(start one with `ray start --head`, or use 'local')")
+        shown = f"'auto' (= {address[:80]})"
+        if address == "local":
+            return
+    match = ADDRESS.fullmatch(address)
+    if not match or not 0 < int(match["port"]) < 65536:
+        raise ValueError(f"{shown[:80]!r}: expected 'local', 'auto' or host:port of a Ray cluster (e.g. 10.0.0.1:6379)")
+    deadline = time.monotonic() + timeout
+    try:
+        conn = socket.create_connection((match["host"].strip("[]"), int(match["port"])), timeout=timeout)
+    except OSError as exc:
+        reason = "timed out" if isinstance(exc, TimeoutError) else (exc.strerror or type(exc).__name__)
+        raise ValueError(f"{shown}: no Ray cluster answers there ({reason} within {timeout:g} s); "
+                         "start it, or use 'local'") from None
+    head = b""
+    with conn:
+        # Ray's GCS (and its client server) speak gRPC: an HTTP/2 server answers the client
+        # preface with a SETTINGS frame. A port that merely accepts connections does not.
+        try:
+            conn.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0]))
+            while len(head) < 9:
+                conn.settimeout(max(deadline - time.monotonic(), 0.01))
+                chunk = conn.recv(9 - len(head))
+                if not chunk:
+                    break
+                head += chunk
+        except OSError:
+            pass
+    if len(head) < 9 or head[3] != 4:
+        raise ValueError(f"{shown}: something listens there but it is not a Ray cluster (no gRPC answer within "
+                         f"{timeout:g} s); check the port, or use 'local'")
+
+
+def _current_cluster() -> str | None:
+    """The address `ray start --head` records on this machine, if a cluster was started here."""
+    try:
+        with open(os.path.join(os.environ.get("RAY_TMPDIR", "/tmp"), "ray", "ray_current_cluster")) as f:
+            return f.read(200).strip() or None
+    except OSError:
+        return None
 
 
 def resolve_backend(backend: str, threads: int, n_trials: int, address: str = "local") -> str:

@@ -193,10 +193,12 @@ def run(eval_path, checkpoints_path, metrics_path, log_ratios_path, spec: dict, 
         backend: str = "auto", address: str = "local", device: str = "cpu") -> None:
     """The evaluate stage for one (study, model, horizon): every seed and checkpoint."""
     started = time.perf_counter()
-    data = io.read_parquet(eval_path)
-    ckpt = io.load_torch(checkpoints_path)
     teacher = build_teacher(spec["teacher"])
-    batch = io.frame_tokens(data)
+    batch, data = io.read_tokens(eval_path, Vocab.of(teacher, spec["horizon"]), extra=("teacher_logp",),
+                                 made_for={"study": spec["study"], "horizon": spec["horizon"]})
+    ckpt = io.load_torch(checkpoints_path)
+    fit = {k: v for k, v in spec.items() if k not in ("evaluate", "evaluate_version")}
+    io.check_made_for(checkpoints_path, ckpt.get("spec") or {}, fit, "checkpoint")
     teacher_steps = teacher.step_log_probs(batch.prompt, batch.response)  # (n, H, V)
     stored = data["teacher_logp"].to_numpy()
     recomputed = np.take_along_axis(teacher_steps, batch.response[..., None], axis=-1)[..., 0].sum(1)
@@ -222,7 +224,7 @@ def run(eval_path, checkpoints_path, metrics_path, log_ratios_path, spec: dict, 
                          names=[f"{spec['model_name']} H={spec['horizon']} seed {s}" for s in seeds])
     const = dict(study=spec["study"], teacher=spec["teacher"]["name"], model=spec["model_name"], horizon=spec["horizon"])
     table = pl.DataFrame([{**const, **row} for rows, _ in results for row in rows], schema=METRICS_SCHEMA)
-    io.write_parquet(table, metrics_path)
+    io.write_parquet(table, metrics_path, spec, "evaluate")
     n = len(batch)
     ratio_parts = [
         pl.DataFrame({"seed": np.full(n, s), "step": np.full(n, step), "index": np.arange(n), "cls": batch.cls,
@@ -230,7 +232,7 @@ def run(eval_path, checkpoints_path, metrics_path, log_ratios_path, spec: dict, 
         for s, (_, kept) in zip(seeds, results) for (model, step), (lr, lp) in kept.items()
     ]
     io.write_parquet(pl.concat(ratio_parts).with_columns(**{k: pl.lit(v) for k, v in const.items() if k != "model"}),
-                     log_ratios_path)
+                     log_ratios_path, spec, "evaluate")
     io.write_provenance(metrics_path, spec, backend=chosen, threads=threads, wall_seconds=time.perf_counter() - started)
     final = table.filter((pl.col("class") == "all") & (pl.col("metric") == "kl") & (pl.col("step") == table["step"].max())
                          & (pl.col("model") == spec["model_name"]))

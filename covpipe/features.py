@@ -20,6 +20,11 @@ from .sequences import context_windows
 
 
 class WindowFeatures:
+    @staticmethod
+    def table_bytes(input_vocab_size: int, window: int, dim: int) -> int:
+        """Bytes of the table E (float64), a few copies while it is drawn."""
+        return 3 * 8 * window * (input_vocab_size + 1) * dim
+
     def __init__(self, vocab_size: int, input_vocab_size: int, window: int, dim: int, scale: float, seed: int):
         self.vocab_size, self.window, self.dim, self.scale = vocab_size, window, dim, float(scale)
         rng = np.random.default_rng([seed, 0x66656174])

@@ -158,8 +158,14 @@ def _state(model) -> dict:
 def run(data_path, checkpoints_path, log_path, spec: dict, *, threads: int = 1,
         backend: str = "auto", address: str = "local", device: str = "cpu") -> None:
     """The train stage: every seed of one (study, model, horizon), then write both outputs."""
-    data = io.read_parquet(data_path)
+    vocab = Vocab.of(build_teacher(spec["teacher"]), spec["horizon"])
+    _, data = io.read_tokens(data_path, vocab, extra=("seed",),
+                             made_for={k: spec[k] for k in ("study", "teacher", "horizon")})
     seeds = list(range(spec["seeds"]))
+    present = set(data["seed"].unique().to_list())
+    if -1 not in present and not set(seeds) <= present:
+        raise ValueError(f"{data_path}: no training rows for seed {min(set(seeds) - present)} of {spec['seeds']}; "
+                         "rerun the data stage")
     # seed -1 marks one dataset shared by every seed (data.shared_across_seeds)
     # resumable per-trial states (absolute: Ray workers run elsewhere), removed once outputs exist
     states = resume.state_dir(os.path.abspath(checkpoints_path))
@@ -189,6 +195,7 @@ def run(data_path, checkpoints_path, log_path, spec: dict, *, threads: int = 1,
     table = pl.DataFrame([row for r in results for row in r["log"]]).with_columns(
         pl.lit(spec["study"]).alias("study"), pl.lit(spec["model_name"]).alias("model"),
         pl.lit(spec["horizon"]).alias("horizon"))
-    io.write_parquet(table.select("study", "model", "horizon", "seed", "step", "train_loss", "seconds"), log_path)
+    io.write_parquet(table.select("study", "model", "horizon", "seed", "step", "train_loss", "seconds"), log_path,
+                     spec, "train")
     io.write_provenance(log_path, spec, backend=chosen, threads=threads, wall_seconds=time.perf_counter() - started)
     resume.clear(states)

@@ -30,6 +30,12 @@ class ARLinearModelParams(BaseModel):
 class ARLinearModel(Model):
     Params = ARLinearModelParams
 
+    @classmethod
+    def build_bytes(cls, params, vocab, teacher=None):
+        if getattr(teacher, "features", None) is not None:
+            return 0
+        return WindowFeatures.table_bytes(vocab.input_vocab_size, params.window, params.dim)
+
     def __init__(self, vocab: Vocab, params: ARLinearModelParams, teacher=None):
         super().__init__(vocab)
         features = getattr(teacher, "features", None)

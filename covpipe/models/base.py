@@ -44,6 +44,11 @@ class Model(nn.Module):
         self.vocab = vocab
 
     @classmethod
+    def build_bytes(cls, params, vocab: Vocab, teacher=None) -> int:
+        """Memory that building this model allocates outside torch (numpy tables), from its params."""
+        return 0
+
+    @classmethod
     def check_fits(cls, params, vocab: Vocab, teacher=None) -> None:
         """Raise ValueError (naming the parameter) if this class cannot be fitted to `vocab`."""
 

@@ -34,6 +34,10 @@ class ARLinearParams(BaseModel):
 class ARLinear(Teacher):
     Params = ARLinearParams
 
+    @classmethod
+    def build_bytes(cls, params) -> int:
+        return WindowFeatures.table_bytes(params.vocab_size, params.window, params.dim)
+
     def __init__(self, params: ARLinearParams):
         self.params = params
         self.vocab_size = self.input_vocab_size = params.vocab_size

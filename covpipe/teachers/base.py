@@ -43,6 +43,11 @@ class Teacher:
     def bos(self) -> int:
         return self.input_vocab_size
 
+    @classmethod
+    def build_bytes(cls, params) -> int:
+        """Memory that building this teacher allocates, from its params alone (checked before building)."""
+        return 0
+
     def check_horizon(self, horizon: int) -> None:
         """Raise ValueError (naming the parameter) if this teacher cannot make sequences of `horizon`."""
 

@@ -3,6 +3,7 @@
 import re
 import sys
 
+import covpipe.cli
 import covpipe.data
 import covpipe.evaluate
 import covpipe.finetune
@@ -10,17 +11,22 @@ import covpipe.io
 import covpipe.plots
 import covpipe.selection
 import covpipe.train
-from covpipe.config import ConfigError, validate_config
+from covpipe.config import ConfigError, load_config
 
-_source = ", ".join(str(p) for p in workflow.configfiles) or "config"
-try:
-    CFG = validate_config(config, source=_source, in_cluster_job=workflow.remote_exec)
-except ConfigError as exc:
-    sys.exit(f"covpipe: invalid config: {exc}")
+# CFG is read by covpipe's own loader (the one `covpipe check` uses), never from Snakemake's
+# `config`: the Snakefile calls workflow_config() before its `configfile:` directive.
 try:
     covpipe.io.check_writable_dir("results")
+    covpipe.io.check_writable_dir("logs", "logs directory")
 except OSError as exc:
     sys.exit(f"covpipe: {exc}")
+
+if covpipe.cli.execution_settings(config) != covpipe.cli.execution_settings(CFG):
+    # jobs read execution settings from Snakemake's `config`: it must say what covpipe read
+    sys.exit(
+        "covpipe: invalid config: execution: Snakemake's loader read other settings than covpipe's "
+        "(YAML templating?); covpipe reads config files literally"
+    )
 
 STUDIES = CFG["studies"]
 EXECUTION = CFG["execution"]
@@ -39,6 +45,30 @@ wildcard_constraints:
     model=_alternatives(m for s in STUDIES.values() for m in s["models"]),
     horizon=_alternatives(h for s in STUDIES.values() for h in s["horizons"]),
     figure=_alternatives(covpipe.plots.DRAW),
+
+
+def _check_every_cell_is_planned():
+    """Every configured (study, model, horizon) cell parses back to itself under the wildcard
+    constraints, so no name can make Snakemake plan nothing for a cell (or the wrong one).
+    """
+    pattern = re.compile(
+        rf"results/(?P<study>{_alternatives(STUDIES)})/train/model~(?P<model>"
+        rf"{_alternatives(m for s in STUDIES.values() for m in s['models'])})/horizon~(?P<horizon>"
+        rf"{_alternatives(h for s in STUDIES.values() for h in s['horizons'])})/checkpoints\.pt"
+    )
+    for study, s in STUDIES.items():
+        for model in s["models"]:
+            for horizon in s["horizons"]:
+                path = f"results/{study}/train/model~{model}/horizon~{horizon}/checkpoints.pt"
+                got = pattern.fullmatch(path)
+                if not got or got.groups() != (study, model, str(horizon)):
+                    sys.exit(
+                        f"covpipe: invalid config: studies.{study}.models.{model}: the cell at horizon "
+                        f"{horizon} would not be planned as itself; rename the model"
+                    )
+
+
+_check_every_cell_is_planned()
 
 
 def study_cells(study):
