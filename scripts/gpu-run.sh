@@ -9,7 +9,8 @@
 #     --out DIR           where the {study}/ folders go (default reference/ in this checkout)
 #     --workdir DIR       where results/, logs/, benchmarks/ go (default this checkout)
 #     --cores N           snakemake --cores (default: all)
-#     --time-limit S      stop Snakemake after S seconds and publish what finished (default none)
+#     --time-limit S      the whole script's budget: Snakemake is stopped 30 s before it ends and
+#                         what finished is published (default none)
 #
 # The same script runs a miniature on a CPU (tests/test_gpu_run.py does):
 #   scripts/gpu-run.sh --config config/gpu-mini.yaml --device cpu --workdir /tmp/m --out /tmp/m/reference
@@ -26,6 +27,7 @@
 # Git commit: the checkout's HEAD; a copy without .git records $COVPIPE_COMMIT instead.
 set -uo pipefail
 
+SCRIPT_START=$(date +%s)
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 CONFIG=$REPO/config/gpu.yaml DEVICE="" DEST="" WORKDIR="" CORES=all LIMIT=0 EXTRA=()
 ARGS=("$@")
@@ -118,7 +120,10 @@ SMK=("$PY" -m snakemake --snakefile "$REPO/Snakefile" --directory "$WORKDIR" --w
 echo "gpu-run: ${SMK[*]}"
 START=$(date +%s.%N)
 if [ "$LIMIT" != 0 ]; then
-    timeout --signal=INT --kill-after=60 "$LIMIT" "${SMK[@]}"
+    LEFT=$((LIMIT - $(date +%s) + SCRIPT_START - 30))  # 30 s kept for stopping and publishing
+    [ "$LEFT" -ge 30 ] || die "--time-limit $LIMIT: only $LEFT s left for Snakemake after the setup"
+    echo "gpu-run: Snakemake gets $LEFT s of --time-limit $LIMIT"
+    timeout --signal=INT --kill-after=15 "$LEFT" "${SMK[@]}"
 else
     "${SMK[@]}"
 fi

@@ -2,6 +2,7 @@
 validates, its miniature differs from it in sizes only, and the same script run on a CPU at the
 miniature's scale publishes reference/{study}/ with the tables, figures and provenance."""
 
+import copy
 import json
 import os
 import subprocess
@@ -113,3 +114,28 @@ def test_gpu_run_script_names_a_bad_device_before_running(tmp_path):
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and "--device: 'tpu'; known: cuda, cpu" in proc.stderr
     assert not (tmp_path / "results").exists()
+
+
+def test_publish_marks_a_study_with_missing_outputs_incomplete(tmp_path):
+    """A time-limited run: one study finished, one stopped before its selection, one never started."""
+    from covpipe.reference import publish
+
+    cfg = _load(MINI)
+    cfg["studies"]["not_started"] = copy.deepcopy(cfg["studies"]["graph_horizon_gpu"])
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump(cfg))
+    results = tmp_path / "results"
+    for study, tables in [("graph_horizon_gpu", ["metrics.parquet", "train_log.parquet"]),
+                          ("graph_finetune_gpu", ["metrics.parquet", "train_log.parquet"])]:
+        (results / study / "figures").mkdir(parents=True)
+        for t in tables:
+            (results / study / t).write_bytes(b"PAR1")
+        (results / study / "figures" / "a.png").write_bytes(b"\x89PNG")
+    (results / "graph_finetune_gpu" / "train" / "model~transformer").mkdir(parents=True)
+    (results / "graph_finetune_gpu" / "train" / "model~transformer" / "checkpoints.pt").write_bytes(b"x")
+    done = publish(tmp_path, tmp_path / "ref", config, command="test", wall_seconds=1.0, exit_code=124, device="cpu")
+    assert set(done) == {"graph_horizon_gpu", "graph_finetune_gpu"}
+    assert done["graph_finetune_gpu"]["missing"] == ["selection.parquet"]
+    assert done["graph_horizon_gpu"]["missing"] == [] and not done["graph_horizon_gpu"]["complete"]  # exit 124
+    assert sorted(p.name for p in (tmp_path / "ref" / "graph_finetune_gpu").rglob("*")) == [
+        "a.png", "figures", "metrics.parquet", "provenance.json", "train_log.parquet"]
