@@ -70,13 +70,14 @@ def git_commit(repo: Path) -> str:
 
 
 def stage_seconds(workdir: Path, study: str) -> dict:
-    """Summed wall seconds of the study's jobs per stage, from benchmarks/{study}/{stage}/*.tsv."""
+    """Summed wall seconds of the study's jobs per stage, from benchmarks/{study}/{stage}/**/*.tsv."""
     out = {}
-    for tsv in sorted((workdir / "benchmarks" / study).glob("*/*.tsv")):
+    root = workdir / "benchmarks" / study
+    for tsv in sorted(root.glob("*/**/*.tsv")):
         with tsv.open() as fh:
             rows = list(csv.DictReader(fh, delimiter="\t"))
         if rows and "s" in rows[0]:
-            stage = tsv.parent.name
+            stage = tsv.relative_to(root).parts[0]
             out[stage] = round(out.get(stage, 0.0) + sum(float(r["s"]) for r in rows), 1)
     return out
 

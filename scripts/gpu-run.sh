@@ -27,6 +27,9 @@
 # Git commit: the checkout's HEAD; a copy without .git records $COVPIPE_COMMIT instead.
 set -uo pipefail
 
+# The whole script is one function, read in full before it runs: editing this file during a run
+# cannot change the run (bash reads a plain script as it goes).
+main() {
 SCRIPT_START=$(date +%s)
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 CONFIG=$REPO/config/gpu.yaml DEVICE="" DEST="" WORKDIR="" CORES=all LIMIT=0 EXTRA=()
@@ -147,3 +150,6 @@ if [ -n "${OUT:-}" ]; then
 fi
 [ $RC = 0 ] && exit $PUB
 exit $RC
+}
+
+main "$@"
