@@ -6,11 +6,11 @@
 #   scripts/gpu-wheels.sh [PYTHON_VERSION]      # default 3.12, the GPU image's Python
 #
 # The list: pydantic, snakemake and what they need, at this checkout's .venv versions, less what
-# the image has (IMAGE below: the package list of the GPU machine's PyTorch image) and less PuLP
-# (gpu-run.sh runs Snakemake's greedy scheduler, which needs none); and polars $POLARS (default
-# 1.33.1: the last release in one 40 MB wheel; 2.x adds a 52 MB runtime wheel, and the whole
-# folder should stay near 50 MB to travel with a checkout). A package with no wheel on PyPI (pure
-# Python) is built into one here.
+# the image has (IMAGE below: the package list of the GPU machine's PyTorch image; typing-extensions
+# is kept, pydantic needs a recent one) and less PuLP (gpu-run.sh runs Snakemake's greedy
+# scheduler, which needs none); and polars $POLARS (default 1.33.1: the last release in one 40 MB
+# wheel; 2.x adds a 52 MB runtime wheel, and the folder should stay near 50 MB to travel with a
+# checkout). A package with no wheel on PyPI (pure Python) is built into one here.
 set -euo pipefail
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 PYVER=${1:-3.12}
@@ -23,7 +23,7 @@ IMAGE="absl-py accelerate aiohttp annotated-doc anyio attrs certifi charset-norm
 contourpy cycler filelock fonttools fsspec h11 httpx idna iniconfig jinja2 joblib kiwisolver markupsafe
 matplotlib msgpack mypy-extensions networkx numpy packaging pandas pathspec pillow pip pluggy protobuf
 psutil pyarrow pygments pyparsing python-dateutil pyyaml requests rich scipy seaborn setuptools six
-sortedcontainers sympy tabulate torch tqdm typing-extensions urllib3 wheel wrapt pulp"
+sortedcontainers sympy tabulate torch tqdm urllib3 wheel wrapt pulp"
 
 list=$("$PY" - "$IMAGE" <<'PYEOF'
 import importlib.metadata as md, re, sys
