@@ -45,9 +45,12 @@ def _trained(metrics):
     return counts.filter(pl.col("k") > 1)["model"].sort().to_list()
 
 
+COV_RATIO = 0.5  # the paper pairs Pass@N with Cov_{N/2} (Fig. 1), whatever level the tournaments run at
+
+
 def _scatter_ns(spec):
     sel = spec.get("selection") or {}
-    return [n for n in sel.get("pass_at", [4, 8, 12])][:3], (sel.get("level_ratio") or 0.5)
+    return [n for n in sel.get("pass_at", [4, 8, 12])][:3], COV_RATIO
 
 
 LINE_STYLES = ["", (4, 2), (1, 1.5), (6, 2, 1, 2)]  # seaborn dashes, one per model
@@ -105,9 +108,10 @@ def fig1_scatter(metrics, path, spec, selection=None):
             if selection is not None:
                 picks = headline(selection).filter((pl.col("model") == model) & (pl.col("n") == float(n)))
                 for rule, (marker, color, label) in PICK_STYLE.items():
-                    p = picks.filter(pl.col("rule") == rule)
+                    # placed at the picked checkpoint's Cov_{N/2}, the axis, whatever level the rule ran at
+                    p = picks.filter(pl.col("rule") == rule).select("seed", "step").join(pts, on=["seed", "step"])
                     if len(p):
-                        ax.scatter(p["coverage"], p["pass_at_n"], marker=marker, s=90, facecolors="none",
+                        ax.scatter(p["cov"], p["pass"], marker=marker, s=90, facecolors="none",
                                    edgecolors=color, linewidths=1.8, label=f"{label} pick")
             ax.set(xlabel=f"Cov_{n * ratio:g}, circles", ylabel=f"{model}: Pass@{n:g}")
             ax.legend(fontsize=7, loc="lower left")
@@ -119,8 +123,8 @@ def fig1_scatter(metrics, path, spec, selection=None):
 def rank_correlations(metrics, spec) -> pl.DataFrame:
     """Spearman rho across checkpoints of -KL and -Cov_{N/2} with Pass@N: one row per (model, seed, N)."""
     rows = []
-    ns = [n for n in spec["evaluate"]["pass_at"] if n >= 2 and n * (_scatter_ns(spec)[1]) in spec["evaluate"]["levels"]]
-    ratio = _scatter_ns(spec)[1]
+    ratio = COV_RATIO
+    ns = [n for n in spec["evaluate"]["pass_at"] if n >= 2 and n * ratio in spec["evaluate"]["levels"]]
     for model in _trained(metrics):
         m = metrics.filter(pl.col("model") == model)
         for n in ns:
@@ -157,7 +161,7 @@ def _write(path, lines):
 
 def rank_correlation_table(metrics, path, spec, selection=None):
     table = rank_correlations(metrics, spec)
-    ratio = _scatter_ns(spec)[1]
+    ratio = COV_RATIO
     lines = ["Spearman rank correlation with Pass@N across checkpoints (per seed; median [min, max] over seeds). "
              "NaN where Pass@N or the predictor is constant.", "",
              "| model | N | rho(-KL, Pass@N) | rho(-Cov_{N/2}, Pass@N) | seeds |", "|---|---|---|---|---|"]

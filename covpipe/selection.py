@@ -139,7 +139,7 @@ def candidate_log_likelihoods(model, states: dict, prompt, response) -> np.ndarr
 
 def on_policy_log_likelihoods(model, states: dict, prompt, length: int, generator: torch.Generator) -> np.ndarray:
     """own[j, k, i] = log pi_k(z_ji | x_i) with z_ji ~ pi_j(.|x_i): float64 (K, K, m)."""
-    prompt = as_tensor(prompt)
+    prompt = as_tensor(prompt).to(_device_of(model))
     steps = sorted(states)
     own = []
     for step in steps:
@@ -149,11 +149,21 @@ def on_policy_log_likelihoods(model, states: dict, prompt, length: int, generato
     return np.stack(own)
 
 
-def select_trial(spec: dict, seed: int, states: dict, batch, truth: pl.DataFrame) -> list[dict]:
-    """Every rule at every N for one seed's checkpoints; rows of the selection table."""
+def _device_of(model) -> torch.device:
+    return next(iter(model.state_dict().values()), torch.empty(0)).device
+
+
+def select_trial(spec: dict, seed: int, states: dict, batch, truth: pl.DataFrame, device: str = "cpu") -> list[dict]:
+    """Every rule at every N for one seed's checkpoints; rows of the selection table.
+
+    device: where a gradient-trained model scores and samples (an execution setting: the draws
+    come from a CPU generator, so the picks do not depend on it beyond float rounding).
+    """
     sel = spec["selection"]
     teacher = build_teacher(spec["teacher"])
     model = build_model(spec["model"], Vocab.of(teacher, spec["horizon"]), teacher=teacher)
+    if model.trainable and device != "cpu":
+        model = model.to(device)
     steps = sorted(states)
     logp = candidate_log_likelihoods(model, states, batch.prompt, batch.response)
     own = None
@@ -211,14 +221,14 @@ def selection_settings(sel: dict) -> list[dict]:
     return out
 
 
-def run(select_path, checkpoints_path, metrics_path, out_path, spec: dict) -> None:
+def run(select_path, checkpoints_path, metrics_path, out_path, spec: dict, *, device: str = "cpu") -> None:
     """The select stage for one (study, model, horizon): every seed's checkpoints are the candidates."""
     batch = io.frame_tokens(io.read_parquet(select_path))
     ckpt = io.load_torch(checkpoints_path)
     metrics = io.read_parquet(metrics_path).filter(pl.col("class") == "all")
     rows = []
     for seed in sorted(ckpt["trials"]):
-        rows += select_trial(spec, seed, ckpt["trials"][seed], batch, metrics)
+        rows += select_trial(spec, seed, ckpt["trials"][seed], batch, metrics, device=device)
     const = dict(study=spec["study"], model=spec["model_name"], horizon=spec["horizon"])
     table = pl.DataFrame([{**const, **r} for r in rows], schema_overrides=SCHEMA)
     io.write_parquet(table, out_path)

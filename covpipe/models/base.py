@@ -71,10 +71,11 @@ class Model(nn.Module):
     def sample(self, prompt: torch.Tensor, horizon: int, generator: torch.Generator) -> torch.Tensor:
         """Responses y ~ pi_hat(.|x), int64 (n, horizon). O(H) forward passes; fine at these sizes."""
         n = prompt.shape[0]
-        response = torch.zeros(n, horizon, dtype=torch.int64)
+        response = torch.zeros(n, horizon, dtype=torch.int64, device=prompt.device)
         for h in range(horizon):
-            probs = self.step_log_probs(prompt, response)[:, h].exp()
-            response[:, h] = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+            # Drawn on the CPU with the CPU generator: the same draws whatever device the model is on.
+            probs = self.step_log_probs(prompt, response)[:, h].exp().cpu()
+            response[:, h] = torch.multinomial(probs, 1, generator=generator).squeeze(-1).to(prompt.device)
         return response
 
 

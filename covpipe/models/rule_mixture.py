@@ -62,7 +62,8 @@ class RuleMixture(Model):
         lp = self.teacher.rule_step_log_probs(prompt.cpu().numpy(), r, self.rules)  # (K, n, L, V)
         tok = np.take_along_axis(lp, np.broadcast_to(r[None, ..., None], (*lp.shape[:3], 1)), -1)[..., 0]
         prefix = np.concatenate([np.zeros((*tok.shape[:2], 1)), np.cumsum(tok, -1)[..., :-1]], -1)
-        return torch.from_numpy(lp), torch.from_numpy(tok), torch.from_numpy(prefix)
+        dev = self.logits.device  # the tables are numpy; the logits may live on a GPU
+        return torch.from_numpy(lp).to(dev), torch.from_numpy(tok).to(dev), torch.from_numpy(prefix).to(dev)
 
     def _posterior(self, prefix):
         """log P(rule c | x, y_<h) under the model: (K, n, L); a prefix no rule allows keeps the prior."""

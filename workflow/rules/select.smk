@@ -25,6 +25,8 @@ rule select:
     conda:
         "../envs/covpipe.yml"
     threads: 1
+    resources:
+        gpu=GPUS_PER_JOB,
     params:
         spec=select_spec,
     script:

@@ -1,7 +1,7 @@
-"""Adapter: the select rule -> covpipe.selection.run."""
+"""Adapter: the select rule -> covpipe.selection.run (the device from config, not params)."""
 
 from covpipe import selection
-from covpipe.cli import setup_logging
+from covpipe.cli import execution_settings, setup_logging
 
 setup_logging(snakemake.log[0])
 selection.run(
@@ -10,4 +10,5 @@ selection.run(
     snakemake.input.metrics,
     snakemake.output[0],
     snakemake.params.spec,
+    device=execution_settings(snakemake.config)["device"],
 )
