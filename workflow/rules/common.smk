@@ -71,6 +71,14 @@ def _check_every_cell_is_planned():
 _check_every_cell_is_planned()
 
 
+def chain_priority(wildcards):
+    """Jobs that head a longer chain start first: a study that fine-tunes and selects has two more
+    stages after training, so its jobs are the critical path of a run (an execution matter: it
+    orders jobs and reruns nothing)."""
+    study = STUDIES[wildcards.study]
+    return int(bool(study["finetune"])) + int(bool(study["selection"]))
+
+
 def study_cells(study):
     """(model, horizon) pairs of one study."""
     s = STUDIES[study]

@@ -4,6 +4,7 @@ rule data:
         eval="results/{study}/data/horizon~{horizon}/eval.parquet",
     log:
         "logs/{study}/data/horizon~{horizon}.log",
+    priority: chain_priority
     conda:
         "../envs/covpipe.yml"
     params:

@@ -9,6 +9,7 @@ rule evaluate:
         "logs/{study}/evaluate/model~{model}/horizon~{horizon}.log",
     benchmark:
         "benchmarks/{study}/evaluate/model~{model}/horizon~{horizon}.tsv"
+    priority: chain_priority
     conda:
         "../envs/covpipe.yml"
     threads: 1

@@ -8,6 +8,7 @@ rule finetune:
         "logs/{study}/finetune/model~{model}/horizon~{horizon}.log",
     benchmark:
         "benchmarks/{study}/finetune/model~{model}/horizon~{horizon}.tsv"
+    priority: chain_priority
     conda:
         "../envs/covpipe.yml"
     threads: 1

@@ -22,6 +22,7 @@ rule select:
         "logs/{study}/select/model~{model}/horizon~{horizon}.log",
     benchmark:
         "benchmarks/{study}/select/model~{model}/horizon~{horizon}.tsv"
+    priority: chain_priority
     conda:
         "../envs/covpipe.yml"
     threads: 1

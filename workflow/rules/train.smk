@@ -8,6 +8,7 @@ rule train:
         "logs/{study}/train/model~{model}/horizon~{horizon}.log",
     benchmark:
         "benchmarks/{study}/train/model~{model}/horizon~{horizon}.tsv"
+    priority: chain_priority
     conda:
         "../envs/covpipe.yml"
     threads: 1
