@@ -2,7 +2,7 @@
 
     fig1_training.png        Cov_N for several N (left axis) and sequence KL (right axis, nats) over
                              fine-tuning steps, every trained model in one panel (line style per
-                             model: solid transformer, dashed rule_mixture, ...); medians over
+                             model, in the legend: solid rule_mixture, dashed transformer); medians over
                              runs, bands span the runs
     fig1_scatter.png         Pass@N against Cov_{N/2} (bottom axis) and KL (top axis) over every
                              checkpoint of every run, one row per model, one panel per N; the
@@ -94,6 +94,7 @@ def fig1_scatter(metrics, path, spec, selection=None):
     ns, ratio = _scatter_ns(spec)
     models = _trained(metrics)
     fig, axes = plt.subplots(len(models), len(ns), figsize=(5.2 * len(ns), 4.4 * len(models)), squeeze=False)
+    fig.subplots_adjust(hspace=0.65, wspace=0.4)  # room for each row's top (KL) axis label
     for row, model in zip(axes, models):
         rows = metrics.filter(pl.col("model") == model)
         for ax, n in zip(row, ns):
@@ -116,7 +117,7 @@ def fig1_scatter(metrics, path, spec, selection=None):
             ax.set(xlabel=f"Cov_{n * ratio:g}, circles", ylabel=f"{model}: Pass@{n:g}")
             ax.legend(fontsize=7, loc="lower left")
         fig.colorbar(sc, ax=row[-1], label="fine-tuning step")
-    fig.suptitle(f"{study}: Pass@N against Cov_(N/2) and KL over checkpoints (all runs)", y=1.07)
+    fig.suptitle(f"{study}: Pass@N against Cov_(N/2) and KL over checkpoints (all runs)", y=1.0)
     _save(fig, path)
 
 
