@@ -43,7 +43,7 @@ CONFIG_CASES = [
     ("unknown teacher", mini_config(teacher={"name": "markow"}),
      "studies.mini.teacher.name: unknown teacher 'markow'; known: ar_linear, graph, kl_lower_bound, markov, sgd_two_scales"),
     ("unknown model class", mini_config(models={"m": {"class": "gru2"}}),
-     "studies.mini.models.m.class: unknown model class 'gru2'; known: ar_linear, consistent_branch, gru, ngram, table_per_position, transformer, valid_uniform"),
+     "studies.mini.models.m.class: unknown model class 'gru2'; known: ar_linear, consistent_branch, gru, ngram, rule_mixture, table_per_position, transformer, valid_uniform"),
     ("unknown model key", mini_config(models={"m": {"class": "gru", "hiden": 4}}), "studies.mini.models.m.hiden: unknown key"),
     ("level below one", mini_config(evaluate={"levels": [0.5]}),
      "studies.mini.evaluate.levels: every level N must be >= 1, got 0.5"),

@@ -80,7 +80,7 @@ def test_changing_an_execution_setting_replans_nothing(finished):
 
 @pytest.mark.parametrize("change,message", [
     ({"horizons": [2, -4]}, "studies.mini.horizons[1]: horizon must be >= 1, got -4"),
-    ({"models": {"m": {"class": "gru2"}}}, "studies.mini.models.m.class: unknown model class 'gru2'; known: ar_linear, consistent_branch, gru, ngram, table_per_position, transformer, valid_uniform"),
+    ({"models": {"m": {"class": "gru2"}}}, "studies.mini.models.m.class: unknown model class 'gru2'; known: ar_linear, consistent_branch, gru, ngram, rule_mixture, table_per_position, transformer, valid_uniform"),
     ({"train": {"lr": "fast"}}, "studies.mini.train.lr: Input should be a valid number"),
 ])
 def test_bad_config_is_refused_before_any_job(tmp_path, change, message):
