@@ -261,11 +261,12 @@ def load_config(path, overrides: dict | None = None, in_cluster_job: bool = Fals
             raise ConfigError(f"{p}: expected a mapping at the top level, got {type(one).__name__}")
         raw = _merge(raw, one) if len(paths) > 1 else one
     if overrides:
-        try:
-            validate_config(raw, source=source, in_cluster_job=in_cluster_job)
-        except ConfigError:  # the files alone are wrong: blame them
-            raise
-        return validate_config(_merge(raw, dict(overrides)), source="--config", in_cluster_job=in_cluster_job)
+        merged = _merge(raw, dict(overrides))
+        try:  # the overrides may complete the files (profiles/slurm sets execution.device_check)
+            return validate_config(merged, source=source, in_cluster_job=in_cluster_job)
+        except ConfigError:
+            validate_config(raw, source=source, in_cluster_job=in_cluster_job)  # the files alone wrong: blame them
+            return validate_config(merged, source="--config", in_cluster_job=in_cluster_job)  # else the override
     return validate_config(raw, source=source, in_cluster_job=in_cluster_job)
 
 

@@ -209,6 +209,7 @@ def refused_by_snakemake(directory, *args):
     return lines[0]
 
 
+@pytest.mark.workflow
 @pytest.mark.parametrize("text,message", [c[1:] for c in RAW_CASES], ids=[c[0] for c in RAW_CASES])
 def test_hostile_config_file_is_refused_before_planning_and_nothing_changes(finished, text, message):
     directory, _ = finished
@@ -223,6 +224,7 @@ def test_hostile_config_file_is_refused_before_planning_and_nothing_changes(fini
     assert snapshot(directory) == before
 
 
+@pytest.mark.workflow
 def test_a_bad_override_is_blamed_on_the_override(finished):
     directory, _ = finished
     before = snapshot(directory)
@@ -233,6 +235,7 @@ def test_a_bad_override_is_blamed_on_the_override(finished):
     assert snapshot(directory) == before
 
 
+@pytest.mark.workflow
 def test_check_and_workflow_read_a_config_alike(finished, tmp_path):
     """The same file is refused by `covpipe check` and by the workflow with the same words."""
     directory, _ = finished
@@ -249,6 +252,7 @@ def test_check_and_workflow_read_a_config_alike(finished, tmp_path):
     assert check.returncode == 2 and check.stderr.strip().splitlines()[-1] == line.replace("invalid config: ", "")
 
 
+@pytest.mark.workflow
 def test_logs_path_that_is_a_file_is_refused(tmp_path):
     mini_config_writer(tmp_path, mini_config())
     (tmp_path / "logs").write_text("not a directory")
@@ -314,6 +318,7 @@ STAGE_CASES = [
 ]
 
 
+@pytest.mark.workflow
 @pytest.mark.parametrize("args,message", [c[1:] for c in STAGE_CASES], ids=[c[0] for c in STAGE_CASES])
 def test_stage_command_refuses_inputs_made_for_another_cell(finished, tmp_path, args, message):
     directory, _ = finished
@@ -330,6 +335,7 @@ def test_stage_command_refuses_inputs_made_for_another_cell(finished, tmp_path, 
     assert [p.name for p in tmp_path.iterdir()] == []  # nothing written, not even a temporary file
 
 
+@pytest.mark.workflow
 def test_a_checkpoint_of_another_study_is_refused(finished, tmp_path):
     directory, _ = finished
     other = mini_config()
@@ -345,6 +351,7 @@ def test_a_checkpoint_of_another_study_is_refused(finished, tmp_path):
                      r"\(mini, not other\)", proc.stderr), proc.stderr[-2000:]
 
 
+@pytest.mark.workflow
 def test_every_table_a_stage_writes_carries_what_it_was_made_from(finished):
     import polars as pl
 
@@ -358,6 +365,7 @@ def test_every_table_a_stage_writes_carries_what_it_was_made_from(finished):
         assert len(meta["covpipe_spec_sha256"]) == 64
 
 
+@pytest.mark.workflow
 def test_a_table_of_another_study_is_refused_without_its_provenance_file(finished, tmp_path):
     """The table's own metadata says what it was made from, even when copied alone."""
     directory, _ = finished

@@ -320,6 +320,7 @@ def test_a_malformed_or_unreachable_ray_address_is_refused(no_ray_cluster, addre
     validate_config(with_execution(backend="serial", ray_address="local"))
 
 
+@pytest.mark.workflow
 def test_an_unreachable_ray_cluster_is_refused_within_seconds(no_ray_cluster, silent_port):
     for address, message in ((f"127.0.0.1:{closed_port()}", "no Ray cluster answers there"),
                              (f"127.0.0.1:{silent_port}", "something listens there but it is not a Ray cluster")):
@@ -450,3 +451,21 @@ def _reset_peak_rss():
 
 def _peak_rss():
     return _status_kib("VmHWM") * 1024
+
+
+def test_an_override_may_complete_what_the_files_alone_lack(tmp_path):
+    # profiles/slurm passes `execution={device_check: in_jobs}` with --config: a cuda study then
+    # validates on a login node without GPU; the files alone would be refused there.
+    import torch
+
+    from covpipe.config import ConfigError, load_config
+
+    if torch.cuda.is_available():
+        pytest.skip("this host has a GPU: device: cuda is valid here with or without the override")
+    path = tmp_path / "c.yaml"
+    path.write_text("execution: {device: cuda}\nstudies:\n  s:\n    teacher: {name: markov, vocab_size: 4, order: 1}\n"
+                    "    horizons: [4]\n    seeds: 1\n    models: {m: {class: ngram}}\n")
+    with pytest.raises(ConfigError, match=r"c\.yaml: execution\.device: 'cuda' requested but torch sees no GPU"):
+        load_config(path)
+    cfg = load_config(path, overrides={"execution": {"device_check": "in_jobs"}})
+    assert cfg["execution"]["device"] == "cuda"
