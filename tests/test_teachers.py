@@ -271,3 +271,13 @@ def test_kl_lower_bound_instance_matches_prop_3_2():
     assert steps[1] == pytest.approx(0.5)  # x = 0: uniform
     p = np.exp(1) / (np.exp(1) + np.exp(-1))
     assert t.uninformed_kl(7) == pytest.approx(7 / 20 * (p * np.log(2 * p) + (1 - p) * np.log(2 * (1 - p))))
+
+
+@pytest.mark.parametrize("window", [1, 2, 3])
+def test_ar_linear_context_sampler_draws_what_the_prefix_rescoring_sampler_draws(window):
+    from covpipe.teachers.base import Teacher
+
+    t = build_teacher({"name": "ar_linear", "vocab_size": 5, "dim": 4, "window": window, "scale": 3.0})
+    fast = t.sample(3000, 6, np.random.default_rng(7))
+    plain = Teacher.sample(t, 3000, 6, np.random.default_rng(7))
+    assert (fast.prompt == plain.prompt).all() and (fast.response == plain.response).all()
