@@ -62,6 +62,11 @@ def test_token_walk_matches_the_per_position_walk_row_by_row():
     idx = np.array([1, 4, 4, 0, 9, 2])  # row m walks sequence idx[m] of seed m // 2
     eta = np.array([0.1, 0.3, 0.2, 0.05, 0.4, 0.1])
     end, steps = ctx.token_walk(theta, idx, eta, radius=1.0)
+    plain_end, plain_steps = ctx.token_walk(theta, idx, eta, radius=1.0, compiled=False)
+    assert end == pytest.approx(plain_end, abs=1e-12) and steps == pytest.approx(plain_steps, abs=1e-12)
+    free, _ = ctx.token_walk(theta * 4, idx, eta * 20, radius=None, record=False)
+    assert free == pytest.approx(ctx.token_walk(theta * 4, idx, eta * 20, radius=None, compiled=False)[0], abs=1e-10)
+    assert np.linalg.norm(free, axis=1).max() > 1  # unprojected
     for m in range(len(idx)):
         e, st = lin[m // 2].token_walk(theta[m : m + 1], idx[m : m + 1], eta[m : m + 1], radius=1.0)
         assert end[m] == pytest.approx(e[0], abs=1e-12)

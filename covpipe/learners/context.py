@@ -26,9 +26,20 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from .kernels import compiled_walk
 from .views import log_softmax, project
 
 MAX_CONTEXTS = 4096  # beyond this many contexts the per-position view (views.LinearView) is used
+SAFE_LOGIT = 300.0  # exp(+-300) is far from float64's range: no max subtraction needed below it
+
+
+def fast_log_softmax(logits: np.ndarray) -> np.ndarray:
+    """log-softmax over the last (short) axis. numpy reduces a short inner axis slowly (a max over
+    936 rows of 8 costs as much as 7 exps of the whole array), so where every |logit| < 300 it skips
+    the max and sums by a matrix product; otherwise the stable path (views.log_softmax)."""
+    if -logits.min() < SAFE_LOGIT and logits.max() < SAFE_LOGIT:
+        return logits - np.log(np.exp(logits) @ np.ones(logits.shape[-1]))[..., None]
+    return log_softmax(logits)
 
 
 def has_context_form(model) -> bool:
@@ -82,7 +93,7 @@ class ContextView:
 
     def log_probs(self, theta: np.ndarray) -> np.ndarray:
         """log p_theta[c, v] of every context for each row of theta (R, d): (R, K, V)."""
-        return log_softmax(np.einsum("kvd,rd->rkv", self.table, theta))
+        return fast_log_softmax((theta @ self.flat.T).reshape(len(theta), self.K, self.V))
 
     def mean_features(self, p: np.ndarray) -> np.ndarray:
         """mu[c] = E_{p[c]}[table[c, v]] for probabilities p (R, K, V): (R, K, d)."""
@@ -109,8 +120,9 @@ class ContextView:
         if weights is None:
             counts = counts[self._seed_of_rows(R)]
         p = np.exp(self.log_probs(theta))  # (R, K, V)
-        per_context = counts.reshape(R, self.K, self.V).sum(-1)  # n[c]
-        return counts @ self.flat - np.einsum("rk,rkd->rd", per_context, self.mean_features(p))
+        per_context = counts.reshape(R, self.K, self.V).sum(-1, keepdims=True)  # n[c]
+        # sum_{c,v} (N[c, v] - n[c] p[c, v]) table[c, v]: one matrix product
+        return (counts - (per_context * p).reshape(R, -1)) @ self.flat
 
     def steps(self, theta: np.ndarray, idx) -> np.ndarray:
         """log pi_theta(. | x, y_<h) of sequences idx of each row's seed: (R, k, H, V)."""
@@ -151,28 +163,32 @@ class ContextView:
 
     # ---- token-level walks (token SGD, TTT) --------------------------------------------------------
 
-    def token_walk(self, theta: np.ndarray, idx, eta: np.ndarray, radius, record: bool = True):
+    def token_walk(self, theta: np.ndarray, idx, eta: np.ndarray, radius, record: bool = True,
+                   compiled: bool = True):
         """As views.LinearView.token_walk: row m walks sequence idx[m] of its own seed, one projected
-        step per token (paper Eq. 21). Returns (theta (M, d), log pi before each step (M, H, V) or None)."""
+        step per token (paper Eq. 21). Returns (theta (M, d), log pi before each step (M, H, V) or None).
+        compiled: the numba loop (kernels.compiled_walk) where available, else the numpy loop below."""
         idx = np.asarray(idx)
         M = len(theta)
         seed = self._seed_of_rows(M)
         ctx, y = self.ctx[seed, idx], self.y[seed, idx]  # (M, H)
-        theta = theta.copy()
-        rows = np.arange(M)
+        theta = np.array(theta, dtype=np.float64)  # a copy
+        if compiled and compiled_walk is not None:
+            out = np.empty((M, self.horizon, self.V)) if record else np.empty((0, 0, 0))
+            compiled_walk(self.table, ctx, y, theta, np.ascontiguousarray(eta, dtype=np.float64),
+                          -1.0 if radius is None else float(radius), out, record)
+            return theta, (out if record else None)
         out = np.empty((M, self.horizon, self.V)) if record else None
         step = eta[:, None]
+        observed = self.table[ctx, y]  # (M, H, d): phi(y_h) along each walk
         for h in range(self.horizon):
             ph = self.table[ctx[:, h]]  # (M, V, d)
-            logits = np.einsum("mvd,md->mv", ph, theta)
-            logits -= logits.max(1, keepdims=True)
-            e = np.exp(logits)
-            z = e.sum(1, keepdims=True)
+            lp = fast_log_softmax(np.matmul(ph, theta[:, :, None])[..., 0])  # (M, V)
             if record:
-                out[:, h] = logits - np.log(z)
-            theta += step * (ph[rows, y[:, h]] - np.einsum("mv,mvd->md", e / z, ph))
+                out[:, h] = lp
+            theta += step * (observed[:, h] - np.matmul(np.exp(lp)[:, None, :], ph)[:, 0])
             if radius is not None:
-                norm = np.sqrt((theta * theta).sum(1, keepdims=True))
+                norm = np.sqrt(np.square(theta) @ np.ones(self.dim))[:, None]
                 theta *= np.minimum(1.0, radius / np.maximum(norm, 1e-300))
         return theta, out
 
