@@ -230,7 +230,10 @@ def test_fit_returns_checkpoints_log_and_resolved_hyperparameters():
     spec = {"study": "s", "teacher": TINY, "model_name": "m", "model": {"class": "ar_linear"}, "horizon": 3,
             "train": {"steps": 16, "checkpoints": [8, 16], "learner": {"name": "seq_sgd"}}}
     out = fit(spec, model, t, view.prompt, view.response, seed=0)
-    assert sorted(out["checkpoints"]) == [8, 16] and [r["step"] for r in out["log"]] == [8, 16]
+    # step 0 is the start (theta = 0, the uniform model): what "learns" is measured against
+    assert sorted(out["checkpoints"]) == [0, 8, 16] and [r["step"] for r in out["log"]] == [0, 8, 16]
+    assert out["checkpoints"][0]["theta"].abs().max() == 0 and out["learner"][0] == {}
+    assert out["log"][0]["train_loss"] == pytest.approx(np.log(3))  # uniform over V = 3, nats/token
     assert out["learner"][16]["radius"] == 1.0 and out["learner"][16]["sigma_star_sq"] > 0
 
 

@@ -17,7 +17,7 @@ import time
 import numpy as np
 import torch
 
-from .base import Learner, Problem
+from .base import Iterate, Learner, Problem
 from .context import ContextView, has_context_form
 from .distill import DistillTruncated
 from .mle import MLEExact
@@ -90,8 +90,9 @@ def batched(spec: dict, model) -> bool:
 def fit_seeds(spec: dict, models: list, teacher, prompts: list, responses: list, seeds: list) -> list[dict]:
     """Train every seed (its own model instance and sample) with the spec's learner, as one batched
     computation where the model has a finite-context form (else exactly one seed). Returns one
-    train-trial result per seed (see `fit`); each checkpoint's hyperparameters also hold its
-    average iterate (`average`, a float64 tensor (P,)) for learners that iterate."""
+    train-trial result per seed (see `fit`), with a checkpoint at step 0 (the start) before the
+    configured ones; each checkpoint's hyperparameters also hold its average iterate (`average`,
+    a float64 tensor (P,)) for learners that iterate."""
     started = time.perf_counter()
     cfg = spec["train"]
     prompts = [p.cpu() for p in prompts]
@@ -113,11 +114,14 @@ def fit_seeds(spec: dict, models: list, teacher, prompts: list, responses: list,
     per_seed = learner.run(view, theta0, list(cfg["checkpoints"]))
     seconds = time.perf_counter() - started
     out = []
+    starts = np.broadcast_to(theta0, (len(seeds), np.shape(theta0)[-1]))
     for i, (seed, found) in enumerate(zip(seeds, per_seed)):
         one = view.seed_view(i) if isinstance(view, ContextView) else view
         checkpoints, rows, info = {}, [], {}
+        # step 0, the start: the initial model's KL is what "learns" is measured against (README)
+        found = {0: Iterate(starts[i].copy(), None, {}), **found}
         for s, it in sorted(found.items()):
-            nll = -float(one.log_likelihood(it.theta, np.arange(min(s, TRAIN_LOSS_SEQUENCES))).mean())  # nats/token
+            nll = -float(one.log_likelihood(it.theta, np.arange(min(max(s, 1), TRAIN_LOSS_SEQUENCES))).mean())  # nats/token
             if not np.isfinite(it.theta).all() or not np.isfinite(nll):
                 raise FloatingPointError(f"{spec['model_name']} horizon {spec['horizon']} seed {seed}: "
                                          f"{learner.name} diverged by checkpoint {s}")
