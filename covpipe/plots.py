@@ -13,12 +13,16 @@ A study lists the figure sets it wants (`figures:` in its config):
     per_class.md         final KL, Cov_16 and token accuracy per class and H (median [min, max])
 "finetune" (the paper's Figure 1 layout and selection tables): see covpipe.plots_finetune.
 "interventions" (learners, paper Secs. 5-6; `config/interventions.yaml`):
-    horizon_sweep        final KL and Cov_N (a few N) against H, one line per model (learner; '+ttt'
-                         marks the test-time-training decoder), sigma*^2 of the teacher under each H
-    rate_sweep           Cov_N against the sample size T (checkpoints, in sequences) on log-log axes at
-                         the smallest and largest H, with the paper's slopes -1/2 and -1 drawn
-    interventions_table.md  per model: KL and Cov_N at the smallest and largest H, their ratio and
-                         the log-log slope against H (median over seeds)
+    horizon_sweep        final KL and Cov_N (a few N) against H, one line per learner ('+ttt' marks the
+                         test-time-training decoder), a row per iterate (last, '+avg' average); sigma*^2
+                         of the teacher under each H
+    rate_sweep           KL and Cov_N against the sample size T (checkpoints, in sequences) on log-log
+                         axes at the largest H, a column per iterate, the paper's slopes -1/2 and -1 drawn
+    interventions_table.md  per learner and iterate: KL and Cov_N at the smallest and largest H and the
+                         per-seed log-log slopes against H and against sigma*^2 (median [min, max])
+"rate" (the sample-size sweep): rate_sweep as above, and
+    rate_table.md        per learner and iterate: the smallest T at which it learns (KL <= a tenth of the
+                         initial model's, step 0), final KL and Cov_N, slopes in T beside the theory's
 "hard_instance" (teachers kl_lower_bound, sgd_two_scales):
     hard_instance        fraction of seeds with KL >= H/(4n) against H (Prop. 3.2), KL n/H per seed,
                          and Cov_N, one line per model; plus horizon_sweep and interventions_table.md
