@@ -7,7 +7,8 @@ metrics.parquet is long-format: one row per (seed, step, class, metric, level) w
 a 95% interval (Wilson for coverage, normal for means). Class "all" is the mixture: rows
 reweighted by class weight / class count.
 
-Metrics: kl, ce (nats/sequence), entropy (of pi_D, for reference), sigma_star_sq (the inherent
+Metrics: kl, ce (nats/sequence), prefix_kl (the same KL as the mean over held-out sequences of
+sum_h KL(pi_D(.|x, y_<h) || pi_hat(.|x, y_<h)), exact per prefix: >= 0 and of lower variance), entropy (of pi_D, for reference), sigma_star_sq (the inherent
 variance of pi_D, paper Eq. 8, for teachers that compute it), coverage (Cov_N at each
 level), stopped_kl (E[min(log N, sum_h KL_h)] at each stopped level), token_accuracy (fraction
 of positions where the model's most likely token is y_h), and for teachers that define correct
@@ -35,7 +36,8 @@ from .models import Vocab, build_model
 from .models.base import as_tensor
 from .teachers import build_teacher
 
-VERSION = 5  # 4: sigma_star_sq rows; decoders of learners (TTT) as models of their own; 5: scores in chunks
+VERSION = 6  # 4: sigma_star_sq rows; decoders of learners (TTT) as models of their own; 5: scores in chunks;
+# 6: prefix_kl rows
 EVAL_CHUNK = 64  # sequences per forward pass: the fastest on CPU for the graph transformer (bench/run.py
 # eval_throughput; a whole eval set in one pass is up to 2x slower, its activations overflow the caches)
 GPU_EVAL_CHUNK = 1024  # on a GPU small passes leave it idle between kernel launches; 1024 of the longest
@@ -172,7 +174,9 @@ def _metric_rows(spec, seed, step, group, w, log_ratios, model_logp, teacher_log
     n_eff = metrics.effective_sample_size(w)
     key = dict(seed=seed, step=step, **{"class": group}, n=int(mask.sum()))
     out = []
-    means = [("kl", x), ("ce", -lp), ("entropy", -tlp), ("token_accuracy", accuracy[mask])]
+    # prefix_kl: the same expectation as kl by the chain rule, sum_h KL(pi_D(.|prefix) || pi_hat(.|prefix))
+    # per held-out sequence; never negative and of far lower variance where pi_hat is close to pi_D
+    means = [("kl", x), ("prefix_kl", tk.sum(1)), ("ce", -lp), ("entropy", -tlp), ("token_accuracy", accuracy[mask])]
     means += [(name, v[mask]) for name, v in (branches or {}).items()]
     if sigma_terms is not None:
         means.append(("sigma_star_sq", sigma_terms[mask]))

@@ -248,6 +248,12 @@ def _horizon_ticks(ax, horizons, sigma):
     ax.minorticks_off()
 
 
+def kl_metric(metrics) -> str:
+    """The KL the interventions figures read: prefix_kl (exact per prefix, >= 0, low variance) where the
+    table has it, else kl (the mean log-ratio; older tables)."""
+    return "prefix_kl" if (metrics["metric"] == "prefix_kl").any() else "kl"
+
+
 AVG = "+avg"  # the average-iterate variant of a learner-trained model (covpipe.learners.variants)
 
 
@@ -308,7 +314,7 @@ def horizon_sweep(metrics, path, spec):
         part = final[final.iterate == kind]
         if kind == "average":  # models without iterates (the exact MLE) as the reference in both rows
             part = pd_concat(part, final[(final.iterate == "last") & ~final.base.isin(part.base)])
-        for ax, (metric, level) in zip(row, [("kl", None)] + [("coverage", lv) for lv in levels]):
+        for ax, (metric, level) in zip(row, [(kl_metric(metrics), None)] + [("coverage", lv) for lv in levels]):
             cell = part[(part.metric == metric) & ((part.level == level) if level is not None else True)]
             for base, line in cell.groupby("base"):
                 med = line.groupby("horizon").value.agg(["median", "min", "max"])
@@ -316,7 +322,7 @@ def horizon_sweep(metrics, path, spec):
                 ax.plot(med.index, med["median"], marker="o", color=palette[base], label=base,
                         linestyle=":" if dashed else "-")
                 ax.fill_between(med.index, med["min"], med["max"], color=palette[base], alpha=0.1)
-            if metric == "kl":
+            if metric != "coverage":
                 ax.set_yscale("log")
                 ax.set(ylabel=f"{kind} iterate\nsequence KL (nats)", title="KL")
             else:
@@ -380,17 +386,18 @@ def rate_sweep(metrics, path, spec):
     study = _study(metrics)
     h = max(metrics["horizon"].unique().to_list())
     levels = shown_levels(spec["evaluate"]["levels"])
+    kl = kl_metric(metrics)
     rows = metrics.filter((pl.col("class") == "all") & (pl.col("horizon") == h)
-                          & ((pl.col("metric") == "kl") | ((pl.col("metric") == "coverage")
-                                                          & pl.col("level").is_in(levels)))).to_pandas()
+                          & ((pl.col("metric") == kl) | ((pl.col("metric") == "coverage")
+                                                         & pl.col("level").is_in(levels)))).to_pandas()
     rows["base"], rows["iterate"] = zip(*rows.model.map(iterate_of))
     floor = 0.5 / rows["n"].max()  # Cov_N = 0 drawn at half the resolution of the held-out set
     palette = _palette(rows.model.unique())
     kinds = [k for k in ("last", "average") if (rows.iterate == k).any()]
-    quantities = [("kl", None)] + [("coverage", lv) for lv in levels]
+    quantities = [(kl, None)] + [("coverage", lv) for lv in levels]
     fig, axes = plt.subplots(len(quantities), len(kinds), figsize=(6.2 * len(kinds), 3.3 * len(quantities)),
                              squeeze=False, sharex=True)
-    initial = rows[(rows.step == 0) & (rows.metric == "kl")].value.median()
+    initial = rows[(rows.step == 0) & (rows.metric == kl)].value.median()
     trained = rows[rows.step > 0]
     steps = np.array(sorted(trained.step.unique()), float)
     for c, kind in enumerate(kinds):
@@ -410,7 +417,7 @@ def rate_sweep(metrics, path, spec):
             for slope, style in ((-0.5, "--"), (-1.0, (0, (1, 3)))):
                 ax.plot(steps, anchor * (steps / steps.min()) ** slope, color="black", linestyle=style, linewidth=1,
                         label=f"slope {slope:g}" + (" (sqrt(sigma*^2/T))" if slope == -0.5 else " (B^2 H/T, B^2/T)"))
-            if metric == "kl":
+            if metric == kl:
                 ax.axhline(initial, color="grey", linewidth=1, label="initial model (theta = 0)")
                 ax.axhline(initial / 10, color="grey", linewidth=1, linestyle="--", label="learned: KL <= initial / 10")
                 ax.set(ylabel="sequence KL (nats)")
@@ -463,7 +470,7 @@ def rate_table(metrics, path, spec):
     h = max(metrics["horizon"].unique().to_list())
     level = rate_level(spec)
     rows = metrics.filter((pl.col("class") == "all") & (pl.col("horizon") == h))
-    kl = rows.filter(pl.col("metric") == "kl")
+    kl = rows.filter(pl.col("metric") == kl_metric(metrics))
     cov = rows.filter((pl.col("metric") == "coverage") & (pl.col("level") == level))
     steps = sorted(s for s in kl["step"].unique().to_list() if s > 0)
     tail = steps[-5:]
@@ -511,7 +518,7 @@ def hard_instance(metrics, path, spec):
     study, final = _study(metrics), final_rows(metrics).to_pandas()
     n = spec.get("n_train")
     level = focus_level(spec)
-    kl = final[final.metric == "kl"].copy()
+    kl = final[final.metric == kl_metric(metrics)].copy()
     kl["normalized"] = kl.value * n / kl.horizon
     kl["over"] = (kl.normalized >= 0.25).astype(float)
     kl["over8"] = (kl.normalized >= 0.125).astype(float)
@@ -558,7 +565,7 @@ def interventions_table(metrics, path, spec):
     sigma = _sigma_by_horizon(metrics)
     s2 = [sigma.get(h, float("nan")) for h in horizons]
     flat = not (np.nanmax(s2) / np.nanmin(s2) >= 1.1) if sigma else True
-    keys = [("kl", None, "KL")] + [("coverage", lv, f"Cov_{lv:g}") for lv in levels]
+    keys = [(kl_metric(metrics), None, "KL")] + [("coverage", lv, f"Cov_{lv:g}") for lv in levels]
     head = "| model | iterate | " + " | ".join(f"{n}, H={lo} | {n}, H={hi} | slope in H | slope in sigma*^2"
                                              for _, _, n in keys) + " |"
     lines = ["sigma*^2 of the teacher: " + ", ".join(f"H={h}: {sigma[h]:.3g}" for h in horizons if h in sigma), "",

@@ -108,7 +108,7 @@ def test_mixture_row_is_the_class_weighted_average_of_the_class_rows(tmp_path):
     cls = ratios["cls"].to_numpy()
     np.testing.assert_allclose(x[cls == 1], 2 * LN2, atol=1e-12)
     np.testing.assert_allclose(x[cls != 1], 0, atol=1e-12)
-    closed = {"kl": (0, 2 * LN2, 0), ("coverage", 4.0): (0, 1, 0), ("coverage", 16.0): (0, 0, 0),
+    closed = {"kl": (0, 2 * LN2, 0), "prefix_kl": (0, 2 * LN2, 0), ("coverage", 4.0): (0, 1, 0), ("coverage", 16.0): (0, 0, 0),
               ("stopped_kl", 2.0): (0, LN2, 0), ("stopped_kl", 16.0): (0, 2 * LN2, 0),
               ("pass_at_n", 1.0): (1, 0.25, 1), ("pass_at_n", 4.0): (1, 1 - 0.75**4, 1)}
     weights = (0.2, 0.5, 0.3)
@@ -129,6 +129,7 @@ def test_stopped_kl_follows_the_per_token_kls(tmp_path):
     for n, want in ((2.0, LN2), (8.0, math.log(8)), (32.0, 4 * LN2)):
         assert v[("all", "stopped_kl", n)] == pytest.approx(want, abs=1e-12)
     assert v[("all", "kl", None)] == pytest.approx(4 * LN2, abs=1e-12)
+    assert v[("all", "prefix_kl", None)] == pytest.approx(4 * LN2, abs=1e-12)  # sum_h KL_h, the same expectation
     assert (v[("all", "coverage", 16.0)], v[("all", "coverage", 17.0)]) == (1.0, 0.0)
     assert v[("all", "pass_at_n", 1.0)] == pytest.approx(1 / 16, abs=1e-12)
 

@@ -29,7 +29,7 @@ def test_run_produces_every_table_and_figure(finished):
     metrics = pl.read_parquet(results / "metrics.parquet")
     assert set(metrics["model"]) == {"tpp", "gru"} and set(metrics["horizon"]) == {2, 4}
     assert set(metrics["class"]) == {"all", "a", "b"}
-    assert set(metrics["metric"]) == {"kl", "ce", "entropy", "coverage", "stopped_kl", "token_accuracy"}
+    assert set(metrics["metric"]) == {"kl", "prefix_kl", "ce", "entropy", "coverage", "stopped_kl", "token_accuracy"}
     assert metrics.filter(pl.col("model") == "gru")["step"].unique().sort().to_list() == [5, 20]
     assert metrics["value"].is_nan().sum() == 0
     ratios = pl.read_parquet(results / "eval" / "model~gru" / "horizon~4" / "log_ratios.parquet")
