@@ -22,6 +22,7 @@ SMALL = {
     "kl_lower_bound": [({"name": "kl_lower_bound", "n": 2, "scale": 1.0}, 6),
                        ({"name": "kl_lower_bound", "n": 1, "scale": 1.5, "theta_sign": -1}, 5)],
     "sgd_two_scales": [({"name": "sgd_two_scales", "rare_weight": 0.4, "rare_tokens": 2}, 5)],
+    "sgd_lower_bound": [({"name": "sgd_lower_bound", "lemma": "I.7", "horizon": 5, "n": 16}, 5)],
     "graph": [
         # match and uniform4 share their structure: pi_D is their exact posterior mixture.
         ({"name": "graph", "num_nodes": 10, "classes": {"single": 0.5, "match": 0.2, "uniform4": 0.3}}, 2),
