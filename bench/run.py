@@ -27,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import evaluation  # noqa: E402
 import fanout  # noqa: E402
 import graph_sampler  # noqa: E402
+import learners  # noqa: E402
 import orchestration  # noqa: E402
 import passn  # noqa: E402
 import training  # noqa: E402
@@ -43,6 +44,7 @@ BENCHMARKS = {
     "eval_throughput": (7, evaluation.run),
     "graph_training": (8, training.graph_training),
     "graph_sampler": (9, graph_sampler.run),  # issue 13, item 2
+    "learners": (10, learners.run),  # issue 16, item 5
 }
 
 

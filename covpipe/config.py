@@ -196,7 +196,7 @@ class Study(_Strict):
     evaluate: Evaluate = Field(default_factory=Evaluate)
     finetune: Finetune | None = None
     selection: Selection | None = None
-    figures: list[Literal["horizon", "training", "finetune", "interventions", "hard_instance",
+    figures: list[Literal["horizon", "training", "finetune", "interventions", "rate", "hard_instance",
                           "lower_bound"]] = Field(
         default_factory=lambda: ["horizon"], description="figure sets, see covpipe.plots")
 

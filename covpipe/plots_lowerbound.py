@@ -6,6 +6,8 @@ for each model, does Cov_N(pi_theta_t) stay >= c min{H/(T log N), 1} at every ch
                     c = 1/4 of it at every checkpoint (Prop. 5.1 claims probability >= 1/2 for sequence SGD),
                     min over checkpoints and final Cov_N (median over seeds), and the final Cov_N of the rare
                     prompts where the instance has them. N: the study's focus level; T: the last checkpoint.
+                    Checkpoints are those after training starts (step 0, the start theta_0, is left out);
+                    '<model>+avg' rows are the average iterates.
 c = 1/4: the I.7 instances guarantee their floor p pi_D(+1 | rare) >= 1/4 of the bound (tests), the I.6
 ones Cov_N ~ 1.
 """
@@ -24,7 +26,8 @@ C = 0.25
 
 def lower_bound_table(metrics, path, spec):
     level = focus_level(spec)
-    cov = metrics.filter((pl.col("metric") == "coverage") & (pl.col("level") == level))
+    # step 0 is the start theta_0 (bad by construction), not a learner's output: the MLE would inherit it
+    cov = metrics.filter((pl.col("metric") == "coverage") & (pl.col("level") == level) & (pl.col("step") > 0))
     T = int(cov["step"].max())
     mix = cov.filter(pl.col("class") == "all")
     per_seed = mix.group_by("model", "horizon", "seed").agg(

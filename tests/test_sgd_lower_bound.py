@@ -14,7 +14,7 @@ from scipy import stats
 from covpipe.config import ConfigError, validate_config
 from covpipe.learners import build_learner
 from covpipe.learners.base import Problem
-from covpipe.learners.views import LinearView
+from covpipe.learners.views import view_of as learner_view
 from covpipe.models import Vocab, build_model
 from covpipe.models.base import as_tensor
 from covpipe.teachers import build_teacher
@@ -30,7 +30,7 @@ def instance(lemma, horizon, n=1024, **extra):
 def view_of(t, prompt, response):
     """The linear view of an ar_linear model on (prompt, response), and the model (which starts at theta_0)."""
     model = build_model({"class": "ar_linear"}, Vocab.of(t, t.params.horizon), teacher=t)
-    return LinearView(model, as_tensor(prompt), as_tensor(response)), model
+    return learner_view(model, as_tensor(prompt), as_tensor(response)), model
 
 
 def sgd(t, units):
@@ -42,8 +42,8 @@ def trajectory(t, units, batch):
     """theta after every one of the batch's sequences, seq_sgd with eta = units/(HB): (T + 1, 2)."""
     view, _ = view_of(t, batch.prompt, batch.response)
     theta0 = view.initial()
-    out = sgd(t, units).run(view, theta0, list(range(1, len(batch.response) + 1)))
-    return np.vstack([theta0, *[out[s][0] for s in sorted(out)]])
+    out = sgd(t, units).run(view, theta0, list(range(1, len(batch.response) + 1)))[0]  # the one seed
+    return np.vstack([theta0, *[out[s].theta for s in sorted(out)]])
 
 
 # ---- Lemma I.6 ---------------------------------------------------------------------------------
@@ -134,10 +134,10 @@ def test_the_worst_case_rare_sequence_still_leaves_the_rare_prompts_uncovered():
     response = np.concatenate([loud.response, rare])
     order = np.random.default_rng(1).permutation(256)
     view, _ = view_of(t, prompt[order], response[order])
-    out = sgd(t, THRESHOLD).run(view, view.initial(), list(range(1, 257)))
+    out = sgd(t, THRESHOLD).run(view, view.initial(), list(range(1, 257)))[0]
     for s in range(1, 257):
-        assert out[s][0][1] < t.theta_c
-    assert t.coverage(out[256][0], t.params.level)["all"] >= t.floor - 1e-12
+        assert out[s].theta[1] < t.theta_c
+    assert t.coverage(out[256].theta, t.params.level)["all"] >= t.floor - 1e-12
 
 
 # ---- both: sigma*^2, exact coverage, starting point, config ------------------------------------

@@ -55,6 +55,17 @@ class TableFeatures:
     def contexts(self, prompt: np.ndarray, response: np.ndarray, bos: int) -> torch.Tensor:
         return torch.from_numpy(self._context_of(np.asarray(prompt), np.asarray(response)))
 
+    def context_ids(self, prompt: np.ndarray, response: np.ndarray, bos: int) -> np.ndarray:
+        """The finite-context form (covpipe.learners.context): each position's table row, int64 (n, H)."""
+        return np.asarray(self._context_of(np.asarray(prompt), np.asarray(response)), dtype=np.int64)
+
+    def context_count(self) -> int:
+        return int(self.table.shape[0])
+
+    def context_table(self) -> torch.Tensor:
+        """phi of every context id and candidate: float64 (K, V, d)."""
+        return self.table
+
     def candidates(self, ctx: torch.Tensor, dtype=torch.float64) -> torch.Tensor:
         return self.table.to(dtype)[ctx]  # (..., V, d)
 
