@@ -45,7 +45,8 @@ def batched_rate(learner: dict, horizon: int, n: int) -> float:
     teacher, models, prompts, responses = _setup(horizon, n)
     spec = {"study": "bench", "teacher": TEACHER, "model_name": "m", "model": {"class": "ar_linear"},
             "horizon": horizon, "train": {"steps": n, "checkpoints": _checkpoints(n), "learner": learner}}
-    fit_seeds(spec, models, teacher, [p[:64] for p in prompts], [r[:64] for r in responses],
+    warm = {**spec, "train": {**spec["train"], "steps": 32, "checkpoints": [32]}}
+    fit_seeds(warm, models, teacher, [p[:32] for p in prompts], [r[:32] for r in responses],
               list(range(SEEDS)))  # warm up (compiles the walk)
     started = time.perf_counter()
     fit_seeds(spec, models, teacher, prompts, responses, list(range(SEEDS)))

@@ -117,3 +117,16 @@ class WindowFeatures:
         w = log_probs.exp() / norm  # (..., V): p_v / ||c + e_v||
         mean = self.scale * (c * w.sum(-1, keepdim=True) + w @ e)  # (..., d)
         return (mean * mean).sum(-1)
+
+
+MAX_CONTEXT_TABLE = 4096  # contexts up to which per-context tables are used (covpipe.learners.context too)
+
+
+def context_variances(table: torch.Tensor, theta: torch.Tensor) -> np.ndarray:
+    """Per context c: E_{v ~ p_c} ||phi(c, v) - E_{p_c} phi||^2 with p_c = softmax(table[c] @ theta),
+    the sigma*^2 term (paper Eq. 8) of any position whose context is c. table (K, V, d): float64 (K,)."""
+    table, theta = table.double(), theta.double()
+    p = torch.softmax(table @ theta, dim=-1)  # (K, V)
+    mean = (p[..., None] * table).sum(-2)  # (K, d)
+    return ((p * (table * table).sum(-1)).sum(-1) - (mean * mean).sum(-1)).numpy()
+

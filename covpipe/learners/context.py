@@ -26,10 +26,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ..features import MAX_CONTEXT_TABLE
 from .kernels import compiled_walk
 from .views import log_softmax, project
 
-MAX_CONTEXTS = 4096  # beyond this many contexts the per-position view (views.LinearView) is used
+MAX_CONTEXTS = MAX_CONTEXT_TABLE  # beyond this many contexts the per-position view (views.LinearView) is used
 SAFE_LOGIT = 300.0  # exp(+-300) is far from float64's range: no max subtraction needed below it
 
 

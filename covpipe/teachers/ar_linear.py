@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..features import WindowFeatures
+from ..features import MAX_CONTEXT_TABLE, WindowFeatures, context_variances
 from ..sequences import Batch, context_windows, encode_windows
 from .base import Teacher, _sample_rows
 
@@ -82,6 +82,9 @@ class ARLinear(Teacher):
         Exactly E_{v ~ pi_D(.|prefix)} ||phi(v) - phi_bar||^2 = B^2 - ||phi_bar||^2, since ||phi|| = B.
         Returns: float64, (n, H); its per-sequence sum averaged over y ~ pi_D is sigma*^2.
         """
+        f = self.features
+        if f.context_count() <= MAX_CONTEXT_TABLE:  # one term per window id, read per position: O(nH)
+            return context_variances(f.context_table(), self.theta)[f.context_ids(prompt, response, self.bos)]
         windows = self._windows(prompt, response)
         log_probs = torch.log_softmax(self.features.logits(self.theta, windows), dim=-1)
         return (self.params.scale**2 - self.features.mean_feature_sq_norm(log_probs, windows)).numpy()

@@ -34,6 +34,7 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from ..features import context_variances
 from ..sequences import Batch
 from .base import Teacher, _sample_rows
 
@@ -99,11 +100,9 @@ class _TableTeacher(Teacher):
 
     def inherent_variance(self, prompt: np.ndarray, response: np.ndarray) -> np.ndarray:
         """sigma*^2 terms E_{v ~ pi_D}||phi_v - E phi||^2 per position (paper Eq. 8): float64 (n, H)."""
-        ctx = self.features.contexts(prompt, response, self.bos)
-        phi = self.features.candidates(ctx)  # (n, H, V, d)
-        p = torch.softmax(phi @ self.theta, dim=-1)  # (n, H, V)
-        mean = (p[..., None] * phi).sum(-2)  # (n, H, d)
-        return ((p * (phi * phi).sum(-1)).sum(-1) - (mean * mean).sum(-1)).numpy()
+        # phi reads a table row per position: one term per row, read per position
+        per_row = context_variances(self.features.table, self.theta)  # (K,)
+        return per_row[self.features.context_ids(prompt, response, self.bos)]
 
 
 class KLLowerBoundParams(BaseModel):
