@@ -66,6 +66,7 @@ FIGURE_SETS = {
     "rate": ("rate_sweep.png", "rate_table.md"),
     "hard_instance": ("hard_instance.png", "horizon_sweep.png", "interventions_table.md"),
 }
+FIGURE_SETS["lower_bound"] = ("lower_bound.md",)  # paper Prop. 5.1 on App. I.4's instances: covpipe.plots_lowerbound
 FIGURES = tuple(name.removesuffix(".png") for name in FIGURE_SETS["horizon"])
 BAND = ("pi", 100)  # the full range over seeds
 QUANTILE_BAND = ("pi", 100 * 14 / 16)  # from the 1/16 to the 15/16 quantile across seeds
@@ -611,3 +612,4 @@ DRAW = {
 from .plots_finetune import DRAW as FINETUNE_DRAW  # noqa: E402  (it uses the helpers above)
 
 DRAW.update(FINETUNE_DRAW)
+DRAW.update(importlib.import_module(".plots_lowerbound", __package__).DRAW)

@@ -22,6 +22,7 @@ SMALL = {
     "kl_lower_bound": [({"name": "kl_lower_bound", "n": 2, "scale": 1.0}, 6),
                        ({"name": "kl_lower_bound", "n": 1, "scale": 1.5, "theta_sign": -1}, 5)],
     "sgd_two_scales": [({"name": "sgd_two_scales", "rare_weight": 0.4, "rare_tokens": 2}, 5)],
+    "sgd_lower_bound": [({"name": "sgd_lower_bound", "lemma": "I.7", "horizon": 5, "n": 16}, 5)],
     "pivotal": [({"name": "pivotal", "vocab_size": 3, "dim": 3, "pivotal_tokens": 2, "pivot_scale": 2.0, "scale": 3.0,
                   "tail_weight": 0.5}, 4)],
     "graph": [

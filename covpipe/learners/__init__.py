@@ -66,6 +66,8 @@ def check_learner(params, model_cls, teacher, train: dict, n_train: int) -> None
     if paper and "sigma2" in cls.needs and not hasattr(teacher, "inherent_variance"):
         raise ValueError(f"{paper[0]}: the paper's rule needs sigma*^2, which teacher '{teacher.params.name}' "
                          "does not compute; give a number")
+    if params.get("eta_units") is not None and hasattr(teacher, "check_step"):
+        teacher.check_step(params["eta_units"])  # a lower-bound instance serves one side of eta = 8/(HB)
     if train["steps"] > n_train:
         raise ValueError(f"name: learners make one pass over the sample: train.steps={train['steps']} sequences "
                          f"exceeds data.n_train={n_train}")

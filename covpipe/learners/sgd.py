@@ -10,6 +10,7 @@ adam            theta <- Proj(theta + eta m_hat / (sqrt(v_hat) + eps)), Adam's m
 Default step sizes ('paper'), with B = sup ||phi||, sigma*^2 (Eq. 8), T = updates, M = log N:
 seq_sgd         eta = min{1/(2 H B^2), sqrt(2 / (sigma*^2 T))}: Prop. 5.1 needs eta <= 1/(2HB^2), and
                 sqrt(2/(sigma*^2 T)) minimizes its bound 4/(eta T) + 2 eta sigma*^2 (the minimization is ours).
+                eta_units = k gives eta = k/(HB) instead: k >= 8 and k <= 8 are Lemmas I.6 / I.7's sides.
 normalized_sgd  eta = min{1/(128 B), (M / (sigma*^2 T))^(1/4)}, lambda = M / (16 eta) (App. I.5).
 sign_sgd, adam  the paper gives no rule: a constant eta (see the params' defaults).
 """
@@ -17,10 +18,10 @@ sign_sgd, adam  the paper gives no rule: a constant eta (see the params' default
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Literal, Optional
 
 import numpy as np
-from pydantic import Field
+from pydantic import Field, field_validator, model_serializer
 
 from .base import Learner, LearnerParams, Rule, budget_field, level_log, rule
 from .views import project
@@ -40,6 +41,22 @@ class SeqSGDParams(LearnerParams):
     eta: Rule = budget_field("paper")
     eta_scale: float = Field(1.0, gt=0, description="multiplies the paper's eta (not a number given as eta)")
     batch_size: int = Field(1, ge=1, description="K sequences per update (the paper: 1)")
+    eta_units: Optional[float] = Field(None, gt=0, description="eta = eta_units / (H B): a step relative to the "
+                                       "lower-bound threshold 8/(HB) (teachers/sgd_lower_bound.py); not with eta")
+
+    @field_validator("eta_units")
+    @classmethod
+    def _one_step_size(cls, v, info):
+        if v is not None and (info.data.get("eta", "paper") != "paper" or info.data.get("eta_scale", 1.0) != 1.0):
+            raise ValueError("give eta_units (eta in units of 1/(HB)) or eta/eta_scale, not both")
+        return v
+
+    @model_serializer(mode="wrap")
+    def _without_unset_units(self, handler):
+        out = handler(self)
+        if out.get("eta_units", 0) is None:  # specs of seq_sgd without it stay as they were (no reruns)
+            del out["eta_units"]
+        return out
 
 
 class SeqSGD(_SequenceGradientLearner):
@@ -48,10 +65,12 @@ class SeqSGD(_SequenceGradientLearner):
     Params, name, needs = SeqSGDParams, "seq_sgd", ("bound", "sigma2")
 
     def budget_dependent(self):
-        return self.params.eta == "paper"
+        return self.params.eta == "paper" and self.params.eta_units is None
 
     def hyper(self, budget):
         p = self.params
+        if p.eta_units is not None:
+            return {"eta": p.eta_units / (self.problem.horizon * self.problem.need("bound", self.name, "eta_units"))}
         if p.eta != "paper":
             return {"eta": float(p.eta)}
         B = self.problem.need("bound", self.name, "eta")

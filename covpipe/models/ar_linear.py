@@ -3,7 +3,8 @@ exp(<theta, phi(x, y_1..h)>), trained by gradient steps on theta in R^d.
 
 Against an `ar_linear` teacher it uses the teacher's own feature map, so the class is
 well-specified (Assumption 2.1). Against any other teacher it builds the window feature map
-from its own parameters.
+from its own parameters. It starts at theta = 0, or at the teacher's `initial_theta` where it
+has one (the lower-bound instances of paper App. I.4 start where SGD fails).
 """
 
 from __future__ import annotations
@@ -43,7 +44,9 @@ class ARLinearModel(Model):
             features = WindowFeatures(vocab.vocab_size, vocab.input_vocab_size, params.window, params.dim,
                                       params.scale, params.feature_seed)
         self.features = features
-        self.theta = nn.Parameter(torch.zeros(features.dim))  # theta = 0 is the uniform model
+        # theta = 0 is the uniform model; a lower-bound instance (teachers/sgd_lower_bound.py) names its own start
+        start = getattr(teacher, "initial_theta", None)
+        self.theta = nn.Parameter(torch.zeros(features.dim) if start is None else start.to(torch.float32).clone())
 
     @property
     def feature_bound(self) -> float:

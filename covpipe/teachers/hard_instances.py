@@ -21,6 +21,9 @@ sgd_two_scales (after paper App. I.4, Lemmas I.6-I.7; a reconstruction, see READ
         (uniform tokens, nothing to learn). Its gradient has size ~k Bbar, whatever H is.
     Sequence-level SGD needs eta <~ 1/(HB) to stay stable on the loud prompts, and then the rare
     prompts (p T of them) move theta_2 by ~eta k Bbar each: too slowly once H grows.
+    One instance for every step, started at theta = 0: kept as a documented extra beside
+    teachers/sgd_lower_bound.py, which builds App. I.4's instances per side of eta = 8/(HB), each
+    with its own starting point.
 """
 
 from __future__ import annotations
