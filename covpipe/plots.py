@@ -415,6 +415,9 @@ def rate_sweep(metrics, path, spec):
                         linestyle=":" if dotted else "-")
                 ax.fill_between(med.index, med["min"], med["max"], color=palette[base], alpha=0.1)
             anchor = max(float(cell[cell.step == steps.min()].value.median()), 10 * floor) if len(cell) else 1.0
+            positive = cell.value[cell.value > 0]
+            # the axis ends just under the data (or the Cov = 0 floor): guide lines do not stretch it
+            bottom = (floor if metric == "coverage" else float(positive.min()) if len(positive) else floor) / 2
             for slope, style in ((-0.5, "--"), (-1.0, (0, (1, 3)))):
                 ax.plot(steps, anchor * (steps / steps.min()) ** slope, color="black", linestyle=style, linewidth=1,
                         label=f"slope {slope:g}" + (" (sqrt(sigma*^2/T))" if slope == -0.5 else " (B^2 H/T, B^2/T)"))
@@ -426,6 +429,7 @@ def rate_sweep(metrics, path, spec):
                 ax.axhline(floor, color="grey", linewidth=0.5)
                 ax.set(ylabel=f"Cov_N, N = {level:g}")
             ax.set_yscale("log")
+            ax.set_ylim(bottom=bottom)
             _log2_axis(ax, steps)
             if r == 0:
                 ax.set_title(f"{kind} iterate")
