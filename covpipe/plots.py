@@ -308,6 +308,7 @@ def horizon_sweep(metrics, path, spec):
     levels = shown_levels(spec["evaluate"]["levels"])
     horizons = sorted(final.horizon.unique())
     palette = _palette(final.model.unique())
+    floor = 0.5 / final["n"].max()  # Cov_N = 0 (and KL <= 0) drawn at half the resolution of the held-out set
     kinds = [k for k in ("last", "average") if (final.iterate == k).any()]
     fig, axes = plt.subplots(len(kinds), 1 + len(levels), figsize=(4.0 * (1 + len(levels)), 3.9 * len(kinds)),
                              squeeze=False)
@@ -318,7 +319,7 @@ def horizon_sweep(metrics, path, spec):
         for ax, (metric, level) in zip(row, [(kl_metric(metrics), None)] + [("coverage", lv) for lv in levels]):
             cell = part[(part.metric == metric) & ((part.level == level) if level is not None else True)]
             for base, line in cell.groupby("base"):
-                med = line.groupby("horizon").value.agg(["median", "min", "max"])
+                med = line.groupby("horizon").value.agg(["median", "min", "max"]).clip(lower=floor)
                 dashed = kind == "average" and not (line.iterate == "average").any()
                 ax.plot(med.index, med["median"], marker="o", color=palette[base], label=base,
                         linestyle=":" if dashed else "-")
@@ -326,13 +327,15 @@ def horizon_sweep(metrics, path, spec):
             if metric != "coverage":
                 ax.set_yscale("log")
                 ax.set(ylabel=f"{kind} iterate\nsequence KL (nats)", title="KL")
-            else:
-                ax.set(ylim=(-0.02, 1.02), ylabel="Cov_N (lower is better)", title=f"Cov_N, N = {level:g}")
+            else:  # log: the learners that cover differ by orders of magnitude near 0
+                ax.set_yscale("log")
+                ax.set(ylim=(floor / 2, 1.5), ylabel="Cov_N (lower is better)", title=f"Cov_N, N = {level:g}")
+                ax.axhline(floor, color="grey", linewidth=0.5)
             _horizon_ticks(ax, horizons, sigma)
             ax.set_xlabel("horizon H" + ("\n(sigma*^2 of the teacher)" if sigma else ""))
     _outside_legend(fig, axes.ravel())
-    fig.suptitle(f"{study}: final KL and coverage against H (T = {int(final.step.max())} sequences); "
-                 "median over seeds, band = range; dotted in the average row: no iterates (exact MLE)")
+    fig.suptitle(f"{study}: final KL and coverage against H (T = {int(final.step.max())} sequences); median over "
+                 f"seeds, band = range; 0 drawn at {floor:.2g}; dotted in the average row: no iterates (exact MLE)")
     fig.tight_layout()
     _save(fig, path)
 
