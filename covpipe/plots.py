@@ -319,7 +319,8 @@ def horizon_sweep(metrics, path, spec):
         for ax, (metric, level) in zip(row, [(kl_metric(metrics), None)] + [("coverage", lv) for lv in levels]):
             cell = part[(part.metric == metric) & ((part.level == level) if level is not None else True)]
             for base, line in cell.groupby("base"):
-                med = line.groupby("horizon").value.agg(["median", "min", "max"]).clip(lower=floor)
+                med = line.groupby("horizon").value.agg(["median", "min", "max"])
+                med = med.clip(lower=floor if metric == "coverage" else 1e-12)  # log axes
                 dashed = kind == "average" and not (line.iterate == "average").any()
                 ax.plot(med.index, med["median"], marker="o", color=palette[base], label=base,
                         linestyle=":" if dashed else "-")
