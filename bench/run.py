@@ -29,6 +29,7 @@ import fanout  # noqa: E402
 import graph_sampler  # noqa: E402
 import orchestration  # noqa: E402
 import passn  # noqa: E402
+import startup  # noqa: E402
 import training  # noqa: E402
 from common import ROOT, load_average, machine  # noqa: E402
 
@@ -43,6 +44,7 @@ BENCHMARKS = {
     "eval_throughput": (7, evaluation.run),
     "graph_training": (8, training.graph_training),
     "graph_sampler": (9, graph_sampler.run),  # issue 13, item 2
+    "snakemake_start": (10, startup.snakemake_start),  # issue 17, item 1
 }
 
 
