@@ -171,7 +171,10 @@ def run(data_path, checkpoints_path, log_path, spec: dict, *, threads: int = 1,
     states = resume.state_dir(os.path.abspath(checkpoints_path))
     trials = [(spec, s, io.frame_tokens(data.filter(pl.col("seed").is_in([s, -1]))), device, str(states))
               for s in seeds]
-    chosen = resolve_backend(backend, threads, len(trials), address)
+    # Stacked seeds (covpipe.vectorized, 3 to 6x) beat fanning them out one per worker over the
+    # run's instance (2x on 2 cores): for 'auto' such a job is one trial.
+    fanned = 1 if vectorized.supports(spec) and address == "run" else len(trials)
+    chosen = resolve_backend(backend, threads, fanned, address)
     log.info("train %s/%s H=%d: %d seeds on %s with %d threads", spec["study"], spec["model_name"],
              spec["horizon"], len(trials), chosen, threads)
     if chosen == "serial":
