@@ -45,6 +45,8 @@ BENCHMARKS = {
     "graph_training": (8, training.graph_training),
     "graph_sampler": (9, graph_sampler.run),  # issue 13, item 2
     "snakemake_start": (10, startup.snakemake_start),  # issue 17, item 1
+    "startup_share": (12, startup.startup_share),  # issue 17, item 3
+    "sweeps": (13, startup.sweeps),  # issue 17, item 7
 }
 
 
@@ -69,7 +71,7 @@ def main(argv=None) -> int:
         print(f"\n== {item}. {name}")
         t0 = time.perf_counter()
         options = {}
-        if name in ("orchestration", "end_to_end"):
+        if name in ("orchestration", "end_to_end", "startup_share"):
             options["workdir"] = args.workdir.resolve()
         if name == "end_to_end":
             options["fresh"] = args.fresh
