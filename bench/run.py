@@ -1,6 +1,6 @@
 """covpipe's benchmarks: every figure of the speed targets, with its ratio against the target.
 
-    make bench                                  # all of them (about 10 minutes on 2 cores)
+    make bench                                  # all of them (about 25 minutes on 2 cores)
     python bench/run.py pass_at_n graph_sampler   # some, by name
     python bench/run.py --quick                 # shorter runs, rougher numbers
     python bench/run.py end_to_end --fresh      # item 6 measured: each default study run anew (~20 min)
@@ -44,7 +44,7 @@ BENCHMARKS = {
     "eval_throughput": (7, evaluation.run),
     "graph_training": (8, training.graph_training),
     "graph_sampler": (9, graph_sampler.run),  # issue 13, item 2
-    "snakemake_start": (10, startup.snakemake_start),  # issue 17, item 1
+    "snakemake_start": (11, startup.snakemake_start),  # issue 17, item 1
     "startup_share": (12, startup.startup_share),  # issue 17, item 3
     "sweeps": (13, startup.sweeps),  # issue 17, item 7
 }

@@ -1,6 +1,6 @@
 """Issue 17: time that is not the study itself.
 
-10. `snakemake --version` as `make test` installs it, beside the same start where SLURM's client
+11. `snakemake --version` as `make test` installs it, beside the same start where SLURM's client
     answers at once (an `scontrol` on PATH that fails at once: a machine without SLURM) and, for
     the record, with the slurm executor plugin on PYTHONPATH (SLURM's client installed here, no
     controller running: the plugin's `scontrol show config` waits up to its 10 s timeout).
@@ -39,7 +39,7 @@ def _plugin_folder(tmp: Path) -> Path | None:
 
 
 def snakemake_start(quick: bool = False) -> list[Figure]:
-    """Item 10 (issue 17, item 1): what SLURM costs a Snakemake start that does not use it."""
+    """Item 11 (issue 17, item 1): what SLURM costs a Snakemake start that does not use it."""
     snakemake = [sys.executable, "-m", "snakemake", "--version"]
     base = dict(os.environ)
     with tempfile.TemporaryDirectory(prefix="covpipe-start-") as tmp:
@@ -64,9 +64,9 @@ def snakemake_start(quick: bool = False) -> list[Figure]:
           f"(SLURM client {'installed' if has_client else 'absent'})")
     ratio = installed / floor
     return [
-        Figure(10, "`snakemake --version`, test install vs SLURM answering at once", "<= 1.1x (no SLURM cost)",
+        Figure(11, "`snakemake --version`, test install vs SLURM answering at once", "<= 1.1x (no SLURM cost)",
                f"{installed:.2f} vs {floor:.2f} s", ratio, ratio <= 1.1),
-        Figure(10, "`snakemake --version` with the slurm plugin on the path (SLURM client installed, no controller)",
+        Figure(11, "`snakemake --version` with the slurm plugin on the path (SLURM client installed, no controller)",
                "reported", "not measured: pip could not install the plugin" if with_plugin is None
                else f"{with_plugin:.2f} s", None, None),
     ]
