@@ -27,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import evaluation  # noqa: E402
 import fanout  # noqa: E402
 import graph_sampler  # noqa: E402
+import learners  # noqa: E402
 import orchestration  # noqa: E402
 import passn  # noqa: E402
 import startup  # noqa: E402
@@ -44,6 +45,7 @@ BENCHMARKS = {
     "eval_throughput": (7, evaluation.run),
     "graph_training": (8, training.graph_training),
     "graph_sampler": (9, graph_sampler.run),  # issue 13, item 2
+    "learners": (10, learners.run),  # issue 16, item 5
     "snakemake_start": (11, startup.snakemake_start),  # issue 17, item 1
     "startup_share": (12, startup.startup_share),  # issue 17, item 3
     "sweeps": (13, startup.sweeps),  # issue 17, item 7

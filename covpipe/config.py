@@ -197,7 +197,7 @@ class Study(_Strict):
     evaluate: Evaluate = Field(default_factory=Evaluate)
     finetune: Finetune | None = None
     selection: Selection | None = None
-    figures: list[Literal["horizon", "training", "finetune", "interventions", "hard_instance"]] = Field(
+    figures: list[Literal["horizon", "training", "finetune", "interventions", "rate", "hard_instance"]] = Field(
         default_factory=lambda: ["horizon"], description="figure sets, see covpipe.plots")
 
     @model_validator(mode="after")

@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .sequences import context_windows
+from .sequences import context_windows, encode_windows
 
 
 class WindowFeatures:
@@ -50,6 +50,23 @@ class WindowFeatures:
     def contexts(self, prompt: np.ndarray, response: np.ndarray, bos: int) -> torch.Tensor:
         """What phi reads at each response position: the w-1 previous tokens, (n, H, w-1) int64."""
         return torch.from_numpy(context_windows(prompt, response, self.window - 1, bos))
+
+    def context_ids(self, prompt: np.ndarray, response: np.ndarray, bos: int) -> np.ndarray:
+        """The finite-context form (covpipe.learners.context): each position's window as one id in
+        [0, (V_in + 1)^(w-1)), int64 (n, H); row id of `context_table`."""
+        windows = context_windows(np.asarray(prompt), np.asarray(response), self.window - 1, bos)
+        return encode_windows(windows, self.table.shape[1])
+
+    def context_count(self) -> int:
+        """K = (V_in + 1)^(w-1): the windows phi can read (BOS included)."""
+        return int(self.table.shape[1]) ** (self.window - 1)
+
+    def context_table(self) -> torch.Tensor:
+        """phi(window, v) of every window id and candidate: float64 (K, V, d)."""
+        base, order = int(self.table.shape[1]), self.window - 1
+        ids = np.arange(base**order, dtype=np.int64)
+        windows = np.stack([(ids // base**j) % base for j in range(order)], axis=-1) if order else ids[:, None][:, :0]
+        return self.candidates(torch.from_numpy(windows))
 
     def candidates(self, windows: torch.Tensor, dtype=torch.float64) -> torch.Tensor:
         """phi(window, v) for every candidate v, explicitly: (..., V, d). Learners' closed forms use it."""
@@ -100,3 +117,16 @@ class WindowFeatures:
         w = log_probs.exp() / norm  # (..., V): p_v / ||c + e_v||
         mean = self.scale * (c * w.sum(-1, keepdim=True) + w @ e)  # (..., d)
         return (mean * mean).sum(-1)
+
+
+MAX_CONTEXT_TABLE = 4096  # contexts up to which per-context tables are used (covpipe.learners.context too)
+
+
+def context_variances(table: torch.Tensor, theta: torch.Tensor) -> np.ndarray:
+    """Per context c: E_{v ~ p_c} ||phi(c, v) - E_{p_c} phi||^2 with p_c = softmax(table[c] @ theta),
+    the sigma*^2 term (paper Eq. 8) of any position whose context is c. table (K, V, d): float64 (K,)."""
+    table, theta = table.double(), theta.double()
+    p = torch.softmax(table @ theta, dim=-1)  # (K, V)
+    mean = (p[..., None] * table).sum(-2)  # (K, d)
+    return ((p * (table * table).sum(-1)).sum(-1) - (mean * mean).sum(-1)).numpy()
+

@@ -18,6 +18,7 @@ import os
 import torch
 
 GIB = 1 << 30
+LEARNER_CACHE = 1 << 27  # views.CACHE_BYTES: the per-position view keeps up to 128 MiB of features
 
 
 def machine_bytes() -> int | None:
@@ -87,8 +88,8 @@ def study_terms(study: dict, teacher, model_params, numel: int, vocab, fit: dict
     live = 8 * 2 * t_len  # int64 tokens of one sequence being sampled or trained on, a copy
     samples = 1 if study["data"].get("shared_across_seeds") else seeds
     learner = fit.get("learner") is not None
-    rows = n_train if learner else batch
-    together = seeds if stacked else 1  # vectorized classes train every seed in one batch
+    rows = min(n_train, 128) if learner else batch  # learners score their sample in chunks (views.CHUNK)
+    together = seeds if stacked or learner else 1  # vectorized classes and learners train every seed at once
     return {
         "data": [
             (stored * (samples * n_train + n_ev) + live * max(n_train, n_eval),
@@ -103,11 +104,15 @@ def study_terms(study: dict, teacher, model_params, numel: int, vocab, fit: dict
             (4 * numel * (4 + seeds * ckpts), "models", "model parameters x (optimizer state + seeds x checkpoints)"),
             (live * seeds * n_train, _larger((n_train, "data.n_train"), (seeds, "seeds"), (t_len, "horizons")),
              "training sequences: data.n_train x seeds x tokens"),
-            (together * rows * t_len * (act_tok + (16 * v * max(t_dim, 1) if learner else 0)),
+            (together * rows * t_len * act_tok,
              _larger((rows, "data.n_train" if learner else "train.batch_size"), (t_len, "horizons"),
                      (width * layers, "models"), (together, "seeds")),
-             "activations: " + ("data.n_train (a learner's pass)" if learner else "train.batch_size")
+             "activations: " + ("a learner's chunk of 128 sequences" if learner else "train.batch_size")
              + " x seeds x tokens x model width"),
+            *([(seeds * n_train * t_len * 12 + LEARNER_CACHE, _larger((n_train, "data.n_train"), (seeds, "seeds"),
+                                                                       (t_len, "horizons")),
+                "a learner's index arrays (12 bytes a token: covpipe.learners.context) and feature cache")]
+              if learner else []),
         ],
         "evaluate": [
             (8 * 3 * n_ev * r_len * v, _larger((n_eval, "data.n_eval"), (r_len, "horizons")),

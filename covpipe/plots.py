@@ -13,12 +13,16 @@ A study lists the figure sets it wants (`figures:` in its config):
     per_class.md         final KL, Cov_16 and token accuracy per class and H (median [min, max])
 "finetune" (the paper's Figure 1 layout and selection tables): see covpipe.plots_finetune.
 "interventions" (learners, paper Secs. 5-6; `config/interventions.yaml`):
-    horizon_sweep        final KL and Cov_N (a few N) against H, one line per model (learner; '+ttt'
-                         marks the test-time-training decoder), sigma*^2 of the teacher under each H
-    rate_sweep           Cov_N against the sample size T (checkpoints, in sequences) on log-log axes at
-                         the smallest and largest H, with the paper's slopes -1/2 and -1 drawn
-    interventions_table.md  per model: KL and Cov_N at the smallest and largest H, their ratio and
-                         the log-log slope against H (median over seeds)
+    horizon_sweep        final KL and Cov_N (a few N) against H, one line per learner ('+ttt' marks the
+                         test-time-training decoder), a row per iterate (last, '+avg' average); sigma*^2
+                         of the teacher under each H
+    rate_sweep           KL and Cov_N against the sample size T (checkpoints, in sequences) on log-log
+                         axes at the largest H, a column per iterate, the paper's slopes -1/2 and -1 drawn
+    interventions_table.md  per learner and iterate: KL and Cov_N at the smallest and largest H and the
+                         per-seed log-log slopes against H and against sigma*^2 (median [min, max])
+"rate" (the sample-size sweep): rate_sweep as above, and
+    rate_table.md        per learner and iterate: the smallest T at which it learns (KL <= a tenth of the
+                         initial model's, step 0), final KL and Cov_N, slopes in T beside the theory's
 "hard_instance" (teachers kl_lower_bound, sgd_two_scales):
     hard_instance        fraction of seeds with KL >= H/(4n) against H (Prop. 3.2), KL n/H per seed,
                          and Cov_N, one line per model; plus horizon_sweep and interventions_table.md
@@ -52,13 +56,14 @@ class _OnFirstUse:
 plt = _OnFirstUse("matplotlib.pyplot")
 sns = _OnFirstUse("seaborn")
 
-VERSION = 7
+VERSION = 8  # 8: iterates (last, average) in the interventions figures; the rate set
 FIGURE_SETS = {
     "horizon": ("kl_vs_horizon.png", "coverage_vs_horizon.png", "coverage_profile.png", "training_curves.png"),
     "training": ("over_training.png", "coverage_profile.png", "per_class.md"),
     "finetune": ("fig1_training.png", "fig1_scatter.png", "rank_correlations.md", "selection.md",
                  "selection_sensitivity.md", "fig1_checks.md", "pretrain_check.md"),
     "interventions": ("horizon_sweep.png", "rate_sweep.png", "interventions_table.md"),
+    "rate": ("rate_sweep.png", "rate_table.md"),
     "hard_instance": ("hard_instance.png", "horizon_sweep.png", "interventions_table.md"),
 }
 FIGURES = tuple(name.removesuffix(".png") for name in FIGURE_SETS["horizon"])
@@ -243,31 +248,92 @@ def _horizon_ticks(ax, horizons, sigma):
     ax.minorticks_off()
 
 
+AVG = "+avg"  # the average-iterate variant of a learner-trained model (covpipe.learners.variants)
+
+
+def iterate_of(model: str) -> tuple[str, str]:
+    """(the model it varies, 'last' or 'average'): 'tok+avg+ttt' -> ('tok+ttt', 'average')."""
+    return (model.replace(AVG, ""), "average") if AVG in model else (model, "last")
+
+
+def _palette(models) -> dict:
+    bases = sorted({iterate_of(m)[0] for m in models})
+    return dict(zip(bases, sns.color_palette("tab10" if len(bases) <= 10 else "tab20", len(bases))))
+
+
+def _outside_legend(fig, axes, title="model"):
+    """One legend for the figure, right of the panels: it never covers data."""
+    handles, labels = {}, []
+    for ax in axes:
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            if lab not in handles:
+                handles[lab] = h
+                labels.append(lab)
+    fig.legend([handles[lab] for lab in labels], labels, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8,
+               title=title, frameon=False)
+
+
+def _log2_axis(ax, values):
+    """x on a log2 axis, one label every other power of 2 (2^5, 2^7, ...) so labels never collide."""
+    import numpy as np
+    from matplotlib.ticker import FixedLocator, NullLocator
+
+    powers = sorted({int(round(np.log2(v))) for v in values if v > 0})
+    if not powers:
+        return
+    ax.set_xscale("log", base=2)
+    step = 1 if len(powers) <= 7 else 2
+    shown = powers[::step]
+    ax.xaxis.set_major_locator(FixedLocator([2.0**p for p in shown]))
+    ax.set_xticklabels([f"$2^{{{p}}}$" for p in shown])
+    ax.xaxis.set_minor_locator(NullLocator())
+
+
 def horizon_sweep(metrics, path, spec):
-    """Final KL and Cov_N against H, one line per model; the x labels carry sigma*^2 under H."""
+    """Final KL and Cov_N against H: one row per iterate (last, average), one line per learner; the
+    x labels carry sigma*^2 under H."""
+    import numpy as np
+
     study, final = _study(metrics), final_rows(metrics).to_pandas()
+    final = final[final.step > 0]
+    final["base"], final["iterate"] = zip(*final.model.map(iterate_of))
     sigma = _sigma_by_horizon(metrics)
     levels = shown_levels(spec["evaluate"]["levels"])
     horizons = sorted(final.horizon.unique())
-    models = sorted(final.model.unique())
-    palette = dict(zip(models, sns.color_palette("tab10", len(models))))
-    fig, axes = plt.subplots(1, 1 + len(levels), figsize=(4.2 * (1 + len(levels)), 4.2))
-    kl = final[final.metric == "kl"]
-    sns.lineplot(kl, x="horizon", y="value", hue="model", estimator="median", errorbar=BAND, marker="o",
-                 palette=palette, ax=axes[0], legend=False)
-    axes[0].set_yscale("log")
-    axes[0].set(ylabel="sequence KL (nats)", title="KL")
-    for ax, level in zip(axes[1:], levels):
-        cov = final[(final.metric == "coverage") & (final.level == level)]
-        sns.lineplot(cov, x="horizon", y="value", hue="model", estimator="median", errorbar=BAND, marker="o",
-                     palette=palette, ax=ax, legend=ax is axes[-1])
-        ax.set(ylim=(-0.02, 1.02), ylabel="Cov_N (lower is better)", title=f"Cov_N, N = {level:g}")
-    for ax in axes:
-        _horizon_ticks(ax, horizons, sigma)
-        ax.set_xlabel("horizon H" + ("\n(sigma*^2 of the teacher)" if sigma else ""))
-    axes[-1].legend(fontsize=8, title="model", bbox_to_anchor=(1.02, 1), loc="upper left")
-    fig.suptitle(f"{study}: final KL and coverage against H; median over seeds, band = range")
+    palette = _palette(final.model.unique())
+    kinds = [k for k in ("last", "average") if (final.iterate == k).any()]
+    fig, axes = plt.subplots(len(kinds), 1 + len(levels), figsize=(4.0 * (1 + len(levels)), 3.9 * len(kinds)),
+                             squeeze=False)
+    for row, kind in zip(axes, kinds):
+        part = final[final.iterate == kind]
+        if kind == "average":  # models without iterates (the exact MLE) as the reference in both rows
+            part = pd_concat(part, final[(final.iterate == "last") & ~final.base.isin(part.base)])
+        for ax, (metric, level) in zip(row, [("kl", None)] + [("coverage", lv) for lv in levels]):
+            cell = part[(part.metric == metric) & ((part.level == level) if level is not None else True)]
+            for base, line in cell.groupby("base"):
+                med = line.groupby("horizon").value.agg(["median", "min", "max"])
+                dashed = kind == "average" and not (line.iterate == "average").any()
+                ax.plot(med.index, med["median"], marker="o", color=palette[base], label=base,
+                        linestyle=":" if dashed else "-")
+                ax.fill_between(med.index, med["min"], med["max"], color=palette[base], alpha=0.1)
+            if metric == "kl":
+                ax.set_yscale("log")
+                ax.set(ylabel=f"{kind} iterate\nsequence KL (nats)", title="KL")
+            else:
+                ax.set(ylim=(-0.02, 1.02), ylabel="Cov_N (lower is better)", title=f"Cov_N, N = {level:g}")
+            _horizon_ticks(ax, horizons, sigma)
+            ax.set_xlabel("horizon H" + ("\n(sigma*^2 of the teacher)" if sigma else ""))
+    _outside_legend(fig, axes.ravel())
+    fig.suptitle(f"{study}: final KL and coverage against H (T = {int(final.step.max())} sequences); "
+                 "median over seeds, band = range; dotted in the average row: no iterates (exact MLE)")
+    fig.tight_layout()
     _save(fig, path)
+
+
+def pd_concat(*frames):
+    import pandas as pd
+
+    return pd.concat(frames, ignore_index=True)
 
 
 def rate_level(spec) -> float:
@@ -286,44 +352,158 @@ def loglog_slope(x, y) -> float:
     return float(np.polyfit(np.log(x[keep]), np.log(y[keep]), 1)[0])
 
 
+# The theory's slope in T of each learner's bound (paper-notes Secs. 3-4), as "slope at small T ->
+# slope at large T": the B^2/T-type term dominates until T ~ B^4/sigma*^2, the sqrt(sigma*^2/T) term after.
+THEORY_SLOPE = {
+    "mle_exact": "-1 (d/n, Cor. 4.1)",
+    "seq_sgd": "-1 (8HB^2/T at eta = 1/(2HB^2)), floor sigma*^2/(HB^2)",
+    "normalized_sgd": "-1 -> -1/2 (Thm 5.1), floor B/(K log N)",
+    "token_sgd": "-1 -> -1/2 (Thm 6.1)",
+    "distill_truncated": "-1 -> -1/2 (Thm 6.2)",
+}
+
+
+def theory_slope(model: str) -> str:
+    base = iterate_of(model)[0].replace("+ttt", "")
+    for name, text in THEORY_SLOPE.items():
+        if base == name or base.startswith(name + "_"):
+            return text
+    return "none (no rule in the paper)"
+
+
 def rate_sweep(metrics, path, spec):
-    """Cov_N against the sample size T at the smallest and largest H, log-log, paper slopes drawn."""
+    """KL and Cov_N against the sample size T at the largest H, log-log: one column per iterate
+    (last, average), one row per quantity, one line per learner; the initial model, the 'learned'
+    threshold (a tenth of its KL) and the theory's slopes -1/2 and -1 drawn."""
     import numpy as np
 
-    study, level = _study(metrics), rate_level(spec)
-    cov = metrics.filter((pl.col("class") == "all") & (pl.col("metric") == "coverage") & (pl.col("level") == level))
-    horizons = sorted(cov["horizon"].unique().to_list())
-    shown = sorted({horizons[0], horizons[-1]})
-    floor = 0.5 / cov["n"].max()  # Cov_N = 0 drawn at half the resolution of the held-out set
-    models = sorted(cov["model"].unique().to_list())
-    palette = dict(zip(models, sns.color_palette("tab10", len(models))))
-    fig, axes = plt.subplots(1, len(shown), figsize=(6.5 * len(shown), 4.6), squeeze=False)
-    for ax, h in zip(axes[0], shown):
-        part = cov.filter(pl.col("horizon") == h).to_pandas()
-        med = part.groupby(["model", "step"]).value.median().reset_index()
-        for m in models:
-            line = med[med.model == m].sort_values("step")
-            if line.step.nunique() < 2:
-                continue
-            slope = loglog_slope(line.step, line.value)
-            ax.plot(line.step, np.maximum(line.value, floor), marker="o", color=palette[m],
-                    label=f"{m} (slope {slope:.2f})")
-            band = part[part.model == m].groupby("step").value.agg(["min", "max"])
-            ax.fill_between(band.index, np.maximum(band["min"], floor), np.maximum(band["max"], floor),
-                            color=palette[m], alpha=0.12)
-        steps = np.array(sorted(part.step.unique()), float)
-        if len(steps) > 1:
-            anchor = max(float(med[med.step == steps.min()].value.median()), 10 * floor)
-            for slope, style in ((-0.5, "--"), (-1.0, ":")):
+    study = _study(metrics)
+    h = max(metrics["horizon"].unique().to_list())
+    levels = shown_levels(spec["evaluate"]["levels"])
+    rows = metrics.filter((pl.col("class") == "all") & (pl.col("horizon") == h)
+                          & ((pl.col("metric") == "kl") | ((pl.col("metric") == "coverage")
+                                                          & pl.col("level").is_in(levels)))).to_pandas()
+    rows["base"], rows["iterate"] = zip(*rows.model.map(iterate_of))
+    floor = 0.5 / rows["n"].max()  # Cov_N = 0 drawn at half the resolution of the held-out set
+    palette = _palette(rows.model.unique())
+    kinds = [k for k in ("last", "average") if (rows.iterate == k).any()]
+    quantities = [("kl", None)] + [("coverage", lv) for lv in levels]
+    fig, axes = plt.subplots(len(quantities), len(kinds), figsize=(6.2 * len(kinds), 3.3 * len(quantities)),
+                             squeeze=False, sharex=True)
+    initial = rows[(rows.step == 0) & (rows.metric == "kl")].value.median()
+    trained = rows[rows.step > 0]
+    steps = np.array(sorted(trained.step.unique()), float)
+    for c, kind in enumerate(kinds):
+        part = trained[trained.iterate == kind]
+        if kind == "average":
+            part = pd_concat(part, trained[(trained.iterate == "last") & ~trained.base.isin(part.base)])
+        for r, (metric, level) in enumerate(quantities):
+            ax = axes[r, c]
+            cell = part[(part.metric == metric) & ((part.level == level) if level is not None else True)]
+            for base, line in cell.groupby("base"):
+                med = line.groupby("step").value.agg(["median", "min", "max"]).clip(lower=floor)
+                dotted = kind == "average" and not (line.iterate == "average").any()
+                ax.plot(med.index, med["median"], marker="o", markersize=3, color=palette[base], label=base,
+                        linestyle=":" if dotted else "-")
+                ax.fill_between(med.index, med["min"], med["max"], color=palette[base], alpha=0.1)
+            anchor = max(float(cell[cell.step == steps.min()].value.median()), 10 * floor) if len(cell) else 1.0
+            for slope, style in ((-0.5, "--"), (-1.0, (0, (1, 3)))):
                 ax.plot(steps, anchor * (steps / steps.min()) ** slope, color="black", linestyle=style, linewidth=1,
-                        label=f"paper slope {slope:g}" + (" (sqrt(sigma*^2/T))" if slope == -0.5 else " (B^2 H/T, B^2/T)"))
-        ax.set(xscale="log", yscale="log", xlabel="training sequences T", ylabel=f"Cov_N, N = {level:g}",
-               title=f"H = {h}" + (f", sigma*^2 = {_sigma_by_horizon(metrics).get(h, float('nan')):.3g}"))
-        ax.axhline(floor, color="grey", linewidth=0.5)
-        ax.legend(fontsize=7)
-    fig.suptitle(f"{study}: coverage against the sample size (median over seeds, band = range; "
+                        label=f"slope {slope:g}" + (" (sqrt(sigma*^2/T))" if slope == -0.5 else " (B^2 H/T, B^2/T)"))
+            if metric == "kl":
+                ax.axhline(initial, color="grey", linewidth=1, label="initial model (theta = 0)")
+                ax.axhline(initial / 10, color="grey", linewidth=1, linestyle="--", label="learned: KL <= initial / 10")
+                ax.set(ylabel="sequence KL (nats)")
+            else:
+                ax.axhline(floor, color="grey", linewidth=0.5)
+                ax.set(ylabel=f"Cov_N, N = {level:g}")
+            ax.set_yscale("log")
+            _log2_axis(ax, steps)
+            if r == 0:
+                ax.set_title(f"{kind} iterate")
+            if r == len(quantities) - 1:
+                ax.set_xlabel("training sequences T")
+    _outside_legend(fig, axes.ravel())
+    fig.suptitle(f"{study}, H = {h}: KL and coverage against the sample size (median over seeds, band = range; "
                  f"Cov_N = 0 drawn at {floor:.2g})")
+    fig.tight_layout()
     _save(fig, path)
+
+
+def _learn_point(kl: "pl.DataFrame") -> dict:
+    """Per seed: the smallest T > 0 with KL(T) <= KL(step 0) / 10 (None if never). kl: one model's
+    KL rows at one horizon, columns seed, step, value."""
+    out = {}
+    for (seed,), part in kl.group_by("seed"):
+        start = part.filter(pl.col("step") == 0)["value"]
+        if start.is_empty():
+            continue
+        hit = part.filter((pl.col("step") > 0) & (pl.col("value") <= start[0] / 10))["step"]
+        out[seed] = None if hit.is_empty() else int(hit.min())
+    return out
+
+
+def _band(values, fmt="{:.3g}") -> str:
+    """'median [min, max]' over seeds."""
+    import numpy as np
+
+    v = np.asarray([x for x in values if x == x], float)
+    if not len(v):
+        return "nan"
+    return f"{fmt.format(np.median(v))} [{fmt.format(v.min())}, {fmt.format(v.max())}]"
+
+
+def rate_table(metrics, path, spec):
+    """Markdown, per model at the largest H: when the paper's constants learn (the smallest T with KL at
+    most a tenth of the initial model's: median over seeds [earliest, latest seed]), KL and Cov_N at the
+    largest T, and the fitted slopes of KL and Cov_N in T against the theory's (median [min, max] of
+    per-seed least-squares slopes over the five largest T)."""
+    import numpy as np
+
+    h = max(metrics["horizon"].unique().to_list())
+    level = rate_level(spec)
+    rows = metrics.filter((pl.col("class") == "all") & (pl.col("horizon") == h))
+    kl = rows.filter(pl.col("metric") == "kl")
+    cov = rows.filter((pl.col("metric") == "coverage") & (pl.col("level") == level))
+    steps = sorted(s for s in kl["step"].unique().to_list() if s > 0)
+    tail = steps[-5:]
+    t_max = steps[-1]
+    lines = [f"Horizon H = {h}; T = training sequences; {kl['seed'].n_unique()} seeds; Cov_N at N = {level:g}. "
+             "learns at: the smallest T with KL <= KL(initial model) / 10 (median over seeds [earliest, latest]; "
+             f"'> {t_max}' where a seed never does). Slopes: per seed, least squares of log value on log T over "
+             f"T = {', '.join(map(str, tail))} (values > 0 only); median [min, max].", "",
+             "| model | iterate | learns at T | KL at T = %d | Cov_N at T = %d | KL slope | Cov_N slope | "
+             "theory's slope (bound) |" % (t_max, t_max), "|---|---|---|---|---|---|---|---|"]
+    starts = {s: v for s, v in kl.filter(pl.col("step") == 0).group_by("seed").agg(pl.col("value").median()).iter_rows()}
+    for model in sorted(kl["model"].unique().to_list(), key=lambda m: (iterate_of(m)[0], iterate_of(m)[1] != "last")):
+        base, kind = iterate_of(model)
+        mk, mc = kl.filter(pl.col("model") == model), cov.filter(pl.col("model") == model)
+        if mk.filter(pl.col("step") == 0).is_empty():  # variants have no step 0: the start is the model's
+            mk = pl.concat([mk, kl.filter((pl.col("model") == base.replace("+ttt", "")) & (pl.col("step") == 0))])
+        learn = _learn_point(mk)
+        hits = [v for v in learn.values() if v is not None]
+        if not learn:
+            when = "n/a"
+        elif len(hits) == len(learn):
+            when = _band(hits, "{:.0f}")
+        else:
+            when = f"> {t_max} ({len(learn) - len(hits)} of {len(learn)} seeds)" if not hits else \
+                f"{_band(hits, '{:.0f}')}; {len(learn) - len(hits)} seeds > {t_max}"
+        slopes = {}
+        for name, frame in (("kl", mk), ("cov", mc)):
+            per_seed = []
+            for _, part in frame.filter(pl.col("step").is_in(tail)).group_by("seed"):
+                part = part.sort("step")
+                per_seed.append(loglog_slope(part["step"].to_numpy(), part["value"].to_numpy()))
+            slopes[name] = _band(per_seed, "{:.2f}")
+        final_kl = mk.filter(pl.col("step") == t_max)["value"].to_list()
+        final_cov = mc.filter(pl.col("step") == t_max)["value"].to_list()
+        lines.append(f"| {base} | {kind} | {when} | {_band(final_kl)} | {_band(final_cov)} | {slopes['kl']} | "
+                     f"{slopes['cov']} | {theory_slope(model)} |")
+    init = [v for v in starts.values()]
+    lines += ["", f"Initial model (theta = 0, uniform): KL = {np.median(init):.4g} nats at H = {h}."]
+    with io.atomic_path(path) as tmp:
+        tmp.write_text("\n".join(lines) + "\n")
 
 
 def hard_instance(metrics, path, spec):
@@ -366,31 +546,43 @@ def hard_instance(metrics, path, spec):
 
 
 def interventions_table(metrics, path, spec):
-    """Markdown: per model, KL and Cov_N (smallest N and N = 16) at the smallest and largest H, the KL
-    ratio, and log-log slopes against H (median over seeds, final checkpoint)."""
-    final = final_rows(metrics)
+    """Markdown: per model (last and average iterates), final KL and Cov_N (smallest N and N = 16) at the
+    smallest and largest H, and the log-log slopes against H and against sigma*^2 (per seed, median
+    [min, max] over seeds); the slope against sigma*^2 is n/a where sigma*^2 varies by less than 10%."""
+    import numpy as np
+
+    final = final_rows(metrics).filter(pl.col("step") > 0)
     levels = sorted({rate_level(spec), focus_level(spec)})
     horizons = sorted(final["horizon"].unique().to_list())
     lo, hi = horizons[0], horizons[-1]
     sigma = _sigma_by_horizon(metrics)
-    med = final.filter((pl.col("metric") == "kl") | ((pl.col("metric") == "coverage") & pl.col("level").is_in(levels))) \
-        .group_by("model", "horizon", "metric", "level").agg(pl.col("value").median())
-    cell = {(m, h, k if lv is None else f"{k}{lv:g}"): v for m, h, k, lv, v in med.iter_rows()}
-    keys = ["kl"] + [f"coverage{lv:g}" for lv in levels]
-    names = ["KL"] + [f"Cov_{lv:g}" for lv in levels]
-    head = "| model | " + " | ".join(f"{n}, H={lo} | {n}, H={hi} | slope" for n in names) + " | KL ratio |"
+    s2 = [sigma.get(h, float("nan")) for h in horizons]
+    flat = not (np.nanmax(s2) / np.nanmin(s2) >= 1.1) if sigma else True
+    keys = [("kl", None, "KL")] + [("coverage", lv, f"Cov_{lv:g}") for lv in levels]
+    head = "| model | iterate | " + " | ".join(f"{n}, H={lo} | {n}, H={hi} | slope in H | slope in sigma*^2"
+                                             for _, _, n in keys) + " |"
     lines = ["sigma*^2 of the teacher: " + ", ".join(f"H={h}: {sigma[h]:.3g}" for h in horizons if h in sigma), "",
-             head, "|---" * (2 + 3 * len(names)) + "|"]
-    for m in sorted({k[0] for k in cell}):
+             head, "|---" * (2 + 4 * len(keys)) + "|"]
+    models = sorted(final["model"].unique().to_list(), key=lambda m: (iterate_of(m)[0], iterate_of(m)[1] != "last"))
+    for m in models:
         parts = []
-        for key in keys:
-            v = [cell.get((m, h, key), float("nan")) for h in horizons]
-            parts.append(f"{v[0]:.3g} | {v[-1]:.3g} | {loglog_slope(horizons, v):.2f}")
-        kl = [cell.get((m, h, "kl"), float("nan")) for h in horizons]
-        ratio = kl[-1] / kl[0] if kl[0] > 0 else float("nan")
-        lines.append(f"| {m} | " + " | ".join(parts) + f" | {ratio:.3g} |")
-    lines += ["", "Final checkpoint, median over seeds. slope: least squares of log value on log H over the H "
-                  f"with value > 0 ({', '.join(map(str, horizons))}); nan where fewer than two are > 0."]
+        for metric, level, _ in keys:
+            cell = final.filter((pl.col("model") == m) & (pl.col("metric") == metric)
+                                & (pl.col("level").is_null() if level is None else pl.col("level") == level))
+            at = {h: cell.filter(pl.col("horizon") == h)["value"].to_list() for h in (lo, hi)}
+            in_h, in_s = [], []
+            for _, part in cell.group_by("seed"):
+                part = part.sort("horizon")
+                hs = part["horizon"].to_list()
+                in_h.append(loglog_slope(hs, part["value"].to_numpy()))
+                in_s.append(loglog_slope([sigma.get(h, float("nan")) for h in hs], part["value"].to_numpy()))
+            parts.append(f"{_band(at[lo])} | {_band(at[hi])} | {_band(in_h, '{:.2f}')} | "
+                         + ("n/a (flat)" if flat else _band(in_s, "{:.2f}")))
+        base, kind = iterate_of(m)
+        lines.append(f"| {base} | {kind} | " + " | ".join(parts) + " |")
+    lines += ["", f"Final checkpoint (T = {int(final['step'].max())} sequences), median [min, max] over seeds. slope: per "
+                  "seed, least squares of log value on log H (or log sigma*^2) over the H with value > 0 "
+                  f"({', '.join(map(str, horizons))}); nan where fewer than two are > 0."]
     with io.atomic_path(path) as tmp:
         tmp.write_text("\n".join(lines) + "\n")
 
@@ -404,6 +596,7 @@ DRAW = {
     "per_class.md": per_class_table,
     "horizon_sweep.png": horizon_sweep,
     "rate_sweep.png": rate_sweep,
+    "rate_table.md": rate_table,
     "interventions_table.md": interventions_table,
     "hard_instance.png": hard_instance,
 }

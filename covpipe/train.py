@@ -63,8 +63,7 @@ def train_trial(spec: dict, seed: int, batch: Batch, device: str = "cpu", resume
     """
     teacher = build_teacher(spec["teacher"])
     vocab = Vocab.of(teacher, spec["horizon"])
-    torch.manual_seed(derive_seed(spec["study"], "init", spec["model_name"], spec["horizon"], seed))
-    model = build_model(spec["model"], vocab, teacher=teacher)
+    model = _seed_model(spec, teacher, vocab, seed)
     prompt, response = as_tensor(batch.prompt), as_tensor(batch.response)
     if model.trainable and device != "cpu":
         model, prompt, response = model.to(device), prompt.to(device), response.to(device)
@@ -130,6 +129,30 @@ def train_trial(spec: dict, seed: int, batch: Batch, device: str = "cpu", resume
     return {"checkpoints": checkpoints, "log": rows}
 
 
+def _seed_model(spec: dict, teacher, vocab, seed: int):
+    torch.manual_seed(derive_seed(spec["study"], "init", spec["model_name"], spec["horizon"], seed))
+    return build_model(spec["model"], vocab, teacher=teacher)
+
+
+def _learner_batched(spec: dict) -> bool:
+    from .learners import batched
+
+    teacher = build_teacher(spec["teacher"])
+    return batched(spec, _seed_model(spec, teacher, Vocab.of(teacher, spec["horizon"]), 0))
+
+
+def _fit_learner_seeds(spec: dict, seeds: list, batches: list) -> list:
+    """Every seed of a learner job as one batched computation (covpipe.learners.fit_seeds): the same
+    models (per-seed initialization) and samples as `train_trial`, in this process."""
+    from .learners import fit_seeds
+
+    teacher = build_teacher(spec["teacher"])
+    vocab = Vocab.of(teacher, spec["horizon"])
+    models = [_seed_model(spec, teacher, vocab, s) for s in seeds]
+    return fit_seeds(spec, models, teacher, [as_tensor(b.prompt) for b in batches],
+                     [as_tensor(b.response) for b in batches], seeds)
+
+
 def lr_at(cfg: dict, step: int) -> float:
     """The learning rate of step `step` (1-based): constant, or with `schedule: cosine` a linear
     warm-up over `warmup` steps and a cosine decay to lr * `min_lr_ratio` at the last step."""
@@ -171,16 +194,19 @@ def run(data_path, checkpoints_path, log_path, spec: dict, *, threads: int = 1,
     states = resume.state_dir(os.path.abspath(checkpoints_path))
     trials = [(spec, s, io.frame_tokens(data.filter(pl.col("seed").is_in([s, -1]))), device, str(states))
               for s in seeds]
-    # Stacked seeds (covpipe.vectorized, 3 to 6x) beat fanning them out one per worker over the
-    # run's instance (2x on 2 cores): for 'auto' such a job is one trial.
-    fanned = 1 if vectorized.supports(spec) and address == "run" else len(trials)
-    chosen = resolve_backend(backend, threads, fanned, address)
+    batched_learner = bool(spec["train"].get("learner")) and _learner_batched(spec)
+    # Stacked seeds (covpipe.vectorized, 3 to 6x; batched learners) beat fanning them out one per
+    # worker over the run's instance (2x on 2 cores): for 'auto' such a job is one trial.
+    stacked = batched_learner or vectorized.supports(spec)
+    chosen = resolve_backend(backend, threads, 1 if stacked and address == "run" else len(trials), address)
     log.info("train %s/%s H=%d: %d seeds on %s with %d threads", spec["study"], spec["model_name"],
              spec["horizon"], len(trials), chosen, threads)
     if chosen == "serial":
         torch.set_num_threads(threads)
     started = time.perf_counter()
-    if vectorized.supports(spec):  # small classes: all seeds as one batched computation
+    if batched_learner:  # AR-linear learners: seeds as one computation
+        results = _fit_learner_seeds(spec, seeds, [t[2] for t in trials])
+    elif vectorized.supports(spec):  # small classes: all seeds as one batched computation
         results = vectorized.train_seeds(spec, seeds, [t[2] for t in trials], backend=chosen, address=address,
                                          threads=threads, device=device, resume_dir=str(states))
     else:

@@ -96,7 +96,7 @@ def test_sign_sgd_step():
 def test_adam_two_steps():
     _, _, view = tiny()
     lrn = learner({"name": "adam", "batch_size": 1, "eta": 0.1})
-    state = lrn.init_state(THETA[None])
+    state = lrn.init_state(view, THETA[None])
     theta, m, v = THETA.copy(), np.zeros(2), np.zeros(2)
     for t, i in enumerate([0, 1], start=1):
         got = lrn.update(view, theta[None], state, np.array([i]), {"eta": np.array([0.1])})[0]
@@ -124,7 +124,7 @@ def test_distill_truncated_step_weights_token_gradients_by_the_kl_budget():
     t, model, view = tiny(horizon=4)
     teacher_steps = t.step_log_probs(view.prompt.numpy(), view.response.numpy())
     lrn = learner({"name": "distill_truncated", "eta": 0.4, "level": 1.5}, teacher_steps=lambda: teacher_steps)
-    state = lrn.init_state(THETA[None])
+    state = lrn.init_state(view, THETA[None])
     got = lrn.update(view, THETA[None], state, np.array([2]), {"eta": np.array([0.4]), "budget_nats": np.array([np.log(1.5)])})[0]
     phi, y, g, spent = view.phi([2])[0], view.y[2], np.zeros(2), 0.0
     for h in range(4):
@@ -208,16 +208,21 @@ def test_ttt_is_evaluated_as_its_own_model_for_token_sgd_only():
     t, model, view = tiny()
     spec = {"model_name": "tok", "train": {"learner": {"name": "token_sgd", "ttt": True}}}
     assert [name for name, _ in variants(spec, model, {"eta": 0.1, "radius": 1.0})] == ["tok+ttt"]
+    average = {"eta": 0.1, "radius": 1.0, "average": torch.tensor([0.25, -0.5], dtype=torch.float64)}
+    found = dict(variants(spec, model, average))
+    assert list(found) == ["tok+avg", "tok+ttt", "tok+avg+ttt"]
+    assert found["tok+avg"].theta.detach().tolist() == [0.25, -0.5]
+    assert found["tok+avg+ttt"].base is found["tok+avg"] and model.theta.detach().tolist() != [0.25, -0.5]
     assert variants({**spec, "train": {"learner": {"name": "seq_sgd"}}}, model, {"eta": 0.1, "radius": 1.0}) == []
 
 
 def test_budget_dependent_rules_give_each_checkpoint_its_own_run():
     _, _, view = tiny(n=16, horizon=3)
-    out = learner({"name": "token_sgd"}, sigma2=100.0).run(view, np.zeros(2), [4, 16])
-    assert out[4][1]["eta"] == pytest.approx(0.05) and out[16][1]["eta"] == pytest.approx(0.025)  # (sigma2 T)^-1/2
+    (out,) = learner({"name": "token_sgd"}, sigma2=100.0).run(view, np.zeros(2), [4, 16])
+    assert out[4].hyper["eta"] == pytest.approx(0.05) and out[16].hyper["eta"] == pytest.approx(0.025)  # (sigma2 T)^-1/2
     for s in (4, 16):  # each checkpoint is the run with eta(T = s) over the first s sequences
-        alone = learner({"name": "token_sgd", "eta": out[s][1]["eta"]}).run(view, np.zeros(2), [s])[s][0]
-        assert out[s][0] == pytest.approx(alone, abs=1e-12)
+        (alone,) = learner({"name": "token_sgd", "eta": out[s].hyper["eta"]}).run(view, np.zeros(2), [s])
+        assert out[s].theta == pytest.approx(alone[s].theta, abs=1e-12)
 
 
 def test_fit_returns_checkpoints_log_and_resolved_hyperparameters():
@@ -225,7 +230,10 @@ def test_fit_returns_checkpoints_log_and_resolved_hyperparameters():
     spec = {"study": "s", "teacher": TINY, "model_name": "m", "model": {"class": "ar_linear"}, "horizon": 3,
             "train": {"steps": 16, "checkpoints": [8, 16], "learner": {"name": "seq_sgd"}}}
     out = fit(spec, model, t, view.prompt, view.response, seed=0)
-    assert sorted(out["checkpoints"]) == [8, 16] and [r["step"] for r in out["log"]] == [8, 16]
+    # step 0 is the start (theta = 0, the uniform model): what "learns" is measured against
+    assert sorted(out["checkpoints"]) == [0, 8, 16] and [r["step"] for r in out["log"]] == [0, 8, 16]
+    assert out["checkpoints"][0]["theta"].abs().max() == 0 and out["learner"][0] == {}
+    assert out["log"][0]["train_loss"] == pytest.approx(np.log(3))  # uniform over V = 3, nats/token
     assert out["learner"][16]["radius"] == 1.0 and out["learner"][16]["sigma_star_sq"] > 0
 
 

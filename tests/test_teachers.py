@@ -22,6 +22,8 @@ SMALL = {
     "kl_lower_bound": [({"name": "kl_lower_bound", "n": 2, "scale": 1.0}, 6),
                        ({"name": "kl_lower_bound", "n": 1, "scale": 1.5, "theta_sign": -1}, 5)],
     "sgd_two_scales": [({"name": "sgd_two_scales", "rare_weight": 0.4, "rare_tokens": 2}, 5)],
+    "pivotal": [({"name": "pivotal", "vocab_size": 3, "dim": 3, "pivotal_tokens": 2, "pivot_scale": 2.0, "scale": 3.0,
+                  "tail_weight": 0.5}, 4)],
     "graph": [
         # match and uniform4 share their structure: pi_D is their exact posterior mixture.
         ({"name": "graph", "num_nodes": 10, "classes": {"single": 0.5, "match": 0.2, "uniform4": 0.3}}, 2),
@@ -271,3 +273,49 @@ def test_kl_lower_bound_instance_matches_prop_3_2():
     assert steps[1] == pytest.approx(0.5)  # x = 0: uniform
     p = np.exp(1) / (np.exp(1) + np.exp(-1))
     assert t.uninformed_kl(7) == pytest.approx(7 / 20 * (p * np.log(2 * p) + (1 - p) * np.log(2 * (1 - p))))
+
+
+@pytest.mark.parametrize("window", [1, 2, 3])
+def test_ar_linear_context_sampler_draws_what_the_prefix_rescoring_sampler_draws(window):
+    from covpipe.teachers.base import Teacher
+
+    t = build_teacher({"name": "ar_linear", "vocab_size": 5, "dim": 4, "window": window, "scale": 3.0})
+    fast = t.sample(3000, 6, np.random.default_rng(7))
+    plain = Teacher.sample(t, 3000, 6, np.random.default_rng(7))
+    assert (fast.prompt == plain.prompt).all() and (fast.response == plain.response).all()
+
+
+def test_pivotal_sigma_star_sq_against_enumeration_and_flat_in_the_horizon():
+    """sigma*^2 = E_{pi_D} sum_h ||phi(x, y_1..h) - E_v phi||^2 (paper Eq. 8) by enumerating every (x, y)
+    with phi written out from the definition, against the teacher's per-prefix terms; then the point of
+    the teacher: sigma*^2 within a factor 2 from H = 8 to H = 256."""
+    p = {"name": "pivotal", "vocab_size": 3, "dim": 3, "pivotal_tokens": 2, "pivot_scale": 2.0, "scale": 3.0,
+         "tail_weight": 0.5}
+    t = build_teacher(p)
+    table = t.features.table.numpy().reshape(3, 3, 3, 3)  # (segment, prev, v, d)
+    theta = t.theta.numpy()
+    assert np.linalg.norm(theta) == pytest.approx(1.0) and np.linalg.norm(table, axis=-1).max() <= 3.0 + 1e-12
+    H, brute, mass, total = 4, 0.0, 0.0, 0.0
+    for x in range(3):
+        for y in itertools.product(range(3), repeat=H):
+            prob, terms, prev = 1 / 3, 0.0, x
+            for h, v in enumerate(y):
+                phi = table[min(h, 2), prev]  # (V, d)
+                q = np.exp(phi @ theta - np.log(np.exp(phi @ theta).sum()))
+                prob *= q[v]
+                mean = q @ phi
+                terms += q @ ((phi - mean) ** 2).sum(-1)
+                prev = v
+            brute += prob * terms
+            mass += prob
+            total += prob * t.inherent_variance(np.array([[x]]), np.array([y])).sum()
+    assert mass == pytest.approx(1.0)
+    assert total == pytest.approx(brute, rel=1e-10)
+    t = build_teacher({"name": "pivotal"})
+    sigma = {}
+    for h in (8, 256):
+        b = t.sample(4000, h, np.random.default_rng(0))
+        sigma[h] = t.inherent_variance(b.prompt, b.response).sum(1).mean()
+    assert sigma[256] / sigma[8] < 2
+    assert sigma[8] > 10  # the randomness is real: the pivotal positions carry it
+

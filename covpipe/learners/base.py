@@ -39,6 +39,18 @@ class LearnerParams(BaseModel):
 
 
 @dataclass
+class Iterate:
+    """A learner's output at a checkpoint: the last iterate theta_T (P,), the average iterate
+    (1/T) sum_{t=1..T} theta_t of the T points its updates were computed at (theta_1 = the start;
+    the online-to-batch average the paper's SGD, normalized-SGD, distillation and TTT bounds are
+    about), and the resolved hyperparameters (plain floats)."""
+
+    theta: np.ndarray
+    average: np.ndarray | None
+    hyper: dict
+
+
+@dataclass
 class Problem:
     """What the paper's rules read. horizon H; bound B = sup ||phi|| (None for models without
     one); sigma2 = sigma*^2 (paper Eq. 8), estimated on the training sample y ~ pi_D (None where
@@ -85,38 +97,63 @@ class Learner:
         """The resolved hyperparameters (plain floats) for a run over `budget` sequences."""
         return {}
 
-    def init_state(self, theta: np.ndarray) -> dict:
+    def init_state(self, view, theta: np.ndarray) -> dict:
         return {}
 
     def update(self, view, theta: np.ndarray, state: dict, idx: np.ndarray, hyper: dict) -> np.ndarray:
         """One update on the sequences idx (K,) for every run: theta (R, P) -> (R, P)."""
         raise NotImplementedError
 
-    def run(self, view, theta0: np.ndarray, checkpoints: list[int]) -> dict[int, tuple[np.ndarray, dict]]:
-        """{checkpoint s: (theta after s sequences, resolved hyperparameters)}."""
-        groups: dict[tuple, list[int]] = {}  # checkpoints whose runs coincide share one run
-        for s in checkpoints:
-            h = self.hyper(s if self.budget_dependent() else checkpoints[-1])
-            groups.setdefault(tuple(sorted(h.items())), []).append(s)
-        runs = [(dict(key), points) for key, points in groups.items()]
-        hyper = {k: np.array([h[k] for h, _ in runs], dtype=np.float64) for k in runs[0][0]}
-        theta = np.repeat(theta0[None].astype(np.float64), len(runs), axis=0)
-        last = np.array([points[-1] for _, points in runs])
-        state = self.init_state(theta)
-        out = {}
+    def run(self, view, theta0: np.ndarray, checkpoints: list[int]) -> list[dict[int, "Iterate"]]:
+        """Per seed of the view (one, or S for a `ContextView`): {checkpoint s: Iterate}.
+        theta0: the start, (P,) for every seed or (S, P).
+
+        The rows of theta are seed-major, (S * J, P): J runs per seed, one per distinct set of
+        hyperparameters (checkpoints whose runs coincide on every seed share one run).
+        """
+        problems = getattr(self, "problems", None) or [self.problem]
+        seeds = getattr(view, "seeds", 1)
+        if len(problems) != seeds:
+            raise ValueError(f"{len(problems)} problems for a view of {seeds} seeds")
+        per_seed = []  # per seed: the resolved hyperparameters of each checkpoint's run
+        for problem in problems:
+            self.problem = problem  # the rules read the problem of the seed at hand
+            per_seed.append([self.hyper(s if self.budget_dependent() else checkpoints[-1]) for s in checkpoints])
+        groups: dict[tuple, list[int]] = {}
+        for j, s in enumerate(checkpoints):
+            key = tuple(tuple(sorted(h[j].items())) for h in per_seed)
+            groups.setdefault(key, []).append(s)
+        runs = list(groups.values())  # J runs, each a list of checkpoints
+        first = [checkpoints.index(points[0]) for points in runs]
+        keys = list(per_seed[0][0])
+        hyper = {k: np.array([per_seed[s][j][k] for s in range(seeds) for j in first], dtype=np.float64) for k in keys}
+        J = len(runs)
+        start = np.asarray(theta0, dtype=np.float64)
+        start = np.broadcast_to(start, (seeds, start.shape[-1]))  # one start for all seeds, or (S, P)
+        theta = np.repeat(start, J, axis=0)
+        last = np.tile([points[-1] for points in runs], seeds)
+        total, updates = np.zeros_like(theta), 0  # online-to-batch: sum of the iterates the gradients were taken at
+        state = self.init_state(view, theta)
+        out: list[dict[int, Iterate]] = [{} for _ in range(seeds)]
         K = self.batch_size
         for start in range(0, int(last.max()), K):
             active = last > start
+            total += theta  # rows past their budget are frozen and never read again
+            updates += 1
             new = self.update(view, theta, state, np.arange(start, start + K), hyper)
             theta = np.where(active[:, None], new, theta)
-            for r, (h, points) in enumerate(runs):
+            for j, points in enumerate(runs):
                 if start + K in points:
-                    out[start + K] = (theta[r].copy(), {**h, **self.common(start + K)})
+                    for s in range(seeds):
+                        r = s * J + j
+                        resolved = {**per_seed[s][checkpoints.index(start + K)], **self.common(start + K, problems[s])}
+                        out[s][start + K] = Iterate(theta[r].copy(), total[r] / updates, resolved)
+        self.problem = problems[0]
         return out
 
-    def common(self, budget: int) -> dict:
+    def common(self, budget: int, problem: "Problem | None" = None) -> dict:
         """Settings every run records beside its own: radius, B, sigma*^2, T."""
-        p = self.problem
+        p = problem or self.problem
         return {"radius": self.radius, "bound": p.bound, "sigma_star_sq": p.sigma2, "steps": budget // self.batch_size}
 
 

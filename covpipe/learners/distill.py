@@ -66,13 +66,21 @@ class DistillTruncated(Learner):
         paper = min(1 / ((64 * M + 2) * B**2), math.sqrt(1 / (budget * max(s2, 1e-12) * M)))
         return {"eta": rule(p.eta, paper, p.eta_scale), "budget_nats": M}
 
-    def init_state(self, theta):
+    def init_state(self, view, theta):
+        if hasattr(view, "teacher_context"):  # log pi_D per context (ContextView of a well-specified model)
+            return {"teacher_context": view.teacher_context}  # (K, V)
         return {"teacher": self.problem.teacher_steps()}  # (n, H, V), log pi_D
 
     def update(self, view, theta, state, idx, hyper):
-        steps = view.steps(theta, idx)  # (R, 1, H, V), log pi_theta
-        teacher = state["teacher"][idx][None]  # (1, 1, H, V)
         with np.errstate(invalid="ignore"):  # 0 log 0 where pi_D puts no mass
-            a = np.nansum(np.exp(teacher) * (teacher - steps), axis=-1)  # (R, 1, H)
+            if "teacher_context" in state:
+                # a_h depends on the position only through its context: one KL per (row, context)
+                lt = state["teacher_context"]
+                per_context = np.nansum(np.exp(lt) * (lt - view.log_probs(theta)), axis=-1)  # (R, K)
+                a = view.context_values(per_context, idx)  # (R, k, H)
+            else:
+                teacher = state["teacher"][idx][None]  # (1, k, H, V)
+                steps = view.steps(theta, idx)  # (R, k, H, V), log pi_theta
+                a = np.nansum(np.exp(teacher) * (teacher - steps), axis=-1)  # (R, k, H)
         alpha = truncation_weights(a, hyper["budget_nats"][:, None, None])
         return project(theta + hyper["eta"][:, None] * view.grad(theta, idx, alpha), self.radius)

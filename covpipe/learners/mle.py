@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from pydantic import Field
 
-from .base import Learner, LearnerParams
+from .base import Iterate, Learner, LearnerParams
 
 
 class MLEExactParams(LearnerParams):
@@ -37,10 +37,19 @@ class MLEExact(Learner):
         return 1
 
     def run(self, view, theta0, checkpoints):
-        out = {}
-        for s in checkpoints:
-            theta, info = self.solve(view, theta0, np.arange(s))
-            out[s] = (theta, {**info, **self.common(s)})
+        """Per seed: {s: Iterate} with the MLE of the first s sequences (no iterates: no average)."""
+        problems = getattr(self, "problems", None) or [self.problem]
+        out = []
+        starts = np.broadcast_to(np.asarray(theta0, dtype=np.float64), (len(problems), np.shape(theta0)[-1]))
+        for seed, problem in enumerate(problems):
+            self.problem = problem
+            one = view.seed_view(seed) if getattr(view, "seeds", 1) > 1 else view
+            found = {}
+            for s in checkpoints:
+                theta, info = self.solve(one, starts[seed].copy(), np.arange(s))
+                found[s] = Iterate(theta, None, {**info, **self.common(s)})
+            out.append(found)
+        self.problem = problems[0]
         return out
 
     # ---- the solver ---------------------------------------------------------------------

@@ -134,7 +134,7 @@ class Adam(_SequenceGradientLearner):
     def hyper(self, budget):
         return {"eta": float(self.params.eta)}
 
-    def init_state(self, theta):
+    def init_state(self, view, theta):
         return {"m": np.zeros_like(theta), "v": np.zeros_like(theta), "t": 0}
 
     def update(self, view, theta, state, idx, hyper):

@@ -10,8 +10,9 @@ T) share every pass over the data.
   forms: grad log pi(y_h) = phi(y_h) - E_p[phi] (paper Sec. 2.2), Hessian -Cov_p(phi). numpy.
 - `AutogradView`: any torch model, through autograd on `model.token_log_probs`.
 
-`view_of(model, prompt, response)` picks the closed forms when the model offers
-`candidate_features` (an `ar_linear` model does), autograd otherwise.
+`view_of(model, prompt, response)` picks `context.ContextView` (counts) when the model's features
+read finitely many contexts, the closed forms of `LinearView` when it offers `candidate_features`
+(an `ar_linear` model does), autograd otherwise.
 """
 
 from __future__ import annotations
@@ -37,7 +38,12 @@ def log_softmax(logits: np.ndarray) -> np.ndarray:
 
 
 def view_of(model, prompt: torch.Tensor, response: torch.Tensor):
-    """The learner's view of `model` on a training sample (prompt (n, P), response (n, H))."""
+    """The learner's view of `model` on a training sample (prompt (n, P), response (n, H)): counts
+    where its features read finitely many contexts (covpipe.learners.context), else per position."""
+    from .context import ContextView, has_context_form
+
+    if has_context_form(model):
+        return ContextView(model, [np.asarray(prompt.cpu())], [np.asarray(response.cpu())])
     if hasattr(model, "candidate_features"):
         return LinearView(model, prompt, response)
     return AutogradView(model, prompt, response)

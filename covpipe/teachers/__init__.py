@@ -7,9 +7,10 @@ from .base import Teacher
 from .graph import Graph
 from .hard_instances import KLLowerBound, SGDTwoScales
 from .markov import Markov
+from .pivotal import Pivotal
 
 TEACHERS: dict[str, type[Teacher]] = {"ar_linear": ARLinear, "graph": Graph, "kl_lower_bound": KLLowerBound,
-                                      "markov": Markov, "sgd_two_scales": SGDTwoScales}
+                                      "markov": Markov, "pivotal": Pivotal, "sgd_two_scales": SGDTwoScales}
 
 
 def get_teacher(name: str) -> type[Teacher]:

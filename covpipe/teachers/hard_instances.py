@@ -31,6 +31,7 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from ..features import context_variances
 from ..sequences import Batch
 from .base import Teacher, _sample_rows
 
@@ -54,6 +55,17 @@ class TableFeatures:
 
     def contexts(self, prompt: np.ndarray, response: np.ndarray, bos: int) -> torch.Tensor:
         return torch.from_numpy(self._context_of(np.asarray(prompt), np.asarray(response)))
+
+    def context_ids(self, prompt: np.ndarray, response: np.ndarray, bos: int) -> np.ndarray:
+        """The finite-context form (covpipe.learners.context): each position's table row, int64 (n, H)."""
+        return np.asarray(self._context_of(np.asarray(prompt), np.asarray(response)), dtype=np.int64)
+
+    def context_count(self) -> int:
+        return int(self.table.shape[0])
+
+    def context_table(self) -> torch.Tensor:
+        """phi of every context id and candidate: float64 (K, V, d)."""
+        return self.table
 
     def candidates(self, ctx: torch.Tensor, dtype=torch.float64) -> torch.Tensor:
         return self.table.to(dtype)[ctx]  # (..., V, d)
@@ -85,11 +97,9 @@ class _TableTeacher(Teacher):
 
     def inherent_variance(self, prompt: np.ndarray, response: np.ndarray) -> np.ndarray:
         """sigma*^2 terms E_{v ~ pi_D}||phi_v - E phi||^2 per position (paper Eq. 8): float64 (n, H)."""
-        ctx = self.features.contexts(prompt, response, self.bos)
-        phi = self.features.candidates(ctx)  # (n, H, V, d)
-        p = torch.softmax(phi @ self.theta, dim=-1)  # (n, H, V)
-        mean = (p[..., None] * phi).sum(-2)  # (n, H, d)
-        return ((p * (phi * phi).sum(-1)).sum(-1) - (mean * mean).sum(-1)).numpy()
+        # phi reads a table row per position: one term per row, read per position
+        per_row = context_variances(self.features.table, self.theta)  # (K,)
+        return per_row[self.features.context_ids(prompt, response, self.bos)]
 
 
 class KLLowerBoundParams(BaseModel):
