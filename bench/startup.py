@@ -221,16 +221,20 @@ def _job_start(modules: list[str], repeats: int) -> float:
     return min(_seconds([sys.executable, "-c", code], dict(os.environ)) for _ in range(repeats))
 
 
-def _job_minutes(workdir: Path, studies: set[str]) -> dict[str, float]:
-    """{rule: job-minutes} of a finished run from Snakemake's benchmark files (benchmarks/{study}/{rule}/...)."""
+def _job_minutes(workdir: Path, studies: set[str]) -> dict[str, tuple[int, float]]:
+    """{rule: (jobs, job-minutes)} of the finished jobs of `studies` in Snakemake's benchmark files
+    (benchmarks/{study}/{rule}/...: train, finetune, evaluate and select jobs; the short data,
+    aggregate and plot jobs have none, so a share over these leaves out the jobs whose share is largest)."""
     from orchestration import _read_benchmarks
 
-    out: dict[str, float] = {}
+    out: dict[str, tuple[int, float]] = {}
     for study, rows in _read_benchmarks(workdir).items():
         if study in studies:
             for job, seconds, _ in rows:
-                rule = Path(job).parts[1] if len(Path(job).parts) > 1 else job
-                out[rule] = out.get(rule, 0.0) + seconds / 60
+                parts = Path(job).parts
+                rule = parts[1] if len(parts) > 1 else job
+                n, minutes = out.get(rule, (0, 0.0))
+                out[rule] = (n + 1, minutes + seconds / 60)
     return out
 
 
@@ -258,17 +262,21 @@ def startup_share(quick: bool = False, workdir: Path | None = None) -> list[Figu
         jobs.pop("all", None)
         startup = {rule: n * start.get(rule, 0.0) / 60 for rule, n in jobs.items()}
         studies = set(yaml.safe_load((ROOT / config).read_text())["studies"])
-        minutes = _job_minutes(workdir, studies)
+        done = _job_minutes(workdir, studies)  # the finished jobs' own minutes, where a run left them
         total_start, total_jobs = sum(startup.values()), sum(jobs.values())
         print(f"  {what} ({config}): {total_jobs} jobs, start-up {total_start:.1f} job-minutes: "
               + ", ".join(f"{r} {n} x {start.get(r, 0):.1f} s" for r, n in jobs.items()))
-        if minutes and set(jobs) <= set(minutes) | {"all"}:
-            share = total_start / sum(minutes.values())
-            print("    share of each stage's job-minutes: " + ", ".join(
-                f"{r} {startup[r] / minutes[r]:.0%}" for r in jobs if minutes.get(r)))
-            figures.append(Figure(12, f"start-up share of job-minutes, {what}", "<= 10%",
-                                  f"{total_start:.1f} of {sum(minutes.values()):.1f} job-minutes ({total_jobs} jobs)",
-                                  share, share <= 0.10))
+        if done:
+            ran = sum(n for n, _ in done.values())
+            spent = sum(m for _, m in done.values())
+            starts = sum(n * start.get(r, 0.0) / 60 for r, (n, _) in done.items())
+            share = starts / spent
+            print(f"    over the {ran} benchmarked jobs in {workdir / 'benchmarks'} ({', '.join(done)}; data, aggregate "
+                  f"and plot jobs have no benchmark file): start-up {starts:.1f} of {spent:.1f} "
+                  "job-minutes; by stage: " + ", ".join(
+                      f"{r} {n * start.get(r, 0.0) / 60 / m:.0%}" for r, (n, m) in done.items() if m))
+            figures.append(Figure(12, f"start-up share of job-minutes, {what}'s benchmarked jobs ({ran} of {total_jobs})",
+                                  "<= 10%", f"{starts:.1f} of {spent:.1f} job-minutes", share, share <= 0.10))
         else:
             figures.append(Figure(12, f"start-up of {what}'s jobs (no finished run's benchmarks/ to divide by)",
                                   "<= 10% of job-minutes", f"{total_start:.1f} job-minutes over {total_jobs} jobs"))
