@@ -20,7 +20,8 @@ ROOT = Path(__file__).resolve().parents[1]
 class Figure:
     """One printed figure: what, the target, what was measured, and the ratio the target is about."""
 
-    item: int  # the issue's item number (1-8; 9: the graph sampler of issue 13; 10: batched learners, issue 16)
+    # the issue's item number: 1-8; 9: the graph sampler of issue 13; 10: batched learners, issue 16; 11-13: issue 17
+    item: int
     name: str
     target: str
     measured: str

@@ -13,9 +13,12 @@ Pass@8 is nearly saturated. On the same n prompts, Pass@8 is computed
   smallest k >= N with standard error <= 0.01. Both estimators share the prompts, so the
   prompt-sampling error (printed) is the same for both and is not counted.
 
-Sampling is timed with covpipe's sampler (one forward pass per response token, no KV cache);
-the floor any sampler must pay, a KV cache included, is one teacher-forced pass over the n k
-sampled sequences, printed beside it.
+Sampling is timed with both of covpipe's samplers on the same draws, the KV-cached one
+(`Transformer.sample`, what covpipe uses) and one full forward pass per response token
+(`Model.sample`), and exact is compared with the faster. One teacher-forced pass over the n k
+sampled sequences (evaluation's chunked scoring) is printed beside it for scale; it was taken as
+the floor of any sampler before the KV cache, which now beats it where responses are short
+(its 512-row batches against scoring's 64).
 """
 
 from __future__ import annotations
@@ -108,16 +111,23 @@ def _compare(step, model, batch, correct) -> list[Figure]:
     prompt_se = float(np.std(1 - (1 - p) ** N) / np.sqrt(len(p)))
 
     # k responses per prompt (chunks of 512 sequences, one generator: reproducible), then verify.
-    gen = torch.Generator().manual_seed(0)
     prompts = torch.from_numpy(np.repeat(batch.prompt, k, axis=0))
     length = batch.response.shape[1]
-    started = time.perf_counter()
-    draws = torch.cat([model.sample(prompts[i : i + 512], length, gen) for i in range(0, len(prompts), 512)])
-    draws = draws.numpy().reshape(len(batch), k, length)
-    hits = [int((d[:, None, :] == c[None]).all(-1).any(-1).sum()) for d, c in zip(draws, correct)]
-    pass_sampled = float(np.mean([metrics.pass_at_k_unbiased(k, h, N) for h in hits]))
-    sample_s = time.perf_counter() - started
-    # The floor of any sampler: one teacher-forced pass over the n k sequences it returns.
+    # Two samplers, timed on the same draws: the KV-cached one (Transformer.sample, what covpipe
+    # uses) and the full pass per token (Model.sample); the comparison is against the best.
+    timed = {}
+    for cached in (True, False):
+        gen = torch.Generator().manual_seed(0)
+        started = time.perf_counter()
+        draws = torch.cat([model.sample(prompts[i : i + 512], length, gen, cached=cached)
+                           for i in range(0, len(prompts), 512)])
+        draws = draws.numpy().reshape(len(batch), k, length)
+        hits = [int((d[:, None, :] == c[None]).all(-1).any(-1).sum()) for d, c in zip(draws, correct)]
+        pass_sampled = float(np.mean([metrics.pass_at_k_unbiased(k, h, N) for h in hits]))
+        timed[cached] = (time.perf_counter() - started, pass_sampled)
+    sample_s, pass_sampled = min(timed.values())
+    full_s, cached_s = timed[False][0], timed[True][0]
+    # For scale: one teacher-forced pass (evaluation's chunked scoring) over the n k sequences.
     started = time.perf_counter()
     model_step_log_probs(model, prompts, torch.from_numpy(draws.reshape(-1, length)))
     floor_s = time.perf_counter() - started
@@ -130,13 +140,14 @@ def _compare(step, model, batch, correct) -> list[Figure]:
           "the same for both)")
     print(f"    sampling needs k = {k} per prompt ({k * len(batch)} samples; k >= N = {N} for the unbiased estimator) "
           f"for SE {se_k:.4f} <= {TARGET_SE}: Pass@{N} = {pass_sampled:.4f} in {sample_s:.1f} s (z = {z:+.2f} against "
-          f"exact); one teacher-forced pass over those samples, the floor of any sampler (a KV cache at best): "
-          f"{floor_s:.2f} s = {floor_s / exact_s:.0f}x exact")
+          f"exact), the best sampler: KV-cached {cached_s:.1f} s, full pass per token {full_s:.1f} s; one "
+          f"teacher-forced pass over those samples: {floor_s:.2f} s = {floor_s / exact_s:.0f}x exact")
     return [
-        Figure(1, f"Pass@{N} exact vs sampling to SE {TARGET_SE} (checkpoint {step}), time ratio",
+        Figure(1, f"Pass@{N} exact vs the best sampler (KV-cached) to SE {TARGET_SE} (checkpoint {step}), time ratio",
                ">= 100x, agree within sampling error",
-               f"exact {exact_s * 1e3:.0f} ms; sampling k={k}/prompt ({k * len(batch)} samples) {sample_s:.1f} s; "
+               f"exact {exact_s * 1e3:.0f} ms; sampling k={k}/prompt ({k * len(batch)} samples) {sample_s:.1f} s "
+               f"(full pass per token {full_s:.1f} s); "
                f"|z| = {abs(z):.1f}", ratio, ratio >= 100 and abs(z) <= 3),
-        Figure(1, f"Pass@{N} exact vs any sampler's floor (checkpoint {step})", "reported",
+        Figure(1, f"Pass@{N} exact vs one teacher-forced pass over the samples (checkpoint {step})", "reported",
                f"{floor_s:.2f} s for the same samples", floor_s / exact_s, None),
     ]

@@ -1,6 +1,6 @@
 """covpipe's benchmarks: every figure of the speed targets, with its ratio against the target.
 
-    make bench                                  # all of them (about 10 minutes on 2 cores)
+    make bench                                  # all of them (about 25 minutes on 2 cores)
     python bench/run.py pass_at_n graph_sampler   # some, by name
     python bench/run.py --quick                 # shorter runs, rougher numbers
     python bench/run.py end_to_end --fresh      # item 6 measured: each default study run anew (~20 min)
@@ -30,6 +30,7 @@ import graph_sampler  # noqa: E402
 import learners  # noqa: E402
 import orchestration  # noqa: E402
 import passn  # noqa: E402
+import startup  # noqa: E402
 import training  # noqa: E402
 from common import ROOT, load_average, machine  # noqa: E402
 
@@ -45,6 +46,9 @@ BENCHMARKS = {
     "graph_training": (8, training.graph_training),
     "graph_sampler": (9, graph_sampler.run),  # issue 13, item 2
     "learners": (10, learners.run),  # issue 16, item 5
+    "snakemake_start": (11, startup.snakemake_start),  # issue 17, item 1
+    "startup_share": (12, startup.startup_share),  # issue 17, item 3
+    "sweeps": (13, startup.sweeps),  # issue 17, item 7
 }
 
 
@@ -69,7 +73,7 @@ def main(argv=None) -> int:
         print(f"\n== {item}. {name}")
         t0 = time.perf_counter()
         options = {}
-        if name in ("orchestration", "end_to_end"):
+        if name in ("orchestration", "end_to_end", "startup_share"):
             options["workdir"] = args.workdir.resolve()
         if name == "end_to_end":
             options["fresh"] = args.fresh

@@ -40,7 +40,8 @@ class Execution(_Strict):
     """How to run, never what to compute: changing these reruns nothing."""
 
     backend: Literal["auto", "serial", "ray"] = "auto"
-    ray_address: str = Field("local", description="'local' starts a private Ray per job; else host:port")
+    ray_address: str = Field("local", description="'local' starts a private Ray per job; 'run' one local Ray "
+                             "for the whole Snakemake run, which every job attaches to; else host:port")
     device_check: Literal["here", "in_jobs"] = Field(
         "here", description="where device: cuda is checked; in_jobs (profiles/slurm) lets a login node "
                             "without GPU submit, and each cluster job checks its own node")

@@ -38,7 +38,7 @@ def check_address(address: str, timeout: float = CONNECT_SECONDS) -> None:
     (RAY_ADDRESS, else the cluster `ray start` left on this machine). Never imports ray."""
     import socket
 
-    if address == "local":
+    if address in ("local", "run"):  # 'run': started by the workflow itself when the run starts
         return
     shown = address
     if address == "auto":
@@ -51,7 +51,7 @@ def check_address(address: str, timeout: float = CONNECT_SECONDS) -> None:
             return
     match = ADDRESS.fullmatch(address)
     if not match or not 0 < int(match["port"]) < 65536:
-        raise ValueError(f"{shown[:80]!r}: expected 'local', 'auto' or host:port of a Ray cluster (e.g. 10.0.0.1:6379)")
+        raise ValueError(f"{shown[:80]!r}: expected 'local', 'run', 'auto' or host:port of a Ray cluster (e.g. 10.0.0.1:6379)")
     deadline = time.monotonic() + timeout
     try:
         conn = socket.create_connection((match["host"].strip("[]"), int(match["port"])), timeout=timeout)
@@ -88,13 +88,193 @@ def _current_cluster() -> str | None:
 
 
 def resolve_backend(backend: str, threads: int, n_trials: int, address: str = "local") -> str:
-    """'auto' uses Ray where it can pay: an existing cluster, or a job with more than one
-    thread and more than one trial (a private instance costs about 5 s to start)."""
+    """'auto' uses Ray where it can pay: an existing cluster, the run's own instance (address
+    'run') for a job of more than one trial, or a job with more than one thread and more than one
+    trial (a private instance costs about 5 s to start)."""
     if backend != "auto":
         return backend
+    if address == "run":
+        return "ray" if n_trials > 1 and run_address() is not None else "serial"
     if address != "local":
         return "ray"
     return "ray" if threads > 1 and n_trials > 1 else "serial"
+
+
+# ---- one local Ray instance per Snakemake run (execution.ray_address: run) ----------------------
+
+RUN_STATE = os.path.join(".snakemake", "covpipe-ray.json")  # relative to the run's working directory
+RUN_START_SECONDS = 120.0
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_run_instance(num_cpus: int, state: str | None = None) -> str:
+    """Start the run's local Ray instance (`ray start --head --block` in a session of its own) and
+    record it in `state`; return its address. An instance a killed run left behind is stopped first.
+    Jobs of the run attach to it (address 'run'), so its start-up is paid once per run."""
+    import json
+    import subprocess
+    import sys
+    import tempfile
+
+    state = state or RUN_STATE
+    stop_run_instance(state)
+    temp_dir = tempfile.mkdtemp(prefix="covpipe-ray-")  # short: Ray's socket paths must fit 107 bytes
+    port = _free_port()
+    address = f"127.0.0.1:{port}"
+    cmd = [sys.executable, "-m", "ray.scripts.scripts", "start", "--head", "--block", f"--port={port}",
+           f"--num-cpus={num_cpus}", "--num-gpus=0", f"--object-store-memory={OBJECT_STORE_BYTES}",
+           "--include-dashboard=false", "--disable-usage-stats", f"--temp-dir={temp_dir}",
+           # the fixed default (52365) would collide with another instance on this machine
+           f"--dashboard-agent-listen-port={_free_port()}",
+           "--node-ip-address=127.0.0.1"]
+    os.makedirs(os.path.dirname(state) or ".", exist_ok=True)
+    with open(os.path.join(temp_dir, "start.log"), "wb") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                start_new_session=True, env={k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"})
+    with open(state, "w") as f:
+        json.dump({"pid": proc.pid, "address": address, "temp_dir": temp_dir, "workers": num_cpus}, f)
+    deadline = time.monotonic() + RUN_START_SECONDS
+    while True:
+        try:
+            check_address(address, timeout=1.0)
+            # The warm workers, one per CPU, in a short-lived driver of their own (never Snakemake's process).
+            warm = subprocess.run([sys.executable, "-c", f"from covpipe.distribute import _start_workers; "
+                                   f"_start_workers({address!r}, {num_cpus})"], capture_output=True, text=True,
+                                  timeout=max(deadline - time.monotonic(), 10))
+            if warm.returncode != 0:
+                stop_run_instance(state)
+                raise RuntimeError(f"the run's Ray workers did not start:\n{warm.stderr[-1500:]}")
+            return address
+        except ValueError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                with open(os.path.join(temp_dir, "start.log"), errors="replace") as f:
+                    tail = f.read()[-1500:]
+                stop_run_instance(state)
+                raise RuntimeError(f"the run's Ray instance did not start ({'exited' if proc.poll() is not None else 'no answer'}"
+                                   f" within {RUN_START_SECONDS:g} s):\n{tail}") from None
+            time.sleep(0.5)
+
+
+NAMESPACE = "covpipe-run"  # the run instance's named workers live here
+
+
+def _worker_class():
+    import ray
+
+    class TrialWorker:
+        """A warm worker of the run's instance: it keeps torch and covpipe imported between the
+        trials of every job of the run (Ray's own workers belong to one driver, one job)."""
+
+        def ready(self):
+            import covpipe.evaluate  # noqa: F401  (what trials import: torch, the models)
+            import covpipe.train  # noqa: F401
+
+            return os.getpid()
+
+        def run(self, fn, trial, threads):
+            return _traced(fn, trial, threads)
+
+    return ray.remote(num_cpus=1, max_restarts=MAX_RETRIES, max_task_retries=MAX_RETRIES)(TrialWorker)
+
+
+def _start_workers(address: str, n: int) -> None:
+    """Start the run instance's `n` detached, named workers and wait until each has imported torch."""
+    import ray
+
+    ray.init(address=address, namespace=NAMESPACE, include_dashboard=False, configure_logging=False,
+             log_to_driver=False)
+    try:
+        cls = _worker_class()
+        workers = [cls.options(name=f"worker-{i}", lifetime="detached").remote() for i in range(n)]
+        ray.get([w.ready.remote() for w in workers])
+    finally:
+        ray.shutdown()
+
+
+def _run_state(state: str | None = None) -> dict | None:
+    """What start_run_instance recorded in `state` (default RUN_STATE, read at call time), or None."""
+    import json
+
+    try:
+        with open(state or RUN_STATE) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def run_address(state: str | None = None) -> str | None:
+    """The address of the run's Ray instance recorded in `state` (default RUN_STATE), or None."""
+    return (_run_state(state) or {}).get("address")
+
+
+def stop_run_instance(state: str | None = None) -> bool:
+    """Stop the instance recorded in `state` (its session's processes, and any process of its
+    temporary folder, Ray's workers included) and forget it. Other Ray instances on the machine
+    are left alone. Returns whether there was one to stop."""
+    import shutil
+    import signal
+
+    state = state or RUN_STATE
+    rec = _run_state(state)
+    if rec is None:
+        return False
+    marker = rec.get("temp_dir") or ""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        pids = _pids_of(rec.get("pid"), marker)
+        for pid in pids:
+            try:
+                os.kill(pid, sig)
+            except OSError:
+                pass
+        deadline = time.monotonic() + 5
+        while pids and time.monotonic() < deadline:
+            pids = [p for p in pids if _alive(p)]
+            time.sleep(0.2)
+    try:
+        os.remove(state)
+    except OSError:
+        pass
+    if os.path.basename(marker).startswith("covpipe-ray-"):  # only a folder start_run_instance made
+        shutil.rmtree(marker, ignore_errors=True)
+    return True
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _pids_of(leader, marker: str) -> list[int]:
+    """Processes of the run's instance: the session led by `leader` (ray start and the daemons it
+    spawned) and every process whose command line names the instance's temporary folder."""
+    out = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        pid = int(entry)
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().split(")")[-1].split()
+            if fields[0] == "Z":  # exited, waiting for its parent to reap it
+                continue
+            session = int(fields[3])
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmdline = f.read().decode(errors="replace")
+        except (OSError, ValueError, IndexError):
+            continue
+        if (leader and session == leader) or (marker and marker in cmdline):
+            out.append(pid)
+    return out
 
 
 def run_trials(
@@ -156,6 +336,13 @@ def _run_ray(fn, trials, address, num_cpus, num_gpus=0):
 
     started = time.perf_counter()
     init_kwargs = dict(include_dashboard=False, log_to_driver=True, configure_logging=False)
+    if address == "run":
+        run = _run_state()
+        if run is not None and not num_gpus:
+            return _run_on_run_instance(fn, trials, run)
+        # a job run by hand (no run instance recorded), or GPU trials (the run instance has no GPUs)
+        log.info("ray: %s; starting a private instance", "GPU trials" if num_gpus else f"no run instance in {RUN_STATE}")
+        address = "local"
     if address == "local":
         # A private instance sized to this job; never attach to RAY_ADDRESS by accident.
         os.environ.pop("RAY_ADDRESS", None)
@@ -182,6 +369,31 @@ def _run_ray(fn, trials, address, num_cpus, num_gpus=0):
                 outcomes.append((False, f"{type(exc).__name__}: {exc}"))
         log.info("ray: %d trials ran on node(s) %s of cluster %s", len(trials), ", ".join(sorted(nodes)),
                  context.gcs_address)
+        return outcomes
+    finally:
+        ray.shutdown()
+
+
+def _run_on_run_instance(fn, trials, run: dict):
+    """The trials on the warm workers of the run's instance: trial i goes to worker (i + o) mod n,
+    o varying by job so that concurrent jobs spread over the workers."""
+    import ray
+
+    started = time.perf_counter()
+    ray.init(address=run["address"], namespace=NAMESPACE, include_dashboard=False, log_to_driver=True,
+             configure_logging=False)
+    try:
+        workers = [ray.get_actor(f"worker-{i}") for i in range(run["workers"])]
+        log.info("ray: attached to the run's instance %s in %.1f s (%d warm workers)", run["address"],
+                 time.perf_counter() - started, len(workers))
+        offset = os.getpid()
+        refs = [workers[(i + offset) % len(workers)].run.remote(fn, trial, 1) for i, trial in enumerate(trials)]
+        outcomes = []
+        for ref in refs:
+            try:
+                outcomes.append(ray.get(ref)[0])
+            except Exception as exc:  # the worker died (restarts exhausted), not fn raising
+                outcomes.append((False, f"{type(exc).__name__}: {exc}"))
         return outcomes
     finally:
         ray.shutdown()

@@ -194,13 +194,17 @@ def run(data_path, checkpoints_path, log_path, spec: dict, *, threads: int = 1,
     states = resume.state_dir(os.path.abspath(checkpoints_path))
     trials = [(spec, s, io.frame_tokens(data.filter(pl.col("seed").is_in([s, -1]))), device, str(states))
               for s in seeds]
-    chosen = resolve_backend(backend, threads, len(trials), address)
+    batched_learner = bool(spec["train"].get("learner")) and _learner_batched(spec)
+    # Stacked seeds (covpipe.vectorized, 3 to 6x; batched learners) beat fanning them out one per
+    # worker over the run's instance (2x on 2 cores): for 'auto' such a job is one trial.
+    stacked = batched_learner or vectorized.supports(spec)
+    chosen = resolve_backend(backend, threads, 1 if stacked and address == "run" else len(trials), address)
     log.info("train %s/%s H=%d: %d seeds on %s with %d threads", spec["study"], spec["model_name"],
              spec["horizon"], len(trials), chosen, threads)
     if chosen == "serial":
         torch.set_num_threads(threads)
     started = time.perf_counter()
-    if spec["train"].get("learner") and _learner_batched(spec):  # AR-linear learners: seeds as one computation
+    if batched_learner:  # AR-linear learners: seeds as one computation
         results = _fit_learner_seeds(spec, seeds, [t[2] for t in trials])
     elif vectorized.supports(spec):  # small classes: all seeds as one batched computation
         results = vectorized.train_seeds(spec, seeds, [t[2] for t in trials], backend=chosen, address=address,

@@ -181,7 +181,7 @@ RAW_CASES = [
     ("nan in the teacher", MINI_YAML.replace("order: 1\n", "order: 1\n      alpha: .nan\n", 1),
      r"studies\.mini\.teacher\.alpha: Input should be a finite number, got nan"),
     ("malformed ray address", MINI_YAML.replace("backend: serial", "backend: ray\n  ray_address: http://x"),
-     r"execution\.ray_address: 'http://x': expected 'local', 'auto' or host:port"),
+     r"execution\.ray_address: 'http://x': expected 'local', 'run', 'auto' or host:port"),
     ("unreachable ray address", MINI_YAML.replace("backend: serial", "backend: ray\n  ray_address: 127.0.0.1:1"),
      r"execution\.ray_address: 127\.0\.0\.1:1: no Ray cluster answers there"),
     ("yes as a boolean", MINI_YAML.replace("n_eval: 64", "n_eval: 64\n      shared_across_seeds: yes"),

@@ -48,6 +48,18 @@ def test_auto_backend_uses_ray_only_where_it_pays():
     assert resolve_backend("serial", 4, 8) == "serial"
 
 
+def test_auto_uses_the_runs_instance_only_when_the_run_started_one(tmp_path, monkeypatch):
+    from covpipe import distribute
+
+    state = tmp_path / "covpipe-ray.json"
+    monkeypatch.setattr(distribute, "RUN_STATE", str(state))
+    assert resolve_backend("auto", 1, 8, address="run") == "serial"  # a job run by hand: no Ray start-up
+    state.write_text('{"pid": 0, "address": "127.0.0.1:1", "temp_dir": "", "workers": 2}')
+    assert resolve_backend("auto", 1, 8, address="run") == "ray"
+    assert resolve_backend("auto", 1, 1, address="run") == "serial"
+    distribute.check_address("run")  # nothing to reach before the run starts it
+
+
 def _stage_tables(tmp: Path, backend: str):
     cfg = validate_config(mini_config())
     study = cfg["studies"]["mini"]

@@ -306,10 +306,10 @@ def closed_port() -> int:
 
 
 @pytest.mark.parametrize("address,message", [
-    ("http://head:6379", r"'http://head:6379': expected 'local', 'auto' or host:port of a Ray cluster"),
-    ("head", r"'head': expected 'local', 'auto' or host:port"),
+    ("http://head:6379", r"'http://head:6379': expected 'local', 'run', 'auto' or host:port of a Ray cluster"),
+    ("head", r"'head': expected 'local', 'run', 'auto' or host:port"),
     ("head:99999", r"'head:99999': expected"),
-    ("head:6379; rm -rf /", r"'head:6379; rm -rf /': expected 'local', 'auto' or host:port"),
+    ("head:6379; rm -rf /", r"'head:6379; rm -rf /': expected 'local', 'run', 'auto' or host:port"),
     ("auto", r"'auto' but RAY_ADDRESS is unset and no Ray cluster runs on this machine"),
     ("no-such-host.invalid:6379", r"no-such-host.invalid:6379: no Ray cluster answers there"),
 ])

@@ -5,6 +5,8 @@ import os
 import re
 import shutil
 import subprocess
+import sys
+import tomllib
 from pathlib import Path
 
 import polars as pl
@@ -31,28 +33,47 @@ def _why_no_slurm():
 
 
 @pytest.fixture(scope="module")
-def slurm_cluster():
+def slurm_plugin(request):
+    """A folder holding the snakemake slurm executor plugin (pyproject's `slurm` extra), for
+    PYTHONPATH. Not installed in the test environment: where SLURM's client is installed and no
+    controller runs, the plugin makes every Snakemake start wait 9 s for `scontrol show config`."""
+    folder = request.config.cache.mkdir("slurm-plugin")
+    if not (folder / "snakemake_executor_plugin_slurm").is_dir():
+        wanted = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]["slurm"]
+        # Its other needs (pandas, throttler, the executor interfaces) come with covpipe and Snakemake;
+        # --no-deps keeps a second numpy or pandas out of the folder, which would shadow the venv's.
+        pip = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(folder),
+                              *wanted, "snakemake-executor-plugin-slurm-jobstep>=0.6,<1"],
+                             capture_output=True, text=True, timeout=600)
+        assert pip.returncode == 0, f"installing the slurm plugin failed:\n{pip.stdout}\n{pip.stderr}"
+    return folder
+
+
+@pytest.fixture(scope="module")
+def slurm_cluster(slurm_plugin):
     if reason := _why_no_slurm():
         pytest.skip(reason)
     holder = str(os.getpid())  # other checkouts' test runs on this machine may share the cluster
     up = subprocess.run(["bash", str(SCRIPTS / "slurm-up.sh"), "--hold", holder],
                         capture_output=True, text=True, timeout=1200)
     assert up.returncode == 0, f"slurm-up.sh failed:\n{up.stdout}\n{up.stderr}"
-    yield
+    yield slurm_plugin
     subprocess.run(["bash", str(SCRIPTS / "slurm-down.sh"), "--release", holder], capture_output=True, timeout=120)
 
 
-def _submit(directory, *args):
-    """The README's submit command; threads fit the 2-CPU test node, status polls start after 1 s."""
+def _submit(directory, plugin, *args):
+    """The README's submit command; threads fit the 2-CPU test node, status polls start after 1 s.
+    `plugin`: the folder of the slurm executor plugin, put on PYTHONPATH (exported into the jobs too)."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(plugin), os.environ.get("PYTHONPATH")]))}
     cmd = [*SNAKEMAKE, "--directory", str(directory), "--workflow-profile", str(ROOT / "profiles" / "slurm"),
            "--set-threads", "train=1", "evaluate=1", "--slurm-init-seconds-before-status-checks", "1",
            "--slurm-keep-successful-logs", *args]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=1200)
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=1200, env=env)
 
 
 def test_the_mini_study_runs_as_slurm_jobs_and_a_second_run_has_nothing_to_do(slurm_cluster, finished, tmp_path):
     mini_config_writer(tmp_path, mini_config(horizons=[4]))
-    run = _submit(tmp_path)
+    run = _submit(tmp_path, slurm_cluster)
     out = run.stdout + run.stderr
     assert run.returncode == 0, out[-6000:]
 
@@ -85,7 +106,7 @@ def test_the_mini_study_runs_as_slurm_jobs_and_a_second_run_has_nothing_to_do(sl
         want = pl.read_parquet(local / name).filter(pl.col("horizon") == 4).drop(drop)
         assert_frame_equal(pl.read_parquet(results / name).drop(drop), want)
 
-    again = _submit(tmp_path)
+    again = _submit(tmp_path, slurm_cluster)
     assert again.returncode == 0, again.stderr[-3000:]
     assert "Nothing to be done" in again.stdout + again.stderr
     assert "submitted with SLURM jobid" not in again.stdout + again.stderr
@@ -99,7 +120,7 @@ def test_a_gpu_study_is_submitted_from_a_login_node_without_gpu_and_its_job_says
     cfg = mini_config(horizons=[4])
     cfg["execution"] = {"device": "cuda"}
     mini_config_writer(tmp_path, cfg)
-    run = _submit(tmp_path, "results/mini/data/horizon~4/train.parquet", "--retries", "0")
+    run = _submit(tmp_path, slurm_cluster, "results/mini/data/horizon~4/train.parquet", "--retries", "0")
     out = run.stdout + run.stderr
     assert run.returncode != 0
     assert re.search(r"submitted with SLURM jobid (\d+)", out), out[-3000:]

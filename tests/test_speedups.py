@@ -95,6 +95,25 @@ def test_a_rows_log_probs_do_not_depend_on_its_batch_mates_padding():
     torch.testing.assert_close(alone, in_batch, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("prompt_format", ["edges", "layers"])  # edges: left-padded prompts, pads masked as keys
+def test_the_kv_cached_sampler_draws_what_the_full_pass_sampler_draws(prompt_format):
+    teacher = build_teacher({**EDGES, "prompt_format": prompt_format})
+    horizon = 3  # the most this 16-node graph holds
+    torch.manual_seed(1)
+    model = build_model({"class": "transformer", "layers": 2, "heads": 2, "width": 16}, Vocab.of(teacher, horizon),
+                        teacher=teacher)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0, 0.3)  # far from uniform next-token distributions: a wrong cache changes the draws
+    prompt = as_tensor(teacher.sample(64, horizon, np.random.default_rng(2)).prompt)
+    assert (prompt_format == "edges") == bool(model.leading_pads(prompt).any())
+    length = teacher.response_length(horizon)
+    cached = model.sample(prompt, length, torch.Generator().manual_seed(3))
+    full = model.sample(prompt, length, torch.Generator().manual_seed(3), cached=False)
+    assert torch.equal(cached, full)
+    assert len({tuple(r) for r in cached.tolist()}) > 8  # the draws vary: the comparison is not vacuous
+
+
 @pytest.mark.parametrize("which", ["transformer", "gru"])
 def test_chunked_inference_evaluation_equals_a_per_sequence_loop(which):
     if which == "transformer":

@@ -67,3 +67,11 @@ def test_the_check_sees_a_starter():
 def test_every_test_has_a_timeout():
     options = tomllib.loads((TESTS.parent / "pyproject.toml").read_text())["tool"]["pytest"]["ini_options"]
     assert 0 < int(options["timeout"]) <= 900
+
+
+def test_the_test_extras_leave_out_the_slurm_plugin_that_makes_every_snakemake_start_wait():
+    """The slurm executor plugin runs `scontrol show config` whenever Snakemake starts (9 s where
+    SLURM's client has no controller): only the `slurm` extra installs it; test_slurm.py adds it."""
+    extras = tomllib.loads((TESTS.parent / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    assert any(r.startswith("snakemake-executor-plugin-slurm") for r in extras["slurm"])
+    assert not [r for r in extras["test"] if r.startswith("snakemake-executor-plugin-slurm")]

@@ -41,10 +41,18 @@ class Block(nn.Module):
         self.qkv, self.proj = nn.Linear(width, 3 * width), nn.Linear(width, width)
         self.mlp = nn.Sequential(nn.Linear(width, 4 * width), nn.GELU(), nn.Linear(4 * width, width), nn.Dropout(dropout))
 
-    def forward(self, x, mask=None):  # x (n, T, width); mask None (causal) or bool (n, 1, T, T), True = attend
+    def forward(self, x, mask=None, cache=None, start: int = 0):
+        """x (n, T, width); mask None (causal) or bool (n, 1, T, T_keys), True = attend.
+
+        cache: optional (keys, values) buffers, each (n, heads, T_max, width / heads), for sampling:
+        this call's keys and values are written at positions start .. start + T - 1 and the queries
+        attend to every key up to there (so `mask` then spans start + T keys)."""
         n, t, w = x.shape
         q, k, v = self.qkv(self.ln1(x)).view(n, t, 3, self.heads, w // self.heads).permute(2, 0, 3, 1, 4)
-        att = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None,
+        if cache is not None:
+            cache[0][:, :, start : start + t], cache[1][:, :, start : start + t] = k, v
+            k, v = cache[0][:, :, : start + t], cache[1][:, :, : start + t]
+        att = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None and t > 1,
                                              dropout_p=self.dropout if self.training else 0.0)
         x = x + self.proj(att.transpose(1, 2).reshape(n, t, w))
         return x + self.mlp(self.ln2(x))
@@ -103,6 +111,41 @@ class Transformer(Model):
         inverse = torch.empty_like(order)
         inverse[order] = torch.arange(len(order), device=order.device)
         return torch.cat(parts)[inverse]
+
+    @torch.inference_mode()
+    def sample(self, prompt, horizon: int, generator: torch.Generator, cached: bool = True):
+        """Responses y ~ pi_hat(.|x), int64 (n, horizon), drawn as `Model.sample` draws them (one
+        multinomial per position from the CPU generator), with a key-value cache: one pass over
+        BOS ++ x, then one token per step attending to the cached keys, O(H) tokens of work
+        instead of O(H^2). The log-probs equal the full pass's within float tolerance
+        (tests/test_speedups.py). cached=False: `Model.sample`, a full forward pass per token."""
+        if not cached:
+            return super().sample(prompt, horizon, generator)
+        n, p = prompt.shape
+        dev = prompt.device
+        lead = self.leading_pads(prompt)  # (n,); masked as keys, as in _forward
+        t_max = 1 + p + horizon - 1
+        caches = [tuple(torch.empty(n, b.heads, t_max, self.head.in_features // b.heads, device=dev,
+                                    dtype=self.head.weight.dtype) for _ in range(2)) for b in self.blocks]
+        j = torch.arange(t_max, device=dev)
+        keys = ((j[None, :] == 0) | (j[None, :] > lead[:, None]))[:, None, None, :]  # (n, 1, 1, T_max)
+        padded = bool(lead.any())
+        bos = torch.full((n, 1), self.vocab.bos, dtype=torch.int64, device=dev)
+        x = self.embed(torch.cat([bos, prompt], 1)) + self.position(torch.arange(1 + p, device=dev))
+        mask = (torch.ones(1 + p, 1 + p, dtype=torch.bool, device=dev).tril()[None, None] & keys[..., : 1 + p]
+                if padded else None)
+        for block, cache in zip(self.blocks, caches):
+            x = block(x, mask, cache, 0)
+        response = torch.zeros(n, horizon, dtype=torch.int64, device=dev)
+        for h in range(horizon):
+            if h:  # y_{h-1} enters at position p + h; it attends to every unpadded key before it and itself
+                at = p + h
+                x = self.embed(response[:, h - 1 : h]) + self.position.weight[at]
+                for block, cache in zip(self.blocks, caches):
+                    x = block(x, keys[..., : at + 1] if padded else None, cache, at)
+            probs = torch.log_softmax(self.head(self.ln(x[:, -1])), dim=-1).exp().cpu()  # (n, V)
+            response[:, h] = torch.multinomial(probs, 1, generator=generator).squeeze(-1).to(dev)
+        return response
 
     def leading_pads(self, prompt):
         """Number of leading PAD tokens of each prompt: int64 (n,)."""

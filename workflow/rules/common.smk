@@ -5,6 +5,7 @@ import sys
 
 import covpipe.cli
 import covpipe.data
+import covpipe.distribute
 import covpipe.evaluate
 import covpipe.finetune
 import covpipe.io
@@ -69,6 +70,34 @@ def _check_every_cell_is_planned():
 
 
 _check_every_cell_is_planned()
+
+
+def _run_instance_wanted():
+    """execution.ray_address: run asks for one local Ray instance for this run (jobs on this
+    machine only: a cluster's jobs could not reach it)."""
+    return (
+        EXECUTION["ray_address"] == "run"
+        and EXECUTION["backend"] != "serial"
+        and workflow.local_exec
+        and not workflow.dryrun
+    )
+
+
+onstart:
+    # Stops an instance a killed run left behind, then starts this run's; jobs attach to it.
+    if _run_instance_wanted():
+        print(
+            "covpipe: the run's Ray instance at "
+            f"{covpipe.distribute.start_run_instance(workflow.cores)}"
+        )
+
+
+onsuccess:
+    covpipe.distribute.stop_run_instance()
+
+
+onerror:
+    covpipe.distribute.stop_run_instance()
 
 
 def chain_priority(wildcards):
