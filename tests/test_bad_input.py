@@ -12,6 +12,7 @@ import torch
 from covpipe import io, train
 from covpipe.config import ConfigError, load_config, validate_config
 from covpipe.distribute import TrialsFailed
+from covpipe.teachers import TEACHERS
 
 from helpers import mini_config
 from workflow_helpers import mini_config_writer, snakemake, snapshot
@@ -41,7 +42,7 @@ CONFIG_CASES = [
     ("empty horizons", mini_config(horizons=[]), "studies.mini.horizons: empty; list at least one horizon"),
     ("duplicate horizons", mini_config(horizons=[2, 2]), "studies.mini.horizons: duplicate horizons in [2, 2]"),
     ("unknown teacher", mini_config(teacher={"name": "markow"}),
-     "studies.mini.teacher.name: unknown teacher 'markow'; known: ar_linear, graph, kl_lower_bound, markov, sgd_two_scales"),
+     "studies.mini.teacher.name: unknown teacher 'markow'; known: " + ", ".join(sorted(TEACHERS))),
     ("unknown model class", mini_config(models={"m": {"class": "gru2"}}),
      "studies.mini.models.m.class: unknown model class 'gru2'; known: ar_linear, consistent_branch, gru, ngram, rule_mixture, table_per_position, transformer, valid_uniform"),
     ("unknown model key", mini_config(models={"m": {"class": "gru", "hiden": 4}}), "studies.mini.models.m.hiden: unknown key"),
