@@ -16,7 +16,6 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
-import torch
 
 from . import __version__
 
@@ -175,11 +174,15 @@ def read_tokens(path, vocab, *, extra=(), made_for: dict | None = None):
 
 
 def save_torch(obj, path) -> None:
+    import torch  # here, not at the top: stages that read and write only tables (aggregate, plot) never load torch
+
     with atomic_path(path) as tmp:
         torch.save(obj, tmp)
 
 
 def load_torch(path):
+    import torch
+
     path = _existing_file(path)
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
@@ -194,6 +197,16 @@ def load_torch(path):
 CHECKPOINT_FORMAT = 1
 
 
+def _version(package: str) -> str:
+    """An installed package's version without importing it (torch takes a second to import)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return "not installed"
+
+
 def write_provenance(path, spec: dict, **extra) -> None:
     """`<path>.provenance.json`: the resolved spec, covpipe version, command and machine."""
     record = {
@@ -201,7 +214,7 @@ def write_provenance(path, spec: dict, **extra) -> None:
         "covpipe_version": __version__,
         "spec": spec,
         "python": sys.version.split()[0],
-        "torch": torch.__version__,
+        "torch": _version("torch"),
         "platform": platform.platform(),
         "written_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         **extra,

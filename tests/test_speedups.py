@@ -212,3 +212,15 @@ def test_ar_linear_on_a_hard_instance_trains_per_seed_and_finishes(tmp_path, tea
     train.run(tmp_path / "train.parquet", tmp_path / "c.pt", tmp_path / "l.parquet", spec, backend="serial")
     trials = torch.load(tmp_path / "c.pt", weights_only=True)["trials"]
     assert sorted(trials) == [0, 1] and all(sorted(t) == [6] for t in trials.values())
+
+
+def test_table_only_stages_do_not_import_torch():
+    """aggregate and plot read and write tables only: their modules load neither torch (about a second
+    of every such job's start) nor numba; a stage that needs torch still gets it where it is used."""
+    import subprocess
+    import sys
+
+    code = ("import sys, covpipe.aggregate, covpipe.plots, covpipe.cli; "
+            "print(sorted(m for m in ('torch', 'numba', 'ray') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "[]", out
