@@ -103,7 +103,7 @@ def fit_seeds(spec: dict, models: list, teacher, prompts: list, responses: list,
     if has_context_form(model):
         view = ContextView(model, [p.numpy() for p in prompts], [r.numpy() for r in responses])
         _attach_teacher_context(view, model, teacher, prompts[0].numpy(), responses[0].numpy())
-        theta0 = np.stack([view_of(m, prompts[0][:1], responses[0][:1]).initial() for m in models])
+        theta0 = np.stack([m.theta.detach().cpu().double().numpy() for m in models])  # each seed's start
     else:
         if len(seeds) != 1:
             raise ValueError("seeds train as one computation only for models with a finite-context form")

@@ -102,7 +102,7 @@ class ContextView:
         """mu[c] = E_{p[c]}[table[c, v]] for probabilities p (R, K, V): (R, K, d)."""
         return np.einsum("rkv,kvd->rkd", p, self.table)
 
-    def counts(self, idx, rows: int | None = None, weights=None) -> np.ndarray:
+    def counts(self, idx, weights=None) -> np.ndarray:
         """N[c, v] of sequences idx (k,) of each seed, (S, K V); with weights (R, k, H) per row, (R, K V)."""
         idx = np.asarray(idx)
         cells = self.pair[:, idx]  # (S, k, H)
@@ -119,7 +119,7 @@ class ContextView:
         """sum over sequences idx of (weighted) sequence gradients, each row on its own seed: (R, d).
         weights: None (all ones) or (R, k, H)."""
         R = len(theta)
-        counts = self.counts(idx, R, weights).astype(np.float64)
+        counts = self.counts(idx, weights).astype(np.float64)
         if weights is None:
             counts = counts[self._seed_of_rows(R)]
         p = np.exp(self.log_probs(theta))  # (R, K, V)
@@ -135,13 +135,6 @@ class ContextView:
         """Per-context values (R, K) read at every position of sequences idx of each row's seed: (R, k, H)."""
         ctx = self.ctx[:, np.asarray(idx)][self._seed_of_rows(len(values))]  # (R, k, H)
         return values[np.arange(len(values))[:, None, None], ctx]
-
-    def mean_log_likelihood(self, theta: np.ndarray, idx) -> np.ndarray:
-        """Mean over sequences idx and positions of log pi_theta(y_h | x, y_<h), each row on its
-        own seed: (R,), nats/token."""
-        counts = self.counts(idx)[self._seed_of_rows(len(theta))]  # (R, K V)
-        lp = self.log_probs(theta).reshape(len(theta), -1)
-        return (counts * lp).sum(1) / (len(np.asarray(idx)) * self.horizon)
 
     def log_likelihood(self, theta: np.ndarray, idx) -> np.ndarray:
         """log pi_theta(y_h | x, y_<h) of sequences idx of seed 0 for one theta (d,): (k, H)."""
