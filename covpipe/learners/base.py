@@ -128,9 +128,8 @@ class Learner:
         keys = list(per_seed[0][0])
         hyper = {k: np.array([per_seed[s][j][k] for s in range(seeds) for j in first], dtype=np.float64) for k in keys}
         J = len(runs)
-        start = np.asarray(theta0, dtype=np.float64)
-        start = np.broadcast_to(start, (seeds, start.shape[-1]))  # one start for all seeds, or (S, P)
-        theta = np.repeat(start, J, axis=0)
+        theta0 = np.asarray(theta0, dtype=np.float64)
+        theta = np.repeat(np.broadcast_to(theta0, (seeds, theta0.shape[-1])), J, axis=0)  # one start or (S, P)
         last = np.tile([points[-1] for points in runs], seeds)
         total, updates = np.zeros_like(theta), 0  # online-to-batch: sum of the iterates the gradients were taken at
         state = self.init_state(view, theta)
