@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 class Figure:
     """One printed figure: what, the target, what was measured, and the ratio the target is about."""
 
-    # the issue's item number: 1-8; 9: the graph sampler of issue 13; 10: batched learners, issue 16; 11-13: issue 17
+    # the issue's item number: 1-8; 9: the graph sampler of issue 13; 10: batched learners, issue 16; 11-14: issue 17
     item: int
     name: str
     target: str

@@ -40,7 +40,7 @@ def _checkpoints(n: int) -> list[int]:
 
 
 def batched_rate(learner: dict, horizon: int, n: int) -> float:
-    from covpipe.learners import fit_seeds
+    from covpipe.learners.fitting import fit_seeds
 
     teacher, models, prompts, responses = _setup(horizon, n)
     spec = {"study": "bench", "teacher": TEACHER, "model_name": "m", "model": {"class": "ar_linear"},
@@ -55,7 +55,7 @@ def batched_rate(learner: dict, horizon: int, n: int) -> float:
 
 def loop_rate(learner: dict, horizon: int, n: int) -> float:
     """The path before batching: per seed, sigma*^2, a LinearView and one Learner.run."""
-    from covpipe.learners import build_learner
+    from covpipe.learners.fitting import build_learner
     from covpipe.learners.base import Problem
     from covpipe.learners.views import LinearView
 

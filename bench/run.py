@@ -30,6 +30,7 @@ import graph_sampler  # noqa: E402
 import learners  # noqa: E402
 import orchestration  # noqa: E402
 import passn  # noqa: E402
+import planning  # noqa: E402
 import startup  # noqa: E402
 import training  # noqa: E402
 from common import ROOT, load_average, machine  # noqa: E402
@@ -49,6 +50,7 @@ BENCHMARKS = {
     "snakemake_start": (11, startup.snakemake_start),  # issue 17, item 1
     "startup_share": (12, startup.startup_share),  # issue 17, item 3
     "sweeps": (13, startup.sweeps),  # issue 17, item 7
+    "planning": (14, planning.run),  # issue 17, item 2
 }
 
 

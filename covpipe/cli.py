@@ -87,6 +87,7 @@ def check_paths(command: str, args) -> None:
 
 
 def main(argv=None) -> int:
+    from . import specs
     from .config import ConfigError, load_config
 
     parser = _Parser(prog="covpipe", description=__doc__.split("\n")[0])
@@ -132,19 +133,18 @@ def main(argv=None) -> int:
         if args.command == "data":
             from . import data
 
-            data.run(args.train, args.eval, data.data_spec(args.study, study, args.horizon))
+            data.run(args.train, args.eval, specs.data_spec(args.study, study, args.horizon))
         elif args.command == "train":
             from . import train
 
-            train.run(args.data, args.checkpoints, args.log, train.train_spec(args.study, study, args.model, args.horizon),
+            train.run(args.data, args.checkpoints, args.log, specs.train_spec(args.study, study, args.model, args.horizon),
                       threads=args.threads, **ex)
         else:
-            from . import evaluate, finetune, train
+            from . import evaluate
 
             # as the rule does: a fine-tuning study evaluates its fine-tuned checkpoints
-            fit = (finetune.finetune_spec if study["finetune"] else train.train_spec)(args.study, study, args.model,
-                                                                                       args.horizon)
-            spec = evaluate.evaluate_spec(fit, study["evaluate"])
+            fit = specs.fit_spec(args.study, study, args.model, args.horizon)
+            spec = specs.evaluate_spec(fit, study["evaluate"])
             evaluate.run(args.eval, args.checkpoints, args.metrics, args.log_ratios, spec, threads=args.threads, **ex)
     except (ConfigError, ValueError) as exc:
         print(f"covpipe: {exc}", file=sys.stderr)

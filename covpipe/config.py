@@ -423,7 +423,7 @@ def _check_memory(source, where, study, model_name, model_cls, teacher, override
         if need > limit:
             raise ConfigError(f"{source}: {where}.models.{model_name}: building this model at horizon {horizon} needs "
                               f"about {limits.gib(need)}; the limit is {limits.gib(limit)} ({limit_key})")
-        numel = limits.model_numel(model_cls, params, vocab, teacher)
+        numel = model_cls.numel(params, vocab, teacher)
         for section, fit, seeds in fits:
             try:
                 limits.check_cell(study, teacher, params, numel, horizon, vocab, fit, seeds, limit)

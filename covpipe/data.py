@@ -15,34 +15,9 @@ import polars as pl
 
 from . import io
 from .seeding import derive_seed
-from .teachers import build_teacher, get_teacher
-
-VERSION = 1
-
-
-def data_spec(study_name: str, study: dict, horizon: int) -> dict:
-    data = dict(study["data"])
-    if not data.get("shared_across_seeds"):
-        data.pop("shared_across_seeds", None)  # the default adds nothing: keep specs (and caches) of older studies
-    spec = {"study": study_name, "teacher": study["teacher"], "horizon": int(horizon),
-            "seeds": study["seeds"], **data, "version": VERSION, **sampler_version(study["teacher"])}
-    if study.get("finetune"):  # only then: older studies keep their specs (and caches)
-        spec["eval_teacher"] = study["finetune"]["teacher"]
-    return spec
-
-
-def select_spec(study_name: str, study: dict, horizon: int) -> dict:
-    """The selection sample's settings: the evaluation teacher, the horizon and its size."""
-    teacher = (study.get("finetune") or {}).get("teacher") or study["teacher"]
-    return {"study": study_name, "teacher": teacher, "horizon": int(horizon),
-            "n_select": study["selection"]["n_select"], "version": VERSION, **sampler_version(teacher)}
-
-
-def sampler_version(teacher: dict) -> dict:
-    """{"sampler_version": v} for a teacher whose sampler has changed (v > 1), so only its studies'
-    data reruns; {} otherwise (older studies keep their specs and caches)."""
-    v = get_teacher(teacher["name"]).sampler_version
-    return {"sampler_version": v} if v > 1 else {}
+from .specs import DATA_VERSION as VERSION  # noqa: F401  (the stage's version, kept in its specs)
+from .specs import data_spec, select_data_spec  # noqa: F401  (re-exported: callers build specs here too)
+from .teachers import build_teacher
 
 
 def run(train_path, eval_path, spec: dict) -> None:

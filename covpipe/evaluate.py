@@ -34,10 +34,10 @@ from . import io, metrics
 from .distribute import resolve_backend, run_trials
 from .models import Vocab, build_model
 from .models.base import as_tensor
+from .specs import EVALUATE_VERSION as VERSION  # noqa: F401  (the stage's version, kept in its specs)
+from .specs import evaluate_spec  # noqa: F401  (re-exported: callers build specs here too)
 from .teachers import build_teacher
 
-VERSION = 6  # 4: sigma_star_sq rows; decoders of learners (TTT) as models of their own; 5: scores in chunks;
-# 6: prefix_kl rows
 EVAL_CHUNK = 64  # sequences per forward pass: the fastest on CPU for the graph transformer (bench/run.py
 # eval_throughput; a whole eval set in one pass is up to 2x slower, its activations overflow the caches)
 GPU_EVAL_CHUNK = 1024  # on a GPU small passes leave it idle between kernel launches; 1024 of the longest
@@ -49,11 +49,6 @@ METRICS_SCHEMA = {
     "step": pl.Int64, "class": pl.String, "metric": pl.String, "level": pl.Float64,
     "value": pl.Float64, "low": pl.Float64, "high": pl.Float64, "n": pl.Int64,
 }
-
-
-def evaluate_spec(train_spec: dict, evaluate: dict) -> dict:
-    """The evaluate job's science settings: its training spec plus the evaluation settings."""
-    return {**train_spec, "evaluate": evaluate, "evaluate_version": VERSION}
 
 
 def class_weights(cls: np.ndarray, weights: np.ndarray) -> np.ndarray:
@@ -109,7 +104,7 @@ def _variants(spec, model, info) -> list:
     """Decoders evaluated beside a learner-trained model (covpipe.learners.variants): [(name, model)]."""
     if not (spec["train"] or {}).get("learner"):
         return []
-    from .learners import variants
+    from .learners.fitting import variants
 
     return variants(spec, model, info)
 

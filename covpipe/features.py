@@ -13,13 +13,20 @@ with c = the context part of s (shape (..., d)) and e_v = E[0, v],
 
 from __future__ import annotations
 
-import numpy as np
-import torch
+from typing import TYPE_CHECKING
 
+import numpy as np
+
+from .lazy import tensor_of
 from .sequences import context_windows, encode_windows
+
+if TYPE_CHECKING:
+    import torch
 
 
 class WindowFeatures:
+    table = tensor_of("table_array")  # E as a torch tensor, (w, V_in + 1, d) float64
+
     @staticmethod
     def table_bytes(input_vocab_size: int, window: int, dim: int) -> int:
         """Bytes of the table E (float64), a few copies while it is drawn."""
@@ -29,10 +36,12 @@ class WindowFeatures:
         self.vocab_size, self.window, self.dim, self.scale = vocab_size, window, dim, float(scale)
         rng = np.random.default_rng([seed, 0x66656174])
         table = rng.standard_normal((window, input_vocab_size + 1, dim)) / np.sqrt(dim)
-        self.table = torch.from_numpy(table)  # (w, V_in + 1, d), float64
+        self.table_array = table  # (w, V_in + 1, d), float64
 
     def _parts(self, windows: torch.Tensor, dtype):
         """Context sums c (..., d), candidate rows e (V, d), and norms ||c + e_v|| (..., V)."""
+        import torch
+
         table = self.table.to(dtype)
         e = table[0, : self.vocab_size]  # (V, d)
         c = torch.zeros(*windows.shape[:-1], self.dim, dtype=dtype)
@@ -49,28 +58,33 @@ class WindowFeatures:
 
     def contexts(self, prompt: np.ndarray, response: np.ndarray, bos: int) -> torch.Tensor:
         """What phi reads at each response position: the w-1 previous tokens, (n, H, w-1) int64."""
+        import torch
+
         return torch.from_numpy(context_windows(prompt, response, self.window - 1, bos))
 
     def context_ids(self, prompt: np.ndarray, response: np.ndarray, bos: int) -> np.ndarray:
         """The finite-context form (covpipe.learners.context): each position's window as one id in
         [0, (V_in + 1)^(w-1)), int64 (n, H); row id of `context_table`."""
         windows = context_windows(np.asarray(prompt), np.asarray(response), self.window - 1, bos)
-        return encode_windows(windows, self.table.shape[1])
+        return encode_windows(windows, self.table_array.shape[1])
 
     def context_count(self) -> int:
         """K = (V_in + 1)^(w-1): the windows phi can read (BOS included)."""
-        return int(self.table.shape[1]) ** (self.window - 1)
+        return int(self.table_array.shape[1]) ** (self.window - 1)
 
     def context_table(self) -> torch.Tensor:
         """phi(window, v) of every window id and candidate: float64 (K, V, d)."""
-        base, order = int(self.table.shape[1]), self.window - 1
+        import torch
+
+        base, order = int(self.table_array.shape[1]), self.window - 1
         ids = np.arange(base**order, dtype=np.int64)
         windows = np.stack([(ids // base**j) % base for j in range(order)], axis=-1) if order else ids[:, None][:, :0]
         return self.candidates(torch.from_numpy(windows))
 
-    def candidates(self, windows: torch.Tensor, dtype=torch.float64) -> torch.Tensor:
-        """phi(window, v) for every candidate v, explicitly: (..., V, d). Learners' closed forms use it."""
-        c, e, norm = self._parts(windows, dtype)
+    def candidates(self, windows: torch.Tensor, dtype=None) -> torch.Tensor:
+        """phi(window, v) for every candidate v, explicitly: (..., V, d), float64 unless `dtype`
+        says otherwise. Learners' closed forms use it."""
+        c, e, norm = self._parts(windows, dtype or self.table.dtype)
         return self.scale * (c[..., None, :] + e) / norm[..., None]
 
     def logits(self, theta: torch.Tensor, windows: torch.Tensor) -> torch.Tensor:
@@ -125,6 +139,8 @@ MAX_CONTEXT_TABLE = 4096  # contexts up to which per-context tables are used (co
 def context_variances(table: torch.Tensor, theta: torch.Tensor) -> np.ndarray:
     """Per context c: E_{v ~ p_c} ||phi(c, v) - E_{p_c} phi||^2 with p_c = softmax(table[c] @ theta),
     the sigma*^2 term (paper Eq. 8) of any position whose context is c. table (K, V, d): float64 (K,)."""
+    import torch
+
     table, theta = table.double(), theta.double()
     p = torch.softmax(table @ theta, dim=-1)  # (K, V)
     mean = (p[..., None] * table).sum(-2)  # (K, d)

@@ -28,20 +28,11 @@ from .distribute import resolve_backend, run_trials
 from .models import Vocab, build_model
 from .models.base import as_tensor
 from .seeding import derive_seed
+from .specs import FINETUNE_VERSION as VERSION  # noqa: F401  (the stage's version, kept in its specs)
+from .specs import finetune_spec  # noqa: F401  (re-exported: callers build specs here too)
 from .teachers import build_teacher
 
-VERSION = 2  # 2: the graph teacher's batched sampler draws other (equally distributed) online batches
 log = logging.getLogger(__name__)
-
-
-def finetune_spec(study_name: str, study: dict, model_name: str, horizon: int) -> dict:
-    """The fine-tuning job's settings, shaped like a training spec (so evaluation reads it alike):
-    teacher and train are the fine-tuning ones; `pretrain` is the training spec it starts from."""
-    pretrain = train.train_spec(study_name, study, model_name, horizon)
-    ft = study["finetune"]
-    own = study["models"][model_name].get("finetune")  # models.m.finetune: this model's settings
-    return {**pretrain, "teacher": ft["teacher"], "train": own or ft["train"], "seeds": ft.get("seeds") or study["seeds"],
-            "pretrain": pretrain, "version": VERSION}
 
 
 def finetune_trial(spec: dict, seed: int, state: dict, device: str = "cpu", resume_dir=None) -> dict:

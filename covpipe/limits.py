@@ -1,6 +1,6 @@
 """Memory estimates of each stage job from its config slice alone, in bytes, so that a study
 whose largest job cannot fit is refused before any job starts (and validation itself never
-builds anything large: models are built on torch's `meta` device, which allocates nothing).
+builds anything: a model's size comes from its class's `numel`, computed from its params).
 
 The estimates are deliberately rough (within a factor of about 2, on the high side): they count
 the arrays a job holds at its peak, which dominate at any size that could fail. Each term names
@@ -14,8 +14,6 @@ the config keys it grows with, and the refusal names them:
 from __future__ import annotations
 
 import os
-
-import torch
 
 GIB = 1 << 30
 LEARNER_CACHE = 1 << 27  # views.CACHE_BYTES: the per-position view keeps up to 128 MiB of features
@@ -38,19 +36,6 @@ def limit_bytes(execution: dict) -> tuple[int | None, str]:
 
 def gib(n: float) -> str:
     return f"{n / GIB:.2g} GiB" if n < 1000 * GIB else f"{n / GIB:.2e} GiB"
-
-
-def model_numel(model_cls, params, vocab, teacher) -> int:
-    """Parameters plus buffers of a model, counted on the meta device (nothing allocated).
-
-    A class whose constructor needs real data (numpy tables, `.item()`) cannot be built there;
-    its parameters then count as 0 and its `build_bytes` must say what it allocates."""
-    try:
-        with torch.device("meta"):
-            model = model_cls(vocab, params, teacher=teacher)
-        return sum(t.numel() for t in model.parameters()) + sum(t.numel() for t in model.buffers())
-    except Exception:  # noqa: BLE001 - an estimate, never a reason to fail validation
-        return 0
 
 
 def _width(params) -> tuple[int, int, int]:
@@ -131,9 +116,9 @@ def study_terms(study: dict, teacher, model_params, numel: int, vocab, fit: dict
 def check_cell(study: dict, teacher, model_params, numel: int, horizon: int, vocab, fit: dict, seeds: int,
                limit: int) -> None:
     """Raise ValueError('<key>: ...') if a stage job of this cell would need more than `limit` bytes."""
-    from .vectorized import STACKED
+    from .models import MODELS
 
-    stacked = getattr(model_params, "cls", None) in STACKED
+    stacked = getattr(MODELS.get(getattr(model_params, "cls", None)), "stacked", False)
     for stage, terms in study_terms(study, teacher, model_params, numel, vocab, fit, seeds, stacked).items():
         total = sum(b for b, _, _ in terms)
         if total > limit:

@@ -38,9 +38,10 @@ from .models import Vocab, build_model
 from .models.base import as_tensor
 from .evaluate import sequence_log_probs
 from .seeding import derive_seed
+from .specs import SELECT_VERSION as VERSION  # noqa: F401  (the stage's version, kept in its specs)
+from .specs import select_spec  # noqa: F401  (re-exported: callers build specs here too)
 from .teachers import build_teacher
 
-VERSION = 2
 SCHEMA = {"level_ratio": pl.Float64, "tie_break": pl.String, "offset_a": pl.Float64, "coverage": pl.Float64,
           "in_theorem": pl.Boolean, "headline": pl.Boolean}
 log = logging.getLogger(__name__)
@@ -122,10 +123,6 @@ def oracle(true_pass: np.ndarray, logp: np.ndarray) -> int:
 
 
 # ---- the stage ----------------------------------------------------------------------------------
-
-
-def select_spec(evaluate_spec: dict, selection: dict) -> dict:
-    return {**evaluate_spec, "selection": selection, "selection_version": VERSION}
 
 
 def candidate_log_likelihoods(model, states: dict, prompt, response) -> np.ndarray:

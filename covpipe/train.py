@@ -26,33 +26,12 @@ from .models import Vocab, build_model
 from .models.base import as_tensor
 from .seeding import derive_seed
 from .sequences import Batch
+from .specs import TRAIN_VERSION as VERSION  # noqa: F401  (the stage's version, kept in its specs)
+from .specs import train_spec  # noqa: F401  (re-exported: callers build specs here too)
 from .teachers import build_teacher
 
-VERSION = 2  # bump when a change alters what training computes (2: vectorized seeds, covpipe.vectorized)
 PROGRESS_SECONDS = 10.0  # a progress line per trial at most this often
 log = logging.getLogger(__name__)
-
-
-def train_spec(study_name: str, study: dict, model_name: str, horizon: int) -> dict:
-    """The science settings of one (study, model, horizon) training job, as plain builtins."""
-    model = dict(study["models"][model_name])
-    model.pop("finetune", None)  # the model's own fine-tuning settings: covpipe.finetune reads them
-    train = dict(model.pop("train", None) or study["train"])
-    learner = train.pop("learner", None)  # absent, not None, without one: older specs (and caches) stay valid
-    if learner is not None:
-        from .learners import VERSION as LEARNERS_VERSION
-
-        train.update(learner=learner, learner_version=LEARNERS_VERSION)
-    return {
-        "study": study_name,
-        "teacher": study["teacher"],
-        "model_name": model_name,
-        "model": model,
-        "train": train,
-        "horizon": int(horizon),
-        "seeds": study["seeds"],
-        "version": VERSION,
-    }
 
 
 def train_trial(spec: dict, seed: int, batch: Batch, device: str = "cpu", resume_dir=None) -> dict:
@@ -69,7 +48,7 @@ def train_trial(spec: dict, seed: int, batch: Batch, device: str = "cpu", resume
         model, prompt, response = model.to(device), prompt.to(device), response.to(device)
     cfg = spec["train"]
     if cfg.get("learner"):  # a registered learner (covpipe.learners) instead of the optimizer loop below
-        from .learners import fit
+        from .learners.fitting import fit
 
         return fit(spec, model.cpu(), teacher, prompt, response, seed)
     started = time.perf_counter()
@@ -135,7 +114,7 @@ def _seed_model(spec: dict, teacher, vocab, seed: int):
 
 
 def _learner_batched(spec: dict) -> bool:
-    from .learners import batched
+    from .learners.fitting import batched
 
     teacher = build_teacher(spec["teacher"])
     return batched(spec, _seed_model(spec, teacher, Vocab.of(teacher, spec["horizon"]), 0))
@@ -144,7 +123,7 @@ def _learner_batched(spec: dict) -> bool:
 def _fit_learner_seeds(spec: dict, seeds: list, batches: list) -> list:
     """Every seed of a learner job as one batched computation (covpipe.learners.fit_seeds): the same
     models (per-seed initialization) and samples as `train_trial`, in this process."""
-    from .learners import fit_seeds
+    from .learners.fitting import fit_seeds
 
     teacher = build_teacher(spec["teacher"])
     vocab = Vocab.of(teacher, spec["horizon"])

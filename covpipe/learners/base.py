@@ -156,6 +156,19 @@ class Learner:
         return {"radius": self.radius, "bound": p.bound, "sigma_star_sq": p.sigma2, "steps": budget // self.batch_size}
 
 
+def project(theta: np.ndarray, radius) -> np.ndarray:
+    """Proj onto the ball {||theta|| <= radius}, row-wise: theta (..., P). radius None: identity."""
+    if radius is None:
+        return theta
+    norm = np.linalg.norm(theta, axis=-1, keepdims=True)
+    return theta * np.minimum(1.0, radius / np.maximum(norm, 1e-300))
+
+
+def log_softmax(logits: np.ndarray) -> np.ndarray:
+    z = logits - logits.max(-1, keepdims=True)
+    return z - np.log(np.exp(z).sum(-1, keepdims=True))
+
+
 def level_log(level: float) -> float:
     """M = log N, the coverage budget the paper's rules are tuned for (nats)."""
     return math.log(level)

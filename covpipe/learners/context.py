@@ -28,7 +28,7 @@ import torch
 
 from ..features import MAX_CONTEXT_TABLE
 from .kernels import compiled_walk
-from .views import log_softmax, project
+from .base import log_softmax, project
 
 MAX_CONTEXTS = MAX_CONTEXT_TABLE  # beyond this many contexts the per-position view (views.LinearView) is used
 SAFE_LOGIT = 300.0  # exp(+-300) is far from float64's range: no max subtraction needed below it

@@ -22,8 +22,7 @@ from typing import Literal
 import numpy as np
 from pydantic import Field
 
-from .base import Learner, LearnerParams, Rule, budget_field, level_log, rule
-from .views import project
+from .base import Learner, LearnerParams, Rule, budget_field, level_log, project, rule
 
 
 def truncation_weights(a: np.ndarray, budget: float) -> np.ndarray:

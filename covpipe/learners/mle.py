@@ -17,7 +17,6 @@ from __future__ import annotations
 from typing import Literal
 
 import numpy as np
-import torch
 from pydantic import Field
 
 from .base import Iterate, Learner, LearnerParams
@@ -140,6 +139,8 @@ class MLEExact(Learner):
         return theta, np.linalg.norm(g) <= tol
 
     def _lbfgs(self, view, theta, idx, mu):
+        import torch  # only here: the registry (and config validation) stays torch-free
+
         x = torch.tensor(theta, dtype=torch.float64, requires_grad=True)
         opt = torch.optim.LBFGS([x], lr=1, max_iter=self.params.max_iter, tolerance_grad=self.params.tol,
                                 tolerance_change=1e-15, history_size=20, line_search_fn="strong_wolfe")

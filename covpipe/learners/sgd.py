@@ -23,8 +23,7 @@ from typing import Literal, Optional
 import numpy as np
 from pydantic import Field, field_validator, model_serializer
 
-from .base import Learner, LearnerParams, Rule, budget_field, level_log, rule
-from .views import project
+from .base import Learner, LearnerParams, Rule, budget_field, level_log, project, rule
 
 
 class _SequenceGradientLearner(Learner):

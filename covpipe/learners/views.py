@@ -20,21 +20,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from .base import log_softmax, project  # noqa: F401  (project: re-exported, the tests read it here)
+
 CACHE_BYTES = 1 << 27  # keep Phi of the whole sample in memory up to 128 MiB
 CHUNK = 128  # sequences per block where a whole-sample pass would not fit
-
-
-def project(theta: np.ndarray, radius) -> np.ndarray:
-    """Proj onto the ball {||theta|| <= radius}, row-wise: theta (..., P). radius None: identity."""
-    if radius is None:
-        return theta
-    norm = np.linalg.norm(theta, axis=-1, keepdims=True)
-    return theta * np.minimum(1.0, radius / np.maximum(norm, 1e-300))
-
-
-def log_softmax(logits: np.ndarray) -> np.ndarray:
-    z = logits - logits.max(-1, keepdims=True)
-    return z - np.log(np.exp(z).sum(-1, keepdims=True))
 
 
 def view_of(model, prompt: torch.Tensor, response: torch.Tensor):

@@ -1,37 +1,52 @@
-"""Model classes pi_hat, by name. A new class is one module plus one line here."""
+"""Model classes pi_hat, by name. A new class is its parameters and checks in `params.py`, its
+torch module in a module of its own, and one line here.
+
+The registry holds each class's planning half (`params.ModelSpec`: parameters, checks, sizes),
+which imports no torch; `model_class` and `build_model` import the torch module on first use.
+"""
 
 from __future__ import annotations
 
-from .ar_linear import ARLinearModel
-from .base import Model, Vocab
-from .gru import GRUModel
-from .references import ConsistentBranch, ValidUniform
-from .rule_mixture import RuleMixture
-from .tables import Ngram, TablePerPosition
-from .transformer import Transformer
+from .params import (ARLinearSpec, ConsistentBranchSpec, GRUSpec, ModelSpec, NgramSpec, RuleMixtureSpec,
+                     TablePerPositionSpec, TransformerSpec, ValidUniformSpec, Vocab)
 
-MODELS: dict[str, type[Model]] = {
-    "ar_linear": ARLinearModel,
-    "consistent_branch": ConsistentBranch,
-    "gru": GRUModel,
-    "ngram": Ngram,
-    "rule_mixture": RuleMixture,
-    "table_per_position": TablePerPosition,
-    "transformer": Transformer,
-    "valid_uniform": ValidUniform,
+MODELS: dict[str, type[ModelSpec]] = {
+    "ar_linear": ARLinearSpec,
+    "consistent_branch": ConsistentBranchSpec,
+    "gru": GRUSpec,
+    "ngram": NgramSpec,
+    "rule_mixture": RuleMixtureSpec,
+    "table_per_position": TablePerPositionSpec,
+    "transformer": TransformerSpec,
+    "valid_uniform": ValidUniformSpec,
 }
 
+__all__ = ["MODELS", "ModelSpec", "Vocab", "build_model", "get_model", "model_class"]
 
-def get_model(name: str) -> type[Model]:
-    """The model class registered under `name`."""
+
+def get_model(name: str) -> type[ModelSpec]:
+    """The planning half of the model class registered under `name` (no torch)."""
     try:
         return MODELS[name]
     except KeyError:
         raise KeyError(f"unknown model class '{name}'; known: {', '.join(sorted(MODELS))}") from None
 
 
-def build_model(spec: dict, vocab: Vocab, teacher=None) -> Model:
+def model_class(name: str) -> type:
+    """The torch model class registered under `name` (imports torch)."""
+    return get_model(name).load()
+
+
+def build_model(spec: dict, vocab: Vocab, teacher=None):
     """A fresh (untrained) model from its config slice, e.g. {"class": "gru", "hidden": 32}."""
-    cls = get_model(spec["class"])
+    cls = model_class(spec["class"])
     params = cls.Params.model_validate(spec)
     return cls(vocab, params, teacher=teacher)
+
+
+def __getattr__(name: str):
+    if name == "Model":  # the torch base class, imported on first use
+        from .base import Model
+
+        return Model
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

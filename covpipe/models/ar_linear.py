@@ -9,34 +9,15 @@ has one (the lower-bound instances of paper App. I.4 start where SGD fails).
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
-from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 from ..features import WindowFeatures
 from .base import Model, Vocab
+from .params import ARLinearModelParams, ARLinearSpec
 
 
-class ARLinearModelParams(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
-    cls: Literal["ar_linear"] = Field("ar_linear", alias="class")
-    dim: int = Field(16, ge=1, description="d, used only when the teacher has no feature map")
-    window: int = Field(2, ge=1, le=8, description="w, used only when the teacher has no feature map")
-    scale: float = Field(3.0, gt=0, description="B, used only when the teacher has no feature map")
-    feature_seed: int = Field(0, ge=0)
-
-
-class ARLinearModel(Model):
-    Params = ARLinearModelParams
-
-    @classmethod
-    def build_bytes(cls, params, vocab, teacher=None):
-        if getattr(teacher, "features", None) is not None:
-            return 0
-        return WindowFeatures.table_bytes(vocab.input_vocab_size, params.window, params.dim)
-
+class ARLinearModel(ARLinearSpec, Model):
     def __init__(self, vocab: Vocab, params: ARLinearModelParams, teacher=None):
         super().__init__(vocab)
         features = getattr(teacher, "features", None)

@@ -8,49 +8,22 @@ buffers), so a checkpoint is a state_dict. They know the teacher's vocabulary la
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import torch
 from torch import nn
 
-
-@dataclass(frozen=True)
-class Vocab:
-    """Token layout shared by a teacher and the models fitted to it."""
-
-    vocab_size: int  # V
-    input_vocab_size: int  # V_in; id V_in is BOS
-    prompt_length: int  # P
-    horizon: int  # response tokens at this horizon (H + 2 for the graph teacher's paths)
-
-    @classmethod
-    def of(cls, teacher, horizon: int) -> "Vocab":
-        return cls(teacher.vocab_size, teacher.input_vocab_size, teacher.prompt_length_for(horizon),
-                   teacher.response_length(horizon))
-
-    @property
-    def bos(self) -> int:
-        return self.input_vocab_size
+from .params import Vocab  # noqa: F401  (re-exported: models and tests read it here)
 
 
 class Model(nn.Module):
-    """Base class. Subclasses implement `step_log_probs`; count models also `fit_counts`."""
+    """Base class. Subclasses implement `step_log_probs`; count models also `fit_counts`. A
+    registered class also inherits its planning half (`covpipe.models.params`)."""
 
     trainable = True  # False: fitted in closed form by `fit_counts`, no gradient steps
 
     def __init__(self, vocab: Vocab):
         super().__init__()
         self.vocab = vocab
-
-    @classmethod
-    def build_bytes(cls, params, vocab: Vocab, teacher=None) -> int:
-        """Memory that building this model allocates outside torch (numpy tables), from its params."""
-        return 0
-
-    @classmethod
-    def check_fits(cls, params, vocab: Vocab, teacher=None) -> None:
-        """Raise ValueError (naming the parameter) if this class cannot be fitted to `vocab`."""
 
     def step_log_probs(self, prompt: torch.Tensor, response: torch.Tensor) -> torch.Tensor:
         """log pi_hat(. | x, y_<h) at every position h.

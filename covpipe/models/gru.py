@@ -6,26 +6,14 @@ gives every position's next-token distribution.
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
-from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 from .base import Model, Vocab
+from .params import GRUParams, GRUSpec
 
 
-class GRUParams(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
-    cls: Literal["gru"] = Field("gru", alias="class")
-    embed: int = Field(16, ge=1)
-    hidden: int = Field(32, ge=1)
-    layers: int = Field(1, ge=1, le=4)
-
-
-class GRUModel(Model):
-    Params = GRUParams
-
+class GRUModel(GRUSpec, Model):
     def __init__(self, vocab: Vocab, params: GRUParams, teacher=None):
         super().__init__(vocab)
         self.embed = nn.Embedding(vocab.input_vocab_size + 1, params.embed)

@@ -9,36 +9,14 @@
 
 from __future__ import annotations
 
-from typing import Literal
-
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field
 
 from .base import Model, Vocab
-
-
-class _ReferenceParams(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
-
-
-class ValidUniformParams(_ReferenceParams):
-    cls: Literal["valid_uniform"] = Field("valid_uniform", alias="class")
-
-
-class ConsistentBranchParams(_ReferenceParams):
-    cls: Literal["consistent_branch"] = Field("consistent_branch", alias="class")
+from .params import ConsistentBranchSpec, ValidUniformSpec
 
 
 class _GraphReference(Model):
-    trainable = False
-
-    @classmethod
-    def check_fits(cls, params, vocab, teacher=None):
-        if not hasattr(teacher, "parse"):
-            raise ValueError(f"class: '{params.cls}' is a reference of the graph teacher; this study's teacher is "
-                             f"'{getattr(getattr(teacher, 'params', None), 'name', teacher)}'")
-
     def __init__(self, vocab: Vocab, params, teacher=None):
         super().__init__(vocab)
         if teacher is None or not hasattr(teacher, "parse"):
@@ -53,8 +31,7 @@ class _GraphReference(Model):
         return torch.from_numpy(self._log_probs(prompt.cpu().numpy(), response.cpu().numpy()))
 
 
-class ValidUniform(_GraphReference):
-    Params = ValidUniformParams
+class ValidUniform(ValidUniformSpec, _GraphReference):
 
     def _log_probs(self, prompt, response):
         t = self.teacher
@@ -74,8 +51,7 @@ class ValidUniform(_GraphReference):
         return path[:, : response.shape[1]]
 
 
-class ConsistentBranch(_GraphReference):
-    Params = ConsistentBranchParams
+class ConsistentBranch(ConsistentBranchSpec, _GraphReference):
 
     def _log_probs(self, prompt, response):
         return self.teacher.step_log_probs(prompt, response, hide_xor_bit=True)

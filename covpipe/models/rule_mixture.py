@@ -16,36 +16,15 @@ w = 1/3 each), so it shows Figure 1's effect at the size the paper shows it: fin
 
 from __future__ import annotations
 
-from typing import Literal
-
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 from .base import Model, Vocab
-
-RuleKind = Literal["match", "mismatch", "uniform4"]
-
-
-class RuleMixtureParams(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
-    cls: Literal["rule_mixture"] = Field("rule_mixture", alias="class")
-    rules: list[RuleKind] = Field(default_factory=lambda: ["match", "mismatch", "uniform4"], min_length=1,
-                                  description="the class rules mixed; the weights start uniform")
+from .params import RuleMixtureParams, RuleMixtureSpec
 
 
-class RuleMixture(Model):
-    Params = RuleMixtureParams
-
-    @classmethod
-    def check_fits(cls, params, vocab, teacher=None):
-        if not hasattr(teacher, "rule_step_log_probs"):
-            raise ValueError(f"class: 'rule_mixture' mixes the graph teacher's class rules; this study's teacher is "
-                             f"'{getattr(getattr(teacher, 'params', None), 'name', teacher)}'")
-        if len(set(params.rules)) != len(params.rules):
-            raise ValueError(f"rules: duplicate rules in {params.rules}")
-
+class RuleMixture(RuleMixtureSpec, Model):
     def __init__(self, vocab: Vocab, params: RuleMixtureParams, teacher=None):
         super().__init__(vocab)
         self.check_fits(params, vocab, teacher)

@@ -10,43 +10,14 @@ this is the Krichevsky-Trofimov estimator, whose expected KL per table is about 
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
-from pydantic import BaseModel, ConfigDict, Field
 
 from ..sequences import context_windows, encode_windows
 from .base import Model, Vocab
-
-
-class TableParams(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
-    order: int = Field(1, ge=0, le=4, description="k, tokens of context")
-    smoothing: float = Field(0.5, gt=0, description="lambda of add-lambda smoothing")
-
-
-class TablePerPositionParams(TableParams):
-    cls: Literal["table_per_position"] = Field("table_per_position", alias="class")
-
-
-class NgramParams(TableParams):
-    cls: Literal["ngram"] = Field("ngram", alias="class")
-
-
-MAX_TABLE_ENTRIES = 50_000_000  # 400 MB of float64 counts
+from .params import NgramSpec, TableParams, TablePerPositionSpec
 
 
 class _CountTable(Model):
-    trainable = False
-    per_position: bool
-
-    @classmethod
-    def check_fits(cls, params, vocab, teacher=None):
-        entries = (vocab.horizon if cls.per_position else 1) * (vocab.input_vocab_size + 1) ** params.order * vocab.vocab_size
-        if entries > MAX_TABLE_ENTRIES:
-            raise ValueError(f"order: {params.order} needs {entries:.3g} table entries at horizon {vocab.horizon} "
-                             f"(limit {MAX_TABLE_ENTRIES:.0e}); lower the order")
-
     def __init__(self, vocab: Vocab, params: TableParams, teacher=None):
         super().__init__(vocab)
         self.order, self.smoothing = params.order, params.smoothing
@@ -73,11 +44,9 @@ class _CountTable(Model):
         return torch.log(c + self.smoothing) - torch.log(c.sum(-1, keepdim=True) + self.smoothing * self.vocab.vocab_size)
 
 
-class TablePerPosition(_CountTable):
-    Params = TablePerPositionParams
-    per_position = True
+class TablePerPosition(TablePerPositionSpec, _CountTable):
+    pass
 
 
-class Ngram(_CountTable):
-    Params = NgramParams
-    per_position = False
+class Ngram(NgramSpec, _CountTable):
+    pass

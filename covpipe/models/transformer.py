@@ -14,23 +14,12 @@ format) take one ungrouped pass.
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 from .base import Model, Vocab
-
-
-class TransformerParams(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
-    cls: Literal["transformer"] = Field("transformer", alias="class")
-    layers: int = Field(2, ge=1, le=48)
-    heads: int = Field(2, ge=1)
-    width: int = Field(64, ge=8, description="model dimension; a multiple of heads")
-    dropout: float = Field(0.0, ge=0, lt=1)
+from .params import TransformerParams, TransformerSpec
 
 
 class Block(nn.Module):
@@ -61,14 +50,7 @@ class Block(nn.Module):
 MAX_GROUPS = 8  # more distinct leading-pad counts in a batch are merged into this many groups
 
 
-class Transformer(Model):
-    Params = TransformerParams
-
-    @classmethod
-    def check_fits(cls, params, vocab, teacher=None):
-        if params.width % params.heads:
-            raise ValueError(f"width: {params.width} is not a multiple of heads={params.heads}")
-
+class Transformer(TransformerSpec, Model):
     def __init__(self, vocab: Vocab, params: TransformerParams, teacher=None):
         super().__init__(vocab)
         self.context = 1 + vocab.prompt_length + vocab.horizon - 1

@@ -9,15 +9,18 @@ Also gives the inherent variance sigma*^2 (paper Eq. 8) per prefix, exactly.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
-import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..features import MAX_CONTEXT_TABLE, WindowFeatures, context_variances
 from ..sequences import Batch, context_windows, encode_windows
+from ..lazy import tensor_of
 from .base import Teacher, _sample_rows
+
+if TYPE_CHECKING:
+    import torch
 
 
 class ARLinearParams(BaseModel):
@@ -33,6 +36,7 @@ class ARLinearParams(BaseModel):
 
 class ARLinear(Teacher):
     Params = ARLinearParams
+    theta = tensor_of("theta_array")  # theta*, (d,) float64
     sampler_version = 2  # 2: per-context next-token table, O(H) (the same draws up to float rounding)
 
     @classmethod
@@ -48,21 +52,27 @@ class ARLinear(Teacher):
             params.vocab_size, self.input_vocab_size, params.window, params.dim, params.scale, params.seed
         )
         theta = np.random.default_rng([params.seed, 0x74686574]).standard_normal(params.dim)
-        self.theta = torch.from_numpy(theta * params.theta_norm / np.linalg.norm(theta))  # (d,)
+        self.theta_array = theta * params.theta_norm / np.linalg.norm(theta)  # (d,)
 
     def sample_prompts(self, cls, rng):
         return rng.integers(0, self.vocab_size, size=(cls.shape[0], self.prompt_length)).astype(np.int64)
 
     def _windows(self, prompt, response) -> torch.Tensor:
+        import torch
+
         return torch.from_numpy(context_windows(prompt, response, self.params.window - 1, self.bos))
 
     def step_log_probs(self, prompt, response):
+        import torch
+
         logits = self.features.logits(self.theta, self._windows(prompt, response))  # (n, H, V)
         return torch.log_softmax(logits, dim=-1).numpy()
 
     def sample(self, n, horizon, rng, cls=None):
         """As Teacher.sample (the same random stream), but each step reads a precomputed
         log pi_D(. | window) per window id instead of rescoring the prefix: O(H), not O(H^2)."""
+        import torch
+
         classes = self.sample_classes(n, rng) if cls is None else np.full(n, int(cls), np.int64)
         prompt = self.sample_prompts(classes, rng)
         per_window = torch.log_softmax(self.features.context_table() @ self.theta, dim=-1).numpy()  # (K, V)
@@ -85,6 +95,8 @@ class ARLinear(Teacher):
         f = self.features
         if f.context_count() <= MAX_CONTEXT_TABLE:  # one term per window id, read per position: O(nH)
             return context_variances(f.context_table(), self.theta)[f.context_ids(prompt, response, self.bos)]
+        import torch
+
         windows = self._windows(prompt, response)
         log_probs = torch.log_softmax(self.features.logits(self.theta, windows), dim=-1)
         return (self.params.scale**2 - self.features.mean_feature_sq_norm(log_probs, windows)).numpy()

@@ -28,15 +28,18 @@ sgd_two_scales (after paper App. I.4, Lemmas I.6-I.7; a reconstruction, see READ
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
-import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ..features import context_variances
+from ..lazy import tensor_of
 from ..sequences import Batch
 from .base import Teacher, _sample_rows
+
+if TYPE_CHECKING:
+    import torch
 
 
 class TableFeatures:
@@ -46,9 +49,11 @@ class TableFeatures:
     Offers the interface `ar_linear` models use (contexts, logits, candidates, dim, bound).
     """
 
+    table = tensor_of("table_array")  # (K, V, d) float64, as a torch tensor
+
     def __init__(self, table: np.ndarray, context_of):
-        self.table = torch.from_numpy(np.asarray(table, dtype=np.float64))  # (K, V, d)
-        self.vocab_size, self.dim = int(self.table.shape[1]), int(self.table.shape[2])
+        self.table_array = np.asarray(table, dtype=np.float64)  # (K, V, d)
+        self.vocab_size, self.dim = int(self.table_array.shape[1]), int(self.table_array.shape[2])
         self._context_of = context_of
 
     @property
@@ -57,6 +62,8 @@ class TableFeatures:
         return float(self.table.norm(dim=-1).max())
 
     def contexts(self, prompt: np.ndarray, response: np.ndarray, bos: int) -> torch.Tensor:
+        import torch
+
         return torch.from_numpy(self._context_of(np.asarray(prompt), np.asarray(response)))
 
     def context_ids(self, prompt: np.ndarray, response: np.ndarray, bos: int) -> np.ndarray:
@@ -64,14 +71,14 @@ class TableFeatures:
         return np.asarray(self._context_of(np.asarray(prompt), np.asarray(response)), dtype=np.int64)
 
     def context_count(self) -> int:
-        return int(self.table.shape[0])
+        return int(self.table_array.shape[0])
 
     def context_table(self) -> torch.Tensor:
         """phi of every context id and candidate: float64 (K, V, d)."""
         return self.table
 
-    def candidates(self, ctx: torch.Tensor, dtype=torch.float64) -> torch.Tensor:
-        return self.table.to(dtype)[ctx]  # (..., V, d)
+    def candidates(self, ctx: torch.Tensor, dtype=None) -> torch.Tensor:
+        return self.table.to(dtype or self.table.dtype)[ctx]  # (..., V, d), float64 unless `dtype`
 
     def logits(self, theta: torch.Tensor, ctx: torch.Tensor) -> torch.Tensor:
         return self.candidates(ctx, theta.dtype) @ theta  # (..., V)
@@ -81,12 +88,15 @@ class _TableTeacher(Teacher):
     """A linear softmax teacher on `TableFeatures`; subclasses build the table and theta*."""
 
     features: TableFeatures
-    theta: torch.Tensor  # (d,)
+    theta = tensor_of("theta_array")  # theta*, (d,) float64
+
 
     def sample_prompts(self, cls, rng):
         return cls.astype(np.int64)[:, None]  # the prompt is the type: one token
 
     def step_log_probs(self, prompt, response):
+        import torch
+
         ctx = self.features.contexts(prompt, response, self.bos)
         return torch.log_softmax(self.features.logits(self.theta, ctx), dim=-1).numpy()  # (n, H, V)
 
@@ -126,11 +136,13 @@ class KLLowerBound(_TableTeacher):
         table[1, :, 0] = [-params.scale, params.scale]  # token 0 is y = -1, token 1 is y = +1
         self.features = TableFeatures(table, lambda prompt, response: np.broadcast_to(
             prompt[:, :1].astype(np.int64), response.shape).copy())
-        self.theta = torch.tensor([float(params.theta_sign)], dtype=torch.float64)
+        self.theta_array = np.array([float(params.theta_sign)])
 
     def uninformed_kl(self, horizon: int) -> float:
         """Sequence KL (nats) of the symmetric guess theta = 0, the MLE when no x = 1 was seen:
         mu(1) H KL(pi*(.|1) || uniform)."""
+        import torch
+
         p = torch.softmax(self.features.table[1] @ self.theta, dim=-1).numpy()
         return float(self.class_weights[1] * horizon * np.sum(p * np.log(p * 2)))
 
@@ -175,4 +187,4 @@ class SGDTwoScales(_TableTeacher):
             return np.where(rare, np.where(tail, 2, 1), 0).astype(np.int64)
 
         self.features = TableFeatures(table, context_of)
-        self.theta = torch.tensor([0.0, params.theta_rare, params.theta_det], dtype=torch.float64)
+        self.theta_array = np.array([0.0, params.theta_rare, params.theta_det])

@@ -25,7 +25,6 @@ from __future__ import annotations
 from typing import Literal
 
 import numpy as np
-import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ..sequences import Batch
@@ -69,7 +68,7 @@ class Pivotal(_TableTeacher):
         table[k, ..., d - 1] = np.where(successor, params.scale, -params.scale)
         w = rng.standard_normal(d - 1)
         theta = np.append(np.sqrt(1 - params.tail_weight**2) * w / np.linalg.norm(w), params.tail_weight)
-        self.theta = torch.from_numpy(theta)
+        self.theta_array = theta  # (d,) float64
         self.features = TableFeatures(table.reshape((k + 1) * V, V, d), self._context_of)
 
     def _context_of(self, prompt: np.ndarray, response: np.ndarray) -> np.ndarray:
@@ -87,6 +86,8 @@ class Pivotal(_TableTeacher):
         next-token table log pi_D(. | row) (K, V)."""
         classes = self.sample_classes(n, rng) if cls is None else np.full(n, int(cls), np.int64)
         prompt = self.sample_prompts(classes, rng)
+        import torch
+
         per_row = torch.log_softmax(self.features.table @ self.theta, dim=-1).numpy()  # (K, V)
         k, V = self.params.pivotal_tokens, self.vocab_size
         response = np.zeros((n, horizon), dtype=np.int64)

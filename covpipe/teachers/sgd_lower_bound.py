@@ -45,9 +45,9 @@ import math
 from typing import Literal, Optional
 
 import numpy as np
-import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from ..lazy import tensor_of
 from .hard_instances import TableFeatures, _TableTeacher
 
 THRESHOLD = 8.0  # k = eta H B at which Lemma I.6 takes over from Lemma I.7
@@ -102,6 +102,7 @@ def iid_coverage(teacher_logp: np.ndarray, model_logp: np.ndarray, length: int, 
 
 class SGDLowerBound(_TableTeacher):
     Params = SGDLowerBoundParams
+    initial_theta = tensor_of("initial_theta_array")  # where an ar_linear model starts: (d,) float64
 
     def __init__(self, params: SGDLowerBoundParams):
         self.params = params
@@ -112,7 +113,7 @@ class SGDLowerBound(_TableTeacher):
             self._build_oscillation(H, T)
         else:
             self._build_rare(H, T)
-        self.initial_theta = torch.tensor(params.start, dtype=torch.float64)  # ar_linear starts here
+        self.initial_theta_array = np.array(params.start, dtype=np.float64)  # ar_linear starts here
 
     # ---- Lemma I.6 ---------------------------------------------------------------------------
 
@@ -125,7 +126,7 @@ class SGDLowerBound(_TableTeacher):
         self.confidence, self.scale = C, C / p.ratio
         self.class_names, self.class_weights = ("loud",), np.array([1.0])
         self._set_table(self._oscillation_table(C, self.scale), rare=False)
-        self.theta = torch.tensor([0.0, 1.0], dtype=torch.float64)
+        self.theta_array = np.array([0.0, 1.0])
         self.typical_probability = math.exp(-T * H * math.log1p(2 * math.exp(-C)))
 
     @staticmethod
@@ -171,7 +172,7 @@ class SGDLowerBound(_TableTeacher):
         table = np.zeros((3, 3, 2))
         table[0] = [(-B, 0), (0, 0), (B, 0)]
         table[1] = [(0, -Bbar), (0, 0), (0, Bbar)]
-        self.theta = torch.tensor([a, b], dtype=torch.float64)
+        self.theta_array = np.array([a, b])
         self.rare_allowed = allowed
         pr = min(allowed / T, 0.5)
         while _binom_cdf(allowed, T, pr) * self.loud_all_plus < 0.5:
@@ -230,7 +231,7 @@ class SGDLowerBound(_TableTeacher):
     def token_log_probs_at(self, theta) -> np.ndarray:
         """log pi_theta(. | x) of each table row: float64, (3 rows: loud, rare head, zero; V)."""
         theta = np.asarray(theta, dtype=np.float64)
-        return _log_softmax(self.features.table.numpy() @ theta)
+        return _log_softmax(self.features.table_array @ theta)
 
     def coverage(self, theta, level: float) -> dict:
         """Exact Cov_N of pi_theta per class and for the mixture ('all'), at the instance's horizon."""

@@ -3,16 +3,13 @@
 import re
 import sys
 
+# Planning imports no torch, Ray or matplotlib (tests/test_planning.py): the modules below load
+# theirs only when a job runs.
 import covpipe.cli
-import covpipe.data
 import covpipe.distribute
-import covpipe.evaluate
-import covpipe.finetune
 import covpipe.io
 import covpipe.plots
-import covpipe.selection
-import covpipe.train
-from covpipe.config import ConfigError, load_config
+import covpipe.specs
 
 # CFG is read by covpipe's own loader (the one `covpipe check` uses), never from Snakemake's
 # `config`: the Snakefile calls workflow_config() before its `configfile:` directive.
@@ -149,61 +146,42 @@ def study_figures(study):
 
 def data_spec(wildcards):
     """Science settings of one (study, horizon) data job."""
-    return covpipe.data.data_spec(
-        wildcards.study, STUDIES[wildcards.study], int(wildcards.horizon)
-    )
+    return covpipe.specs.data_spec(wildcards.study, STUDIES[wildcards.study], int(wildcards.horizon))
 
 
 def train_spec(wildcards):
     """Science settings of one (study, model, horizon) training job."""
-    return covpipe.train.train_spec(
-        wildcards.study,
-        STUDIES[wildcards.study],
-        wildcards.model,
-        int(wildcards.horizon),
+    return covpipe.specs.train_spec(
+        wildcards.study, STUDIES[wildcards.study], wildcards.model, int(wildcards.horizon)
     )
 
 
 def finetune_spec(wildcards):
     """Science settings of one fine-tuning job (its pre-training spec included)."""
-    return covpipe.finetune.finetune_spec(
-        wildcards.study,
-        STUDIES[wildcards.study],
-        wildcards.model,
-        int(wildcards.horizon),
+    return covpipe.specs.finetune_spec(
+        wildcards.study, STUDIES[wildcards.study], wildcards.model, int(wildcards.horizon)
     )
 
 
 def evaluate_spec(wildcards):
     """Science settings of one evaluation job: its training (or fine-tuning) spec plus evaluation settings."""
     study = STUDIES[wildcards.study]
-    fit = finetune_spec(wildcards) if study["finetune"] else train_spec(wildcards)
-    return covpipe.evaluate.evaluate_spec(fit, study["evaluate"])
+    fit = covpipe.specs.fit_spec(wildcards.study, study, wildcards.model, int(wildcards.horizon))
+    return covpipe.specs.evaluate_spec(fit, study["evaluate"])
 
 
 def select_data_spec(wildcards):
     """Science settings of one held-out selection sample."""
-    return covpipe.data.select_spec(
+    return covpipe.specs.select_data_spec(
         wildcards.study, STUDIES[wildcards.study], int(wildcards.horizon)
     )
 
 
 def select_spec(wildcards):
     """Science settings of one selection job: its evaluation spec plus the selection settings."""
-    return covpipe.selection.select_spec(
-        evaluate_spec(wildcards), STUDIES[wildcards.study]["selection"]
-    )
+    return covpipe.specs.select_spec(evaluate_spec(wildcards), STUDIES[wildcards.study]["selection"])
 
 
 def plot_spec(wildcards):
     """What one figure depends on: the study's evaluation settings and the plotting code version."""
-    study = STUDIES[wildcards.study]
-    spec = {
-        "evaluate": study["evaluate"],
-        "selection": study["selection"],
-        "figures": study["figures"],
-        "version": covpipe.plots.VERSION,
-    }
-    if "hard_instance" in study["figures"]:  # KL >= H/(4n) reads the sample size n
-        spec["n_train"] = study["data"]["n_train"]
-    return spec
+    return covpipe.specs.plot_spec(STUDIES[wildcards.study])
