@@ -146,27 +146,37 @@ def study_figures(study):
 
 def data_spec(wildcards):
     """Science settings of one (study, horizon) data job."""
-    return covpipe.specs.data_spec(wildcards.study, STUDIES[wildcards.study], int(wildcards.horizon))
+    return covpipe.specs.data_spec(
+        wildcards.study, STUDIES[wildcards.study], int(wildcards.horizon)
+    )
 
 
 def train_spec(wildcards):
     """Science settings of one (study, model, horizon) training job."""
     return covpipe.specs.train_spec(
-        wildcards.study, STUDIES[wildcards.study], wildcards.model, int(wildcards.horizon)
+        wildcards.study,
+        STUDIES[wildcards.study],
+        wildcards.model,
+        int(wildcards.horizon),
     )
 
 
 def finetune_spec(wildcards):
     """Science settings of one fine-tuning job (its pre-training spec included)."""
     return covpipe.specs.finetune_spec(
-        wildcards.study, STUDIES[wildcards.study], wildcards.model, int(wildcards.horizon)
+        wildcards.study,
+        STUDIES[wildcards.study],
+        wildcards.model,
+        int(wildcards.horizon),
     )
 
 
 def evaluate_spec(wildcards):
     """Science settings of one evaluation job: its training (or fine-tuning) spec plus evaluation settings."""
     study = STUDIES[wildcards.study]
-    fit = covpipe.specs.fit_spec(wildcards.study, study, wildcards.model, int(wildcards.horizon))
+    fit = covpipe.specs.fit_spec(
+        wildcards.study, study, wildcards.model, int(wildcards.horizon)
+    )
     return covpipe.specs.evaluate_spec(fit, study["evaluate"])
 
 
@@ -179,7 +189,9 @@ def select_data_spec(wildcards):
 
 def select_spec(wildcards):
     """Science settings of one selection job: its evaluation spec plus the selection settings."""
-    return covpipe.specs.select_spec(evaluate_spec(wildcards), STUDIES[wildcards.study]["selection"])
+    return covpipe.specs.select_spec(
+        evaluate_spec(wildcards), STUDIES[wildcards.study]["selection"]
+    )
 
 
 def plot_spec(wildcards):
