@@ -59,12 +59,12 @@ def required_k(p: np.ndarray) -> int:
 
 def train_graph_models(horizon: int, steps: list[int], n_train: int):
     """The default study's transformer and optimizer, checkpoints at `steps`, on n_train sequences."""
-    from covpipe import train
+    from covpipe import specs, train
     from covpipe.models import Vocab, build_model
 
     study = default_study("graph_horizon")
     study["train"] = {**study["train"], "steps": max(steps), "checkpoints": sorted(steps)}
-    spec = train.train_spec("graph_horizon", study, "transformer", horizon)
+    spec = specs.train_spec("graph_horizon", study, "transformer", horizon)
     teacher = graph_teacher()
     batch = graph_batch(teacher, n_train, horizon, seed=1)
     started = time.perf_counter()

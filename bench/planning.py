@@ -46,7 +46,6 @@ def stop_run_instance():
     "plots.py": '''import json
 from . import TABLE
 DRAW = dict.fromkeys(TABLE["draw"])
-VERSION = TABLE["plots_version"]
 def outputs(figure_sets):
     return TABLE["outputs"][json.dumps(list(figure_sets))]
 ''',
@@ -68,6 +67,8 @@ def evaluate_spec(fit, evaluate):
     return TABLE["evaluate"][_cell(fit["study"], fit["model_name"], fit["horizon"])]
 def select_spec(evaluate, selection):
     return TABLE["select"][_cell(evaluate["study"], evaluate["model_name"], evaluate["horizon"])]
+def aggregate_spec():
+    return TABLE["aggregate"]
 def plot_spec(study):
     return TABLE["plot"][json.dumps(study["figures"])]
 ''',
@@ -81,7 +82,7 @@ def _table(config: Path) -> dict:
 
     cfg = load_config([str(config)])
     t = {"config": cfg, "execution_settings": cli.execution_settings(cfg), "draw": list(plots.DRAW),
-         "plots_version": plots.VERSION, "outputs": {}, "plot": {},
+         "aggregate": specs.aggregate_spec(), "outputs": {}, "plot": {},
          **{k: {} for k in ("data", "select_data", "train", "finetune", "fit", "evaluate", "select")}}
     for name, s in cfg["studies"].items():
         t["outputs"][json.dumps(s["figures"])] = plots.outputs(s["figures"])

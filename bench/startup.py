@@ -172,7 +172,7 @@ def sweeps(quick: bool = False) -> list[Figure]:
             print("  its functions with the most self time: " + ", ".join(
                 f"{name} {s / total:.0%}" for name, s in _profile_top(profile)))
     figures = []
-    small, mid = measured.get(500), measured.get(5_000)
+    mid = measured.get(5_000)
     if mid is not None:
         figures.append(Figure(13, "dry run of a 5,000-cell study (1 study x 50 horizons x 100 models)", "<= 30 s",
                               f"{mid[0]:.1f} s, {mid[2]:,} jobs, peak {mid[1]:.0f} MiB", mid[0] / 30, mid[0] <= 30))

@@ -21,12 +21,12 @@ from common import (Figure, default_study, graph_batch, graph_teacher, interleav
 
 
 def _graph_spec(horizon: int, steps: int, prompt_format: str = "layers") -> dict:
-    from covpipe import train
+    from covpipe import specs
 
     study = default_study("graph_horizon")
     study["teacher"] = {**study["teacher"], "prompt_format": prompt_format}
     study["train"] = {**study["train"], "steps": steps, "checkpoints": [steps]}
-    return train.train_spec("graph_horizon", study, "transformer", horizon)
+    return specs.train_spec("graph_horizon", study, "transformer", horizon)
 
 
 def _bare_loop(spec, batch, steps):
@@ -141,7 +141,7 @@ def overhead(quick: bool = False) -> list[Figure]:
 
 
 def _markov_spec(model_name: str, horizon: int, steps: int, seeds: int) -> tuple[dict, list]:
-    from covpipe import train
+    from covpipe import specs
     from covpipe.teachers import build_teacher
 
     study = default_study("markov_horizon")
@@ -150,7 +150,7 @@ def _markov_spec(model_name: str, horizon: int, steps: int, seeds: int) -> tuple
     if "train" in study["models"][model_name]:
         study["models"][model_name]["train"] = {**study["models"][model_name]["train"], "steps": steps,
                                                 "checkpoints": [steps]}
-    spec = train.train_spec("markov_horizon", study, model_name, horizon)
+    spec = specs.train_spec("markov_horizon", study, model_name, horizon)
     teacher = build_teacher(study["teacher"])
     n = study["data"]["n_train"]
     batches = [teacher.sample(n, horizon, np.random.default_rng(s)) for s in range(seeds)]

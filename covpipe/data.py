@@ -15,8 +15,6 @@ import polars as pl
 
 from . import io
 from .seeding import derive_seed
-from .specs import DATA_VERSION as VERSION  # noqa: F401  (the stage's version, kept in its specs)
-from .specs import data_spec, select_data_spec  # noqa: F401  (re-exported: callers build specs here too)
 from .teachers import build_teacher
 
 

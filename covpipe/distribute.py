@@ -173,9 +173,10 @@ def _worker_class():
         trials of every job of the run (Ray's own workers belong to one driver, one job)."""
 
         def ready(self):
-            import covpipe.evaluate  # noqa: F401  (what trials import: torch, the models)
-            import covpipe.train  # noqa: F401
+            import importlib
 
+            for name in ("covpipe.evaluate", "covpipe.train"):  # what trials import: torch, the models
+                importlib.import_module(name)  # by name: preloading is not a code dependency (covpipe.fingerprint)
             return os.getpid()
 
         def run(self, fn, trial, threads):

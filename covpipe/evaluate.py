@@ -34,8 +34,6 @@ from . import io, metrics
 from .distribute import resolve_backend, run_trials
 from .models import Vocab, build_model
 from .models.base import as_tensor
-from .specs import EVALUATE_VERSION as VERSION  # noqa: F401  (the stage's version, kept in its specs)
-from .specs import evaluate_spec  # noqa: F401  (re-exported: callers build specs here too)
 from .teachers import build_teacher
 
 EVAL_CHUNK = 64  # sequences per forward pass: the fastest on CPU for the graph transformer (bench/run.py
@@ -205,7 +203,7 @@ def run(eval_path, checkpoints_path, metrics_path, log_ratios_path, spec: dict, 
     batch, data = io.read_tokens(eval_path, Vocab.of(teacher, spec["horizon"]), extra=("teacher_logp",),
                                  made_for={"study": spec["study"], "horizon": spec["horizon"]})
     ckpt = io.load_torch(checkpoints_path)
-    fit = {k: v for k, v in spec.items() if k not in ("evaluate", "evaluate_version")}
+    fit = {k: v for k, v in spec.items() if k not in ("evaluate", "evaluate_code")}
     io.check_made_for(checkpoints_path, ckpt.get("spec") or {}, fit, "checkpoint")
     teacher_steps = teacher.step_log_probs(batch.prompt, batch.response)  # (n, H, V)
     stored = data["teacher_logp"].to_numpy()

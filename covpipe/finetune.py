@@ -28,8 +28,6 @@ from .distribute import resolve_backend, run_trials
 from .models import Vocab, build_model
 from .models.base import as_tensor
 from .seeding import derive_seed
-from .specs import FINETUNE_VERSION as VERSION  # noqa: F401  (the stage's version, kept in its specs)
-from .specs import finetune_spec  # noqa: F401  (re-exported: callers build specs here too)
 from .teachers import build_teacher
 
 log = logging.getLogger(__name__)

@@ -56,7 +56,6 @@ class _OnFirstUse:
 plt = _OnFirstUse("matplotlib.pyplot")
 sns = _OnFirstUse("seaborn")
 
-VERSION = 8  # 8: iterates (last, average) in the interventions figures; the rate set
 FIGURE_SETS = {
     "horizon": ("kl_vs_horizon.png", "coverage_vs_horizon.png", "coverage_profile.png", "training_curves.png"),
     "training": ("over_training.png", "coverage_profile.png", "per_class.md"),
@@ -299,7 +298,6 @@ def _log2_axis(ax, values):
 def horizon_sweep(metrics, path, spec):
     """Final KL and Cov_N against H: one row per iterate (last, average), one line per learner; the
     x labels carry sigma*^2 under H."""
-    import numpy as np
 
     study, final = _study(metrics), final_rows(metrics).to_pandas()
     final = final[final.step > 0]
@@ -617,7 +615,8 @@ DRAW = {
     "hard_instance.png": hard_instance,
 }
 
-from .plots_finetune import DRAW as FINETUNE_DRAW  # noqa: E402  (it uses the helpers above)
+from .plots_finetune import DRAW as FINETUNE_DRAW  # noqa: E402  (they use the helpers above)
+from .plots_lowerbound import DRAW as LOWER_BOUND_DRAW  # noqa: E402
 
 DRAW.update(FINETUNE_DRAW)
-DRAW.update(importlib.import_module(".plots_lowerbound", __package__).DRAW)
+DRAW.update(LOWER_BOUND_DRAW)

@@ -38,8 +38,6 @@ from .models import Vocab, build_model
 from .models.base import as_tensor
 from .evaluate import sequence_log_probs
 from .seeding import derive_seed
-from .specs import SELECT_VERSION as VERSION  # noqa: F401  (the stage's version, kept in its specs)
-from .specs import select_spec  # noqa: F401  (re-exported: callers build specs here too)
 from .teachers import build_teacher
 
 SCHEMA = {"level_ratio": pl.Float64, "tie_break": pl.String, "offset_a": pl.Float64, "coverage": pl.Float64,

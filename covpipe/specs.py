@@ -2,18 +2,24 @@
 validated config. The Snakemake rules (as `params`) and the `covpipe` CLI both build specs here,
 so a job run either way sees the same settings; a changed spec reruns the job.
 
-Imports no torch, numpy-heavy stage code or plotting: Snakemake imports this while it plans.
-Each stage's VERSION is part of its specs: bump it when a change alters what the stage computes.
+Imports no torch, stage code or plotting: Snakemake imports this while it plans. Each spec holds
+the fingerprint of the code its job runs (`covpipe.fingerprint`): "code" for the stage itself and
+"<stage>_code" for a stage whose spec extends another's, so a code change reruns its jobs.
 """
 
 from __future__ import annotations
 
-DATA_VERSION = 1
-TRAIN_VERSION = 2  # 2: vectorized seeds, covpipe.vectorized
-LEARNERS_VERSION = 2  # what a learner or the TTT decoder computes (2: average iterates)
-FINETUNE_VERSION = 2  # 2: the graph teacher's batched sampler draws other (equally distributed) online batches
-EVALUATE_VERSION = 6  # 4: sigma_star_sq rows, learners' decoders (TTT) as models; 5: scores in chunks; 6: prefix_kl
-SELECT_VERSION = 2
+from .fingerprint import of_job
+
+
+def _uses(teachers=(), model=None, learner=None) -> frozenset[tuple[str, str]]:
+    """The registry entries a job reads, for its fingerprint."""
+    out = {("teacher", t["name"]) for t in teachers if t}
+    if model is not None:
+        out.add(("model", model))
+    if learner is not None:
+        out.add(("learner", learner))
+    return frozenset(out)
 
 
 def data_spec(study_name: str, study: dict, horizon: int) -> dict:
@@ -21,10 +27,10 @@ def data_spec(study_name: str, study: dict, horizon: int) -> dict:
     data = dict(study["data"])
     if not data.get("shared_across_seeds"):
         data.pop("shared_across_seeds", None)  # the default adds nothing: keep specs (and caches) of older studies
-    spec = {"study": study_name, "teacher": study["teacher"], "horizon": int(horizon),
-            "seeds": study["seeds"], **data, "version": DATA_VERSION, **sampler_version(study["teacher"])}
+    spec = {"study": study_name, "teacher": study["teacher"], "horizon": int(horizon), "seeds": study["seeds"], **data}
     if study.get("finetune"):  # only then: older studies keep their specs (and caches)
         spec["eval_teacher"] = study["finetune"]["teacher"]
+    spec["code"] = of_job("data", _uses([spec["teacher"], spec.get("eval_teacher")]))
     return spec
 
 
@@ -32,16 +38,7 @@ def select_data_spec(study_name: str, study: dict, horizon: int) -> dict:
     """The selection sample's settings: the evaluation teacher, the horizon and its size."""
     teacher = (study.get("finetune") or {}).get("teacher") or study["teacher"]
     return {"study": study_name, "teacher": teacher, "horizon": int(horizon),
-            "n_select": study["selection"]["n_select"], "version": DATA_VERSION, **sampler_version(teacher)}
-
-
-def sampler_version(teacher: dict) -> dict:
-    """{"sampler_version": v} for a teacher whose sampler has changed (v > 1), so only its studies'
-    data reruns; {} otherwise (older studies keep their specs and caches)."""
-    from .teachers import get_teacher
-
-    v = get_teacher(teacher["name"]).sampler_version
-    return {"sampler_version": v} if v > 1 else {}
+            "n_select": study["selection"]["n_select"], "code": of_job("select_data", _uses([teacher]))}
 
 
 def train_spec(study_name: str, study: dict, model_name: str, horizon: int) -> dict:
@@ -51,7 +48,7 @@ def train_spec(study_name: str, study: dict, model_name: str, horizon: int) -> d
     train = dict(model.pop("train", None) or study["train"])
     learner = train.pop("learner", None)  # absent, not None, without one: older specs (and caches) stay valid
     if learner is not None:
-        train.update(learner=learner, learner_version=LEARNERS_VERSION)
+        train["learner"] = learner
     return {
         "study": study_name,
         "teacher": study["teacher"],
@@ -60,7 +57,7 @@ def train_spec(study_name: str, study: dict, model_name: str, horizon: int) -> d
         "train": train,
         "horizon": int(horizon),
         "seeds": study["seeds"],
-        "version": TRAIN_VERSION,
+        "code": of_job("train", _uses([study["teacher"]], model["class"], (learner or {}).get("name"))),
     }
 
 
@@ -71,7 +68,7 @@ def finetune_spec(study_name: str, study: dict, model_name: str, horizon: int) -
     ft = study["finetune"]
     own = study["models"][model_name].get("finetune")  # models.m.finetune: this model's settings
     return {**pretrain, "teacher": ft["teacher"], "train": own or ft["train"], "seeds": ft.get("seeds") or study["seeds"],
-            "pretrain": pretrain, "version": FINETUNE_VERSION}
+            "pretrain": pretrain, "code": of_job("finetune", _uses([ft["teacher"]], pretrain["model"]["class"]))}
 
 
 def fit_spec(study_name: str, study: dict, model_name: str, horizon: int) -> dict:
@@ -81,20 +78,27 @@ def fit_spec(study_name: str, study: dict, model_name: str, horizon: int) -> dic
 
 def evaluate_spec(fit: dict, evaluate: dict) -> dict:
     """The evaluate job's science settings: its training (or fine-tuning) spec plus the evaluation settings."""
-    return {**fit, "evaluate": evaluate, "evaluate_version": EVALUATE_VERSION}
+    learner = (fit["train"] or {}).get("learner") or {}  # its decoders (TTT) are evaluated too
+    uses = _uses([fit["teacher"]], fit["model"]["class"], learner.get("name"))
+    return {**fit, "evaluate": evaluate, "evaluate_code": of_job("evaluate", uses)}
 
 
 def select_spec(evaluate: dict, selection: dict) -> dict:
     """The selection job's settings: its evaluation spec plus the selection settings."""
-    return {**evaluate, "selection": selection, "selection_version": SELECT_VERSION}
+    learner = (evaluate["train"] or {}).get("learner") or {}
+    uses = _uses([evaluate["teacher"]], evaluate["model"]["class"], learner.get("name"))
+    return {**evaluate, "selection": selection, "selection_code": of_job("select", uses)}
+
+
+def aggregate_spec() -> dict:
+    """What a study's tables depend on beyond their inputs: the aggregation code."""
+    return {"code": of_job("aggregate")}
 
 
 def plot_spec(study: dict) -> dict:
-    """What a study's figures depend on: its evaluation settings and the plotting code version."""
-    from .plots import VERSION as PLOTS_VERSION
-
+    """What a study's figures depend on: its evaluation settings and the plotting code."""
     spec = {"evaluate": study["evaluate"], "selection": study["selection"], "figures": study["figures"],
-            "version": PLOTS_VERSION}
+            "code": of_job("plot")}
     if "hard_instance" in study["figures"]:  # KL >= H/(4n) reads the sample size n
         spec["n_train"] = study["data"]["n_train"]
     return spec

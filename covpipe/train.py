@@ -26,8 +26,6 @@ from .models import Vocab, build_model
 from .models.base import as_tensor
 from .seeding import derive_seed
 from .sequences import Batch
-from .specs import TRAIN_VERSION as VERSION  # noqa: F401  (the stage's version, kept in its specs)
-from .specs import train_spec  # noqa: F401  (re-exported: callers build specs here too)
 from .teachers import build_teacher
 
 PROGRESS_SECONDS = 10.0  # a progress line per trial at most this often

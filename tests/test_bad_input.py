@@ -9,7 +9,7 @@ import polars as pl
 import pytest
 import torch
 
-from covpipe import io, train
+from covpipe import io, specs, train
 from covpipe.config import ConfigError, load_config, validate_config
 from covpipe.distribute import TrialsFailed
 from covpipe.teachers import TEACHERS
@@ -135,7 +135,7 @@ def test_checkpoint_from_an_incompatible_version_is_refused(tmp_path):
 def test_nan_loss_stops_its_trial_lets_siblings_finish_and_writes_no_table(tmp_path):
     cfg = validate_config(mini_config(train={"optimizer": "sgd", "lr": 1e37, "steps": 20, "checkpoints": [20]}))
     study = cfg["studies"]["mini"]
-    spec = train.train_spec("mini", study, "gru", 4)
+    spec = specs.train_spec("mini", study, "gru", 4)
     assert spec["train"]["lr"] == 1e37  # the gru's own override keeps the study's optimizer and lr
     (tmp_path / "data").mkdir()
     data = tmp_path / "data" / "train.parquet"

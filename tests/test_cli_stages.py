@@ -6,7 +6,7 @@ import json
 
 import yaml
 
-from covpipe import evaluate, finetune
+from covpipe import finetune, specs
 from covpipe.cli import main
 from covpipe.config import load_config
 
@@ -28,12 +28,12 @@ def test_covpipe_evaluate_on_a_fine_tuning_study_uses_the_fine_tuning_spec(tmp_p
     assert main(["train", *cell, "--model", "transformer", "--data", str(tmp_path / "train.parquet"),
                  "--checkpoints", str(tmp_path / "pre.pt"), "--log", str(tmp_path / "pre_log.parquet")]) == 0
     resolved = load_config(config)["studies"]["f1"]
-    ft_spec = finetune.finetune_spec("f1", resolved, "transformer", 4)
+    ft_spec = specs.finetune_spec("f1", resolved, "transformer", 4)
     finetune.run(tmp_path / "pre.pt", tmp_path / "ft.pt", tmp_path / "ft_log.parquet", ft_spec, backend="serial")
     assert main(["evaluate", *cell, "--model", "transformer", "--eval", str(tmp_path / "eval.parquet"),
                  "--checkpoints", str(tmp_path / "ft.pt"), "--metrics", str(tmp_path / "m.parquet"),
                  "--log-ratios", str(tmp_path / "r.parquet")]) == 0
     written = json.loads((tmp_path / "m.parquet.provenance.json").read_text())["spec"]
-    want = json.loads(json.dumps(evaluate.evaluate_spec(ft_spec, resolved["evaluate"]), default=str))
+    want = json.loads(json.dumps(specs.evaluate_spec(ft_spec, resolved["evaluate"]), default=str))
     assert written == want
     assert written["teacher"]["classes"] == {"match": 0.9, "mismatch": 0.1} and "pretrain" in written

@@ -7,7 +7,7 @@ import polars as pl
 import pytest
 import torch
 
-from covpipe import data, evaluate, train
+from covpipe import data, evaluate, specs, train
 from covpipe.config import validate_config
 from covpipe.models import Vocab, build_model
 from covpipe.models.base import as_tensor
@@ -43,11 +43,11 @@ def _stage_tables(tmp, device):
         study = cfg["studies"]["mini"]
         d = tmp / name
         d.mkdir(parents=True)
-        data.run(d / "train.parquet", d / "eval.parquet", data.data_spec("mini", study, 4))
-        spec = train.train_spec("mini", study, name, 4)
+        data.run(d / "train.parquet", d / "eval.parquet", specs.data_spec("mini", study, 4))
+        spec = specs.train_spec("mini", study, name, 4)
         train.run(d / "train.parquet", d / "c.pt", d / "l.parquet", spec, backend="serial", device=device)
         evaluate.run(d / "eval.parquet", d / "c.pt", d / "m.parquet", d / "r.parquet",
-                     evaluate.evaluate_spec(spec, study["evaluate"]), backend="serial", device=device)
+                     specs.evaluate_spec(spec, study["evaluate"]), backend="serial", device=device)
         out[name] = pl.read_parquet(d / "m.parquet")
     return out
 

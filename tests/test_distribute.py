@@ -9,7 +9,7 @@ import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
-from covpipe import data, evaluate, train
+from covpipe import data, evaluate, specs, train
 from covpipe.config import validate_config
 from covpipe.distribute import TrialsFailed, resolve_backend, run_trials
 
@@ -63,12 +63,12 @@ def test_auto_uses_the_runs_instance_only_when_the_run_started_one(tmp_path, mon
 def _stage_tables(tmp: Path, backend: str):
     cfg = validate_config(mini_config())
     study = cfg["studies"]["mini"]
-    data.run(tmp / "train.parquet", tmp / "eval.parquet", data.data_spec("mini", study, 4))
+    data.run(tmp / "train.parquet", tmp / "eval.parquet", specs.data_spec("mini", study, 4))
     out = {}
     for model in study["models"]:
-        spec = train.train_spec("mini", study, model, 4)
+        spec = specs.train_spec("mini", study, model, 4)
         train.run(tmp / "train.parquet", tmp / f"{model}.pt", tmp / f"{model}_log.parquet", spec, threads=2, backend=backend)
-        espec = evaluate.evaluate_spec(spec, study["evaluate"])
+        espec = specs.evaluate_spec(spec, study["evaluate"])
         evaluate.run(tmp / "eval.parquet", tmp / f"{model}.pt", tmp / f"{model}_m.parquet", tmp / f"{model}_r.parquet",
                      espec, threads=2, backend=backend)
         out[model] = (pl.read_parquet(tmp / f"{model}_m.parquet"), pl.read_parquet(tmp / f"{model}_r.parquet"),

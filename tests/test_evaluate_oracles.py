@@ -15,7 +15,7 @@ import polars as pl
 import pytest
 import torch
 
-from covpipe import data, evaluate, io, train
+from covpipe import data, evaluate, io, specs, train
 from covpipe.config import validate_config
 from covpipe.evaluate import _p_correct
 from covpipe.models import Vocab, build_model
@@ -35,11 +35,11 @@ def evaluated(tmp_path, teacher: dict, model: str, horizon: int = 4, levels=(2, 
         models={model: {"class": model}},
         evaluate={"levels": list(levels), "stopped_kl_levels": list(stopped), "pass_at": list(pass_at)}))
     study = cfg["studies"]["mini"]
-    data.run(tmp_path / "train.parquet", tmp_path / "eval.parquet", data.data_spec("mini", study, horizon))
-    spec = train.train_spec("mini", study, model, horizon)
+    data.run(tmp_path / "train.parquet", tmp_path / "eval.parquet", specs.data_spec("mini", study, horizon))
+    spec = specs.train_spec("mini", study, model, horizon)
     train.run(tmp_path / "train.parquet", tmp_path / "c.pt", tmp_path / "log.parquet", spec, backend="serial")
     evaluate.run(tmp_path / "eval.parquet", tmp_path / "c.pt", tmp_path / "m.parquet", tmp_path / "r.parquet",
-                 evaluate.evaluate_spec(spec, study["evaluate"]), backend="serial")
+                 specs.evaluate_spec(spec, study["evaluate"]), backend="serial")
     table = pl.read_parquet(tmp_path / "m.parquet")
     assert set(table["seed"]) == {0}
     values = {(r["class"], r["metric"], r["level"]): r["value"] for r in table.iter_rows(named=True)}

@@ -9,7 +9,6 @@ import pytest
 
 from covpipe import metrics
 from covpipe.models import Vocab, build_model
-from covpipe.models.base import as_tensor
 from covpipe.teachers import build_teacher
 
 from workflow_helpers import mini_config_writer, planned_jobs, snakemake

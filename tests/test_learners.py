@@ -280,10 +280,10 @@ def test_bad_learner_config_gets_one_line_naming_the_key(cfg, message):
 
 
 def test_learner_spec_leaves_studies_without_one_unchanged():
-    from covpipe.train import train_spec
+    from covpipe.specs import train_spec
 
     plain = validate_config(study({"class": "ar_linear"}))["studies"]["s"]
     assert "learner" not in train_spec("s", plain, "m", 3)["train"]
     chosen = validate_config(study({"class": "ar_linear", "learner": {"name": "seq_sgd"}}))["studies"]["s"]
     spec = train_spec("s", chosen, "m", 3)
-    assert spec["train"]["learner"]["name"] == "seq_sgd" and "learner_version" in spec["train"]
+    assert spec["train"]["learner"]["name"] == "seq_sgd" and spec["code"] != train_spec("s", plain, "m", 3)["code"]

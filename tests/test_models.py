@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 import torch
 
-from covpipe import metrics
 from covpipe.models import MODELS, Vocab, build_model
 from covpipe.models.base import as_tensor
 from covpipe.teachers import build_teacher

@@ -9,7 +9,7 @@ import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
-from covpipe import data, evaluate, io, train
+from covpipe import data, evaluate, io, specs, train
 from covpipe.config import validate_config
 
 from helpers import mini_config
@@ -82,13 +82,13 @@ def _tables(tmp, threads):
     tmp.mkdir()
     horizon = 32
     study["horizons"] = [horizon]
-    data.run(tmp / "train.parquet", tmp / "eval.parquet", data.data_spec("mini", study, horizon))
+    data.run(tmp / "train.parquet", tmp / "eval.parquet", specs.data_spec("mini", study, horizon))
     out = []
     for model in study["models"]:
-        spec = train.train_spec("mini", study, model, horizon)
+        spec = specs.train_spec("mini", study, model, horizon)
         train.run(tmp / "train.parquet", tmp / "c.pt", tmp / "l.parquet", spec, threads=threads, backend="serial")
         evaluate.run(tmp / "eval.parquet", tmp / "c.pt", tmp / "m.parquet", tmp / "r.parquet",
-                     evaluate.evaluate_spec(spec, study["evaluate"]), threads=threads, backend="serial")
+                     specs.evaluate_spec(spec, study["evaluate"]), threads=threads, backend="serial")
         out += [pl.read_parquet(tmp / "m.parquet"), pl.read_parquet(tmp / "r.parquet"),
                 pl.read_parquet(tmp / "l.parquet").drop("seconds")]
     return out

@@ -2,7 +2,6 @@
 tree) and rerun continues from its last saved state and ends bit-identical to a run that was
 never interrupted."""
 
-import os
 import re
 import signal
 import subprocess
@@ -14,7 +13,7 @@ import pytest
 import torch
 from polars.testing import assert_frame_equal
 
-from covpipe import data, resume, train
+from covpipe import data, resume, specs, train
 from covpipe.config import validate_config
 
 from helpers import mini_config
@@ -96,8 +95,8 @@ def test_a_killed_training_job_resumes_and_ends_identical_to_an_uninterrupted_ru
 def _cell(tmp_path):
     cfg = validate_config(_config())
     study = cfg["studies"]["mini"]
-    data.run(tmp_path / "train.parquet", tmp_path / "eval.parquet", data.data_spec("mini", study, 4))
-    spec = train.train_spec("mini", study, "gru", 4)
+    data.run(tmp_path / "train.parquet", tmp_path / "eval.parquet", specs.data_spec("mini", study, 4))
+    spec = specs.train_spec("mini", study, "gru", 4)
     spec["train"] = {**spec["train"], "steps": 40, "checkpoints": [20, 40]}
     from covpipe import io
 
@@ -152,7 +151,7 @@ def test_a_resumed_finetuning_trial_matches_an_uninterrupted_one(tmp_path, caplo
 
     from test_selection import FIG1
 
-    spec = finetune.finetune_spec("f1", validate_config(FIG1)["studies"]["f1"], "transformer", 4)
+    spec = specs.finetune_spec("f1", validate_config(FIG1)["studies"]["f1"], "transformer", 4)
     teacher = build_teacher(spec["teacher"])
     start = train._state(build_model(spec["model"], Vocab.of(teacher, 4), teacher=teacher))  # any start will do
     fresh = finetune.finetune_trial(spec, 0, start)

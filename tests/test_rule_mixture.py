@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from covpipe.config import ConfigError, validate_config
-from covpipe.finetune import finetune_spec
+from covpipe.specs import finetune_spec
 from covpipe.models import Vocab, build_model
 from covpipe.models.base import as_tensor
 from covpipe.teachers import build_teacher

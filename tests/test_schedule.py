@@ -6,7 +6,8 @@ import math
 import pytest
 
 from covpipe.config import ConfigError, validate_config
-from covpipe.train import lr_at, train_spec
+from covpipe.specs import train_spec
+from covpipe.train import lr_at
 
 
 def test_cosine_schedule_warms_up_linearly_then_decays_to_its_floor():

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from covpipe import data, evaluate, resume, train, vectorized
+from covpipe import data, evaluate, resume, specs, train, vectorized
 from covpipe.config import validate_config
 from covpipe.models import Vocab, build_model
 from covpipe.models import transformer as transformer_module
@@ -28,7 +28,7 @@ def _study(model: dict, optimizer: str = "adam"):
     study = cfg["studies"]["mini"]
     teacher = build_teacher(study["teacher"])
     batches = [teacher.sample(48, 5, np.random.default_rng(s)) for s in range(3)]
-    return train.train_spec("mini", study, "m", 5), batches
+    return specs.train_spec("mini", study, "m", 5), batches
 
 
 @pytest.mark.parametrize("model", [{"class": "ar_linear", "dim": 5, "window": 3},
@@ -203,12 +203,12 @@ def test_ar_linear_on_a_hard_instance_trains_per_seed_and_finishes(tmp_path, tea
                                       train={"optimizer": "sgd", "lr": 0.1, "batch_size": 8, "steps": 6,
                                              "checkpoints": [6]}))
     study = cfg["studies"]["mini"]
-    spec = train.train_spec("mini", study, "m", 4)
+    spec = specs.train_spec("mini", study, "m", 4)
     assert not vectorized.supports(spec)
-    assert vectorized.supports(train.train_spec("mini", validate_config(mini_config(
+    assert vectorized.supports(specs.train_spec("mini", validate_config(mini_config(
         teacher={"name": "ar_linear", "vocab_size": 3, "dim": 4, "window": 2}, horizons=[4],
         models={"m": {"class": "ar_linear"}}))["studies"]["mini"], "m", 4))  # window features: vectorized
-    data.run(tmp_path / "train.parquet", tmp_path / "eval.parquet", data.data_spec("mini", study, 4))
+    data.run(tmp_path / "train.parquet", tmp_path / "eval.parquet", specs.data_spec("mini", study, 4))
     train.run(tmp_path / "train.parquet", tmp_path / "c.pt", tmp_path / "l.parquet", spec, backend="serial")
     trials = torch.load(tmp_path / "c.pt", weights_only=True)["trials"]
     assert sorted(trials) == [0, 1] and all(sorted(t) == [6] for t in trials.values())

@@ -11,7 +11,6 @@ weight_decay are not read (the learner's own parameters set them).
 
 from __future__ import annotations
 
-from ..specs import LEARNERS_VERSION as VERSION  # noqa: F401  (kept with the specs it enters)
 from .base import Learner
 from .distill import DistillTruncated
 from .mle import MLEExact

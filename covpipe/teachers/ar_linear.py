@@ -37,7 +37,6 @@ class ARLinearParams(BaseModel):
 class ARLinear(Teacher):
     Params = ARLinearParams
     theta = tensor_of("theta_array")  # theta*, (d,) float64
-    sampler_version = 2  # 2: per-context next-token table, O(H) (the same draws up to float rounding)
 
     @classmethod
     def build_bytes(cls, params) -> int:

@@ -35,9 +35,6 @@ class Teacher:
     prompt_length: int  # P
     class_names: tuple[str, ...]
     class_weights: np.ndarray  # (n_classes,), sums to 1
-    # Bump when a change alters what `sample` draws for a seed: the data of this teacher's studies
-    # reruns (covpipe.data), other studies' data stays.
-    sampler_version: int = 1
 
     @property
     def bos(self) -> int:

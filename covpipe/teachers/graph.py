@@ -88,7 +88,6 @@ class GraphParams(BaseModel):
 
 class Graph(Teacher):
     Params = GraphParams
-    sampler_version = 2  # 2: batched sampler (the same distribution, other random numbers than the loop's)
 
     def __init__(self, params: GraphParams):
         self.params = params

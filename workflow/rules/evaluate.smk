@@ -43,6 +43,8 @@ rule aggregate:
         "logs/{study}/aggregate.log",
     conda:
         "../envs/covpipe.yml"
+    params:
+        spec=covpipe.specs.aggregate_spec(),
     script:
         "../scripts/aggregate.py"
 
@@ -56,5 +58,7 @@ rule aggregate_selection:
         "logs/{study}/aggregate_selection.log",
     conda:
         "../envs/covpipe.yml"
+    params:
+        spec=covpipe.specs.aggregate_spec(),
     script:
         "../scripts/aggregate_selection.py"

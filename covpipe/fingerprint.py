@@ -1,0 +1,136 @@
+"""The code a job runs, as one fingerprint: a hash of the syntax trees (docstrings and comments
+left out) of every covpipe module its stage's entry module imports, directly or through others.
+Every stage spec carries its job's fingerprint, so an edit reruns exactly the jobs whose code
+changed, and a comment or docstring edit reruns nothing.
+
+Imports are read from the source, never executed (Snakemake computes fingerprints while it plans,
+without torch): `import covpipe.x`, `from . import x`, `from .x import y`, at any depth in a
+module, so imports made inside functions count. Importing a package counts as importing every
+module of it (registries load their entries' modules by name), except the root package `covpipe`.
+The modules of registry entries a job does not use (another teacher, model class or learner) are
+left out, unless a module it uses imports them: editing one teacher reruns its studies only.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+from functools import lru_cache
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parent
+ROOT = PACKAGE.name  # "covpipe"
+
+STAGES = {  # stage: the module its job runs
+    "data": "covpipe.data",
+    "select_data": "covpipe.data",
+    "train": "covpipe.train",
+    "finetune": "covpipe.finetune",
+    "evaluate": "covpipe.evaluate",
+    "select": "covpipe.selection",
+    "aggregate": "covpipe.aggregate",
+    "plot": "covpipe.plots",
+}
+
+
+@lru_cache(maxsize=None)
+def modules() -> dict[str, Path]:
+    """{dotted name: source file} of every module of the package."""
+    out = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+        out[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    return out
+
+
+def _parse(name: str) -> ast.Module:
+    return ast.parse(modules()[name].read_text(), filename=str(modules()[name]))
+
+
+def source_hash(source: str) -> str:
+    """sha256 of a module's syntax tree without docstrings: comments, blank lines, formatting and
+    docstrings change nothing."""
+    tree = ast.parse(source)
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+            body = node.body
+            if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) \
+                    and isinstance(body[0].value.value, str):
+                node.body = body[1:] or [ast.Pass()]
+    return hashlib.sha256(ast.dump(tree, include_attributes=False).encode()).hexdigest()
+
+
+@lru_cache(maxsize=None)
+def tree_hash(name: str) -> str:
+    """`source_hash` of a covpipe module, by dotted name."""
+    return source_hash(modules()[name].read_text())
+
+
+@lru_cache(maxsize=None)
+def imports(name: str) -> frozenset[str]:
+    """The covpipe modules `name` imports anywhere in its source (and the packages holding them)."""
+    known = modules()
+    package = name if known[name].name == "__init__.py" else name.rpartition(".")[0]
+    found = set()
+    for node in ast.walk(_parse(name)):
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package
+                for _ in range(node.level - 1):
+                    base = base.rpartition(".")[0]
+                module = f"{base}.{node.module}" if node.module else base
+            else:
+                module = node.module or ""
+            found.add(module)
+            found |= {f"{module}.{a.name}" for a in node.names}
+    out = set()
+    for module in found:
+        parts = module.split(".")
+        out |= {".".join(parts[:i]) for i in range(2, len(parts) + 1)}  # its packages, the root left out
+    return frozenset(m for m in out if m in known and m != name)
+
+
+@lru_cache(maxsize=None)
+def closure(name: str, unused: frozenset[str] = frozenset()) -> frozenset[str]:
+    """`name` and every covpipe module it imports, transitively; a package brings all its modules;
+    modules in `unused` are not entered unless `name` is one of them."""
+    known = modules()
+    seen, stack = set(), [name]
+    while stack:
+        module = stack.pop()
+        if module in seen or (module in unused and module != name):
+            continue
+        seen.add(module)
+        stack += imports(module)
+        if known[module].name == "__init__.py" and module != ROOT:
+            stack += [m for m in known if m.rpartition(".")[0] == module]
+    return frozenset(seen)
+
+
+def _entry_modules() -> dict[tuple[str, str], str]:
+    """{(kind, name): the module holding that registry entry's code}."""
+    from .learners import LEARNERS
+    from .models import MODELS
+    from .teachers import TEACHERS
+
+    out = {("teacher", n): c.__module__ for n, c in TEACHERS.items()}
+    out |= {("learner", n): c.__module__ for n, c in LEARNERS.items()}
+    out |= {("model", n): f"covpipe.models.{s.impl.partition(':')[0]}" for n, s in MODELS.items()}
+    return out
+
+
+@lru_cache(maxsize=None)
+def of_job(stage: str, uses: frozenset[tuple[str, str]] = frozenset()) -> str:
+    """The fingerprint of the code a job of `stage` runs, 16 hex digits. uses: the registry entries
+    the job reads, as (kind, name) with kind teacher, model or learner; the others' modules are
+    left out."""
+    entries = _entry_modules()
+    wanted = {m for key, m in entries.items() if key in uses}
+    unused = frozenset(m for m in entries.values() if m not in wanted)
+    modules_ = closure(STAGES[stage], unused) | frozenset().union(*(closure(m, unused) for m in wanted))
+    digest = hashlib.sha256()
+    for module in sorted(modules_):
+        digest.update(f"{module}:{tree_hash(module)}\n".encode())
+    return digest.hexdigest()[:16]
