@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-
 from common import Figure, graph_batch, graph_teacher, interleaved, one_thread, transformer_spec
 
 
@@ -46,19 +45,31 @@ def run(quick: bool = False) -> list[Figure]:
             for i in range(0, n, EVAL_CHUNK):
                 model.step_log_probs(prompt[i : i + EVAL_CHUNK], response[i : i + EVAL_CHUNK])
 
-        best = interleaved({"batched": batched, "per_sequence": per_sequence, "whole": whole_set,
-                            "autograd": with_autograd}, repeats=2 if quick else 3)
+        best = interleaved(
+            {"batched": batched, "per_sequence": per_sequence, "whole": whole_set, "autograd": with_autograd},
+            repeats=2 if quick else 3,
+        )
         rate = {k: n / v for k, v in best.items()}
         a = model_step_log_probs(model, prompt[:32], response[:32])
         with torch.inference_mode():
-            b = np.concatenate([model.step_log_probs(prompt[i : i + 1], response[i : i + 1]).double().numpy()
-                                for i in range(32)])
-        print(f"  H = 24, {fmt} prompts ({batch.prompt.shape[1]} tokens), {n} sequences: batched ({EVAL_CHUNK} per pass) "
-              f"{rate['batched']:.0f} seq/s, per-sequence {rate['per_sequence']:.0f} seq/s, whole set in one pass "
-              f"{rate['whole']:.0f} seq/s, batched with autograd {rate['autograd']:.0f} seq/s; "
-              f"max |difference| {np.abs(a - b).max():.1e} nats")
+            b = np.concatenate(
+                [model.step_log_probs(prompt[i : i + 1], response[i : i + 1]).double().numpy() for i in range(32)]
+            )
+        print(
+            f"  H = 24, {fmt} prompts ({batch.prompt.shape[1]} tokens), {n} sequences: batched ({EVAL_CHUNK} per pass) "
+            f"{rate['batched']:.0f} seq/s, per-sequence {rate['per_sequence']:.0f} seq/s, whole set in one pass "
+            f"{rate['whole']:.0f} seq/s, batched with autograd {rate['autograd']:.0f} seq/s; "
+            f"max |difference| {np.abs(a - b).max():.1e} nats"
+        )
         ratio = rate["batched"] / rate["per_sequence"]
-        figures.append(Figure(7, f"exact log-likelihoods, graph transformer H=24 ({fmt}): batched vs per-sequence",
-                              "print both", f"{rate['batched']:.0f} vs {rate['per_sequence']:.0f} seq/s", ratio,
-                              None))
+        figures.append(
+            Figure(
+                7,
+                f"exact log-likelihoods, graph transformer H=24 ({fmt}): batched vs per-sequence",
+                "print both",
+                f"{rate['batched']:.0f} vs {rate['per_sequence']:.0f} seq/s",
+                ratio,
+                None,
+            )
+        )
     return figures

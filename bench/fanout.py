@@ -17,9 +17,10 @@ from common import Figure, one_thread
 
 
 def run(quick: bool = False) -> list[Figure]:
+    from training import _markov_spec
+
     from covpipe import train
     from covpipe.distribute import run_trials
-    from training import _markov_spec
 
     one_thread()
     # Ray workers inherit the environment: silence torch's note on Ray's read-only arrays in their output
@@ -46,24 +47,47 @@ def run(quick: bool = False) -> list[Figure]:
     same = all(a["log"][-1]["train_loss"] == b["log"][-1]["train_loss"] for a, b in zip(serial_out, ray_out))
     run_s, run_start, run_same = _on_run_instance(train.train_trial, trials, serial_out)
     speedup = serial / ray
-    print(f"  8 trials of GRU training (markov H = 64, {steps} steps, about {serial / 8:.1f} s each): serial {serial:.1f} s, "
-          f"Ray on 2 CPUs {ray:.1f} s; Ray start-up + shutdown alone {startup:.1f} s; identical results: {same}")
+    print(
+        f"  8 trials of GRU training (markov H = 64, {steps} steps, about {serial / 8:.1f} s each): serial {serial:.1f} s, "
+        f"Ray on 2 CPUs {ray:.1f} s; Ray start-up + shutdown alone {startup:.1f} s; identical results: {same}"
+    )
     parallel = serial / max(ray - startup, 1e-9)
     print(f"  without start-up: {parallel:.2f}x; the ceiling on 2 cores is 2x")
     if 1.8 < parallel:  # serial / (startup + serial / parallel) >= 1.8 for serial >= 1.8 startup / (1 - 1.8 / parallel)
-        print(f"  at this efficiency 1.8x including start-up needs trials of at least "
-              f"{1.8 * startup / (1 - 1.8 / parallel) / 8:.0f} s each")
+        print(
+            f"  at this efficiency 1.8x including start-up needs trials of at least "
+            f"{1.8 * startup / (1 - 1.8 / parallel) / 8:.0f} s each"
+        )
     run_speedup = serial / run_s
-    print(f"  the run's instance (ray_address: run): started once per run in {run_start:.1f} s (workers warm); "
-          f"a job's 8 trials {run_s:.1f} s, attach included: {run_speedup:.2f}x; identical results: {run_same}")
+    print(
+        f"  the run's instance (ray_address: run): started once per run in {run_start:.1f} s (workers warm); "
+        f"a job's 8 trials {run_s:.1f} s, attach included: {run_speedup:.2f}x; identical results: {run_same}"
+    )
     return [
-        Figure(4, "Ray fan-out, 8 trials on 2 cores, vs serial (start-up included)", ">= 1.8x",
-               f"serial {serial:.1f} s, Ray {ray:.1f} s", speedup, speedup >= 1.8),
-        Figure(4, "Ray fan-out on the run's instance (ray_address: run), 8 trials on 2 cores, vs serial (attach "
-               "included)", ">= 1.8x", f"serial {serial:.1f} s, run instance {run_s:.1f} s", run_speedup,
-               run_speedup >= 1.8),
-        Figure(4, "the run's Ray instance: start with 2 warm workers (once per run), then stop", "reported",
-               f"{run_start:.1f} s", None, None),
+        Figure(
+            4,
+            "Ray fan-out, 8 trials on 2 cores, vs serial (start-up included)",
+            ">= 1.8x",
+            f"serial {serial:.1f} s, Ray {ray:.1f} s",
+            speedup,
+            speedup >= 1.8,
+        ),
+        Figure(
+            4,
+            "Ray fan-out on the run's instance (ray_address: run), 8 trials on 2 cores, vs serial (attach included)",
+            ">= 1.8x",
+            f"serial {serial:.1f} s, run instance {run_s:.1f} s",
+            run_speedup,
+            run_speedup >= 1.8,
+        ),
+        Figure(
+            4,
+            "the run's Ray instance: start with 2 warm workers (once per run), then stop",
+            "reported",
+            f"{run_start:.1f} s",
+            None,
+            None,
+        ),
         Figure(4, "Ray start-up + shutdown (8 empty trials)", "reported", f"{startup:.1f} s", None, None),
     ]
 

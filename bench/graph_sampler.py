@@ -12,7 +12,6 @@ does not depend on the batch (one graph at a time), so at 20,000 it is timed on 
 from __future__ import annotations
 
 import numpy as np
-
 from common import Figure, default_study, interleaved
 
 TARGET = 10.0
@@ -37,27 +36,41 @@ def rates(teacher, horizon: int, batch: int, loop_batch: int, repeats: int) -> t
     teacher.sample(batch, horizon, rng)  # warm up
     # Small batches are timed in groups so each timing is long enough to be measured well.
     group = max(1, 2000 // batch)
-    best = interleaved({
-        "batched": lambda: [teacher.sample(batch, horizon, rng) for _ in range(group)],
-        "loop": lambda: teacher._sample_loop(loop_batch, horizon, rng),
-    }, repeats)
+    best = interleaved(
+        {
+            "batched": lambda: [teacher.sample(batch, horizon, rng) for _ in range(group)],
+            "loop": lambda: teacher._sample_loop(loop_batch, horizon, rng),
+        },
+        repeats,
+    )
     return group * batch / best["batched"], loop_batch / best["loop"]
 
 
 def run(quick: bool = False) -> list[Figure]:
     repeats = 2 if quick else 3
     figures = []
-    for batch, loop_batch, purpose in ((64, 64 * (4 if quick else 16), "online fine-tuning step"),
-                                       (20000, 800 if quick else 4000, "data generation")):
+    for batch, loop_batch, purpose in (
+        (64, 64 * (4 if quick else 16), "online fine-tuning step"),
+        (20000, 800 if quick else 4000, "data generation"),
+    ):
         cells = []
         for label, teacher, horizon in teachers():
             fast, slow = rates(teacher, horizon, batch, loop_batch, repeats)
             cells.append((label, fast, slow))
-            print(f"  batch {batch:>6,} {label:<36} batched {fast:>10,.0f}  loop {slow:>8,.0f} graphs/s  "
-                  f"ratio {fast / slow:5.1f}")
+            print(
+                f"  batch {batch:>6,} {label:<36} batched {fast:>10,.0f}  loop {slow:>8,.0f} graphs/s  "
+                f"ratio {fast / slow:5.1f}"
+            )
         worst = min(fast / slow for _, fast, slow in cells)
-        figures.append(Figure(
-            9, f"graph sampler, batch {batch:,} ({purpose}): batched vs per-graph loop, worst of "
-               f"{len(cells)} teachers", f">= {TARGET:g}x",
-            " / ".join(f"{fast:,.0f} vs {slow:,.0f}" for _, fast, slow in cells) + " graphs/s", worst, worst >= TARGET))
+        figures.append(
+            Figure(
+                9,
+                f"graph sampler, batch {batch:,} ({purpose}): batched vs per-graph loop, worst of "
+                f"{len(cells)} teachers",
+                f">= {TARGET:g}x",
+                " / ".join(f"{fast:,.0f} vs {slow:,.0f}" for _, fast, slow in cells) + " graphs/s",
+                worst,
+                worst >= TARGET,
+            )
+        )
     return figures

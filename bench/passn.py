@@ -28,7 +28,6 @@ import time
 
 import numpy as np
 import torch
-
 from common import Figure, default_study, graph_batch, graph_teacher, one_thread
 
 N = 8
@@ -86,8 +85,10 @@ def run(quick: bool = False) -> list[Figure]:
     # The correct responses (the reward) are a property of the prompts, shared by both estimators:
     # exact scoring reads them, the sampler's verifier compares against them. Not timed on either side.
     correct = teacher.correct_responses(batch.prompt, batch.cls)
-    print(f"  the default graph transformer at H = {horizon}, trained in {train_s:.0f} s, checkpoints at steps "
-          f"{steps}; {n_prompts} prompts, {np.mean([len(c) for c in correct]):.2f} correct responses per prompt")
+    print(
+        f"  the default graph transformer at H = {horizon}, trained in {train_s:.0f} s, checkpoints at steps "
+        f"{steps}; {n_prompts} prompts, {np.mean([len(c) for c in correct]):.2f} correct responses per prompt"
+    )
     figures = []
     for step, model in models.items():
         figures += _compare(step, model, batch, correct)
@@ -119,8 +120,9 @@ def _compare(step, model, batch, correct) -> list[Figure]:
     for cached in (True, False):
         gen = torch.Generator().manual_seed(0)
         started = time.perf_counter()
-        draws = torch.cat([model.sample(prompts[i : i + 512], length, gen, cached=cached)
-                           for i in range(0, len(prompts), 512)])
+        draws = torch.cat(
+            [model.sample(prompts[i : i + 512], length, gen, cached=cached) for i in range(0, len(prompts), 512)]
+        )
         draws = draws.numpy().reshape(len(batch), k, length)
         hits = [int((d[:, None, :] == c[None]).all(-1).any(-1).sum()) for d, c in zip(draws, correct)]
         pass_sampled = float(np.mean([metrics.pass_at_k_unbiased(k, h, N) for h in hits]))
@@ -135,19 +137,34 @@ def _compare(step, model, batch, correct) -> list[Figure]:
     z = (pass_sampled - pass_exact) / se_k if se_k > 0 else 0.0
     ratio = sample_s / exact_s
     spread = np.mean((p > 0.01) & (p < 0.99))
-    print(f"  step {step}: p_correct mean {p.mean():.3f} ({spread:.0%} of prompts between 0.01 and 0.99); exact Pass@{N} = "
-          f"{pass_exact:.4f} in {exact_s * 1e3:.0f} ms (Monte Carlo error 0; prompt-sampling SE {prompt_se:.4f}, "
-          "the same for both)")
-    print(f"    sampling needs k = {k} per prompt ({k * len(batch)} samples; k >= N = {N} for the unbiased estimator) "
-          f"for SE {se_k:.4f} <= {TARGET_SE}: Pass@{N} = {pass_sampled:.4f} in {sample_s:.1f} s (z = {z:+.2f} against "
-          f"exact), the best sampler: KV-cached {cached_s:.1f} s, full pass per token {full_s:.1f} s; one "
-          f"teacher-forced pass over those samples: {floor_s:.2f} s = {floor_s / exact_s:.0f}x exact")
+    print(
+        f"  step {step}: p_correct mean {p.mean():.3f} ({spread:.0%} of prompts between 0.01 and 0.99); exact Pass@{N} = "
+        f"{pass_exact:.4f} in {exact_s * 1e3:.0f} ms (Monte Carlo error 0; prompt-sampling SE {prompt_se:.4f}, "
+        "the same for both)"
+    )
+    print(
+        f"    sampling needs k = {k} per prompt ({k * len(batch)} samples; k >= N = {N} for the unbiased estimator) "
+        f"for SE {se_k:.4f} <= {TARGET_SE}: Pass@{N} = {pass_sampled:.4f} in {sample_s:.1f} s (z = {z:+.2f} against "
+        f"exact), the best sampler: KV-cached {cached_s:.1f} s, full pass per token {full_s:.1f} s; one "
+        f"teacher-forced pass over those samples: {floor_s:.2f} s = {floor_s / exact_s:.0f}x exact"
+    )
     return [
-        Figure(1, f"Pass@{N} exact vs the best sampler (KV-cached) to SE {TARGET_SE} (checkpoint {step}), time ratio",
-               ">= 100x, agree within sampling error",
-               f"exact {exact_s * 1e3:.0f} ms; sampling k={k}/prompt ({k * len(batch)} samples) {sample_s:.1f} s "
-               f"(full pass per token {full_s:.1f} s); "
-               f"|z| = {abs(z):.1f}", ratio, ratio >= 100 and abs(z) <= 3),
-        Figure(1, f"Pass@{N} exact vs one teacher-forced pass over the samples (checkpoint {step})", "reported",
-               f"{floor_s:.2f} s for the same samples", floor_s / exact_s, None),
+        Figure(
+            1,
+            f"Pass@{N} exact vs the best sampler (KV-cached) to SE {TARGET_SE} (checkpoint {step}), time ratio",
+            ">= 100x, agree within sampling error",
+            f"exact {exact_s * 1e3:.0f} ms; sampling k={k}/prompt ({k * len(batch)} samples) {sample_s:.1f} s "
+            f"(full pass per token {full_s:.1f} s); "
+            f"|z| = {abs(z):.1f}",
+            ratio,
+            ratio >= 100 and abs(z) <= 3,
+        ),
+        Figure(
+            1,
+            f"Pass@{N} exact vs one teacher-forced pass over the samples (checkpoint {step})",
+            "reported",
+            f"{floor_s:.2f} s for the same samples",
+            floor_s / exact_s,
+            None,
+        ),
     ]

@@ -22,34 +22,34 @@ from common import ROOT, Figure
 CONFIG = "config/config.yaml"
 
 STAND_IN = {
-    "__init__.py": '''import json, pathlib
+    "__init__.py": """import json, pathlib
 TABLE = json.loads((pathlib.Path(__file__).parent / "table.json").read_text())
-''',
-    "config.py": '''from . import TABLE
+""",
+    "config.py": """from . import TABLE
 class ConfigError(Exception):
     pass
 def load_config(files, overrides=None, in_cluster_job=False):
     return TABLE["config"]
-''',
-    "cli.py": '''from . import TABLE
+""",
+    "cli.py": """from . import TABLE
 def execution_settings(config):
     return TABLE["execution_settings"]
-''',
-    "io.py": '''def check_writable_dir(path, what="results directory"):
+""",
+    "io.py": """def check_writable_dir(path, what="results directory"):
     pass
-''',
-    "distribute.py": '''def start_run_instance(cores):
+""",
+    "distribute.py": """def start_run_instance(cores):
     return None
 def stop_run_instance():
     pass
-''',
-    "plots.py": '''import json
+""",
+    "plots.py": """import json
 from . import TABLE
 DRAW = dict.fromkeys(TABLE["draw"])
 def outputs(figure_sets):
     return TABLE["outputs"][json.dumps(list(figure_sets))]
-''',
-    "specs.py": '''import json
+""",
+    "specs.py": """import json
 from . import TABLE
 def _cell(*parts):
     return "|".join(map(str, parts))
@@ -71,7 +71,7 @@ def aggregate_spec():
     return TABLE["aggregate"]
 def plot_spec(study):
     return TABLE["plot"][json.dumps(study["figures"])]
-''',
+""",
 }
 
 
@@ -81,9 +81,15 @@ def _table(config: Path) -> dict:
     from covpipe.config import load_config
 
     cfg = load_config([str(config)])
-    t = {"config": cfg, "execution_settings": cli.execution_settings(cfg), "draw": list(plots.DRAW),
-         "aggregate": specs.aggregate_spec(), "outputs": {}, "plot": {},
-         **{k: {} for k in ("data", "select_data", "train", "finetune", "fit", "evaluate", "select")}}
+    t = {
+        "config": cfg,
+        "execution_settings": cli.execution_settings(cfg),
+        "draw": list(plots.DRAW),
+        "aggregate": specs.aggregate_spec(),
+        "outputs": {},
+        "plot": {},
+        **{k: {} for k in ("data", "select_data", "train", "finetune", "fit", "evaluate", "select")},
+    }
     for name, s in cfg["studies"].items():
         t["outputs"][json.dumps(s["figures"])] = plots.outputs(s["figures"])
         t["plot"][json.dumps(s["figures"])] = specs.plot_spec(s)  # studies with equal figures: same keys read
@@ -119,8 +125,19 @@ main(sys.argv[1:])
 
 
 def _snakemake(workdir: Path, *args: str, stand_in: Path | None = None) -> tuple[float, str]:
-    cmd = [sys.executable, "-c", LAUNCH, str(stand_in or ""), "-s", str(ROOT / "Snakefile"), "--directory",
-           str(workdir), "--cores", "1", *args]
+    cmd = [
+        sys.executable,
+        "-c",
+        LAUNCH,
+        str(stand_in or ""),
+        "-s",
+        str(ROOT / "Snakefile"),
+        "--directory",
+        str(workdir),
+        "--cores",
+        "1",
+        *args,
+    ]
     started = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     seconds = time.perf_counter() - started
@@ -166,7 +183,17 @@ def run(quick: bool = False) -> list[Figure]:
                 raise RuntimeError(f"the floor plans other jobs than the study:\n{out[-2000:]}")
     real_s, floor_s = min(real), min(floor)
     ratio = real_s / floor_s
-    print(f"  dry run of the finished default study ({n_files} files): {real_s:.2f} s with covpipe, "
-          f"{floor_s:.2f} s with the stand-in (Snakemake's floor); minima of {repeats}")
-    return [Figure(14, "dry run of the finished default study, beside Snakemake's floor for the same DAG",
-                   "<= 1.3x the floor", f"{real_s:.2f} vs {floor_s:.2f} s", ratio, ratio <= 1.3)]
+    print(
+        f"  dry run of the finished default study ({n_files} files): {real_s:.2f} s with covpipe, "
+        f"{floor_s:.2f} s with the stand-in (Snakemake's floor); minima of {repeats}"
+    )
+    return [
+        Figure(
+            14,
+            "dry run of the finished default study, beside Snakemake's floor for the same DAG",
+            "<= 1.3x the floor",
+            f"{real_s:.2f} vs {floor_s:.2f} s",
+            ratio,
+            ratio <= 1.3,
+        )
+    ]

@@ -59,8 +59,12 @@ def main(argv=None) -> int:
     parser.add_argument("names", nargs="*", help=f"benchmarks to run (default: all): {', '.join(BENCHMARKS)}")
     parser.add_argument("--quick", action="store_true", help="fewer steps and repeats")
     parser.add_argument("--fresh", action="store_true", help="end_to_end: run each default study anew (~20 min)")
-    parser.add_argument("--workdir", type=Path, default=ROOT,
-                        help="orchestration/end_to_end: the checkout whose results/ and benchmarks/ are read")
+    parser.add_argument(
+        "--workdir",
+        type=Path,
+        default=ROOT,
+        help="orchestration/end_to_end: the checkout whose results/ and benchmarks/ are read",
+    )
     parser.add_argument("--markdown", type=Path, help="write the README table rows here")
     args = parser.parse_args(argv)
     unknown = [n for n in args.names if n not in BENCHMARKS]
@@ -82,14 +86,19 @@ def main(argv=None) -> int:
         figures += fn(args.quick, **options)
         loads.append(load_average())
         print(f"  ({time.perf_counter() - t0:.0f} s, load average {loads[-1]:.1f})")
-    print(f"\n== summary ({(time.perf_counter() - started) / 60:.1f} min; load average {min(loads):.1f} to "
-          f"{max(loads):.1f} on {os.cpu_count()} cores{': disturbed by other processes' if max(loads) > 1.5 else ''})")
+    print(
+        f"\n== summary ({(time.perf_counter() - started) / 60:.1f} min; load average {min(loads):.1f} to "
+        f"{max(loads):.1f} on {os.cpu_count()} cores{': disturbed by other processes' if max(loads) > 1.5 else ''})"
+    )
     for f in sorted(figures, key=lambda f: f.item):
         print(f.line())
     if args.markdown:
         date, host = datetime.date.today().isoformat(), machine().rsplit(", load", 1)[0]
-        rows = [f"| {date} | {host} | {f.item}. {f.name} | {f.target} | {f.measured} | "
-                f"{'' if f.ratio is None else f'{f.ratio:.3g}'} |" for f in sorted(figures, key=lambda f: f.item)]
+        rows = [
+            f"| {date} | {host} | {f.item}. {f.name} | {f.target} | {f.measured} | "
+            f"{'' if f.ratio is None else f'{f.ratio:.3g}'} |"
+            for f in sorted(figures, key=lambda f: f.item)
+        ]
         args.markdown.write_text("\n".join(rows) + "\n")
         print(f"table rows written to {args.markdown}")
     return 0

@@ -15,9 +15,16 @@ import time
 import numpy as np
 import torch
 import torch.nn.functional as F
-
-from common import (Figure, default_study, graph_batch, graph_teacher, interleaved, one_thread, quiet_stderr,
-                    transformer_spec)
+from common import (
+    Figure,
+    default_study,
+    graph_batch,
+    graph_teacher,
+    interleaved,
+    one_thread,
+    quiet_stderr,
+    transformer_spec,
+)
 
 
 def _graph_spec(horizon: int, steps: int, prompt_format: str = "layers") -> dict:
@@ -45,8 +52,9 @@ def _bare_loop(spec, batch, steps):
         torch.manual_seed(derive_seed(spec["study"], "init", spec["model_name"], spec["horizon"], 0))
         state["model"] = build_model(spec["model"], Vocab.of(teacher, spec["horizon"]), teacher=teacher)
         state["opt"] = torch.optim.AdamW(state["model"].parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
-        state["gen"] = torch.Generator().manual_seed(derive_seed(spec["study"], "batches", spec["model_name"],
-                                                                 spec["horizon"], 0))
+        state["gen"] = torch.Generator().manual_seed(
+            derive_seed(spec["study"], "batches", spec["model_name"], spec["horizon"], 0)
+        )
 
     def step():
         model, opt = state["model"], state["opt"]
@@ -88,11 +96,13 @@ def _profile_step(step) -> list[tuple[str, float]]:
     with quiet_stderr(), profile(activities=[ProfilerActivity.CPU]) as prof:  # the profiler's start/stop lines
         for _ in range(3):
             step()
-    kinds = {"matmul": ("mm", "addmm", "bmm", "matmul", "linear", "baddbmm"),
-             "attention": ("scaled_dot_product", "flash_attention"),
-             "norm/activation/softmax": ("layer_norm", "gelu", "softmax", "log_softmax", "nll_loss"),
-             "optimizer": ("adam", "_foreach", "lerp", "addcdiv", "sqrt"),
-             "embedding/indexing": ("embedding", "index", "gather", "cat", "randint")}
+    kinds = {
+        "matmul": ("mm", "addmm", "bmm", "matmul", "linear", "baddbmm"),
+        "attention": ("scaled_dot_product", "flash_attention"),
+        "norm/activation/softmax": ("layer_norm", "gelu", "softmax", "log_softmax", "nll_loss"),
+        "optimizer": ("adam", "_foreach", "lerp", "addcdiv", "sqrt"),
+        "embedding/indexing": ("embedding", "index", "gather", "cat", "randint"),
+    }
     totals: dict[str, float] = {}
     everything = 0.0
     for e in prof.key_averages():
@@ -126,17 +136,33 @@ def overhead(quick: bool = False) -> list[Figure]:
     peak = matmul_flops()
     achieved = flops * rate_cov
     shares = _profile_step(bare_step)
-    print(f"  default transformer, graph H = {horizon} (layers prompts), batch {spec['train']['batch_size']}, "
-          f"{steps} steps: covpipe {rate_cov:.1f} steps/s, bare loop {rate_bare:.1f} steps/s")
-    print(f"  one step = {flops / 1e9:.2f} GFLOP (forward + backward); achieved {achieved / 1e9:.1f} GFLOP/s against "
-          f"{peak / 1e9:.0f} GFLOP/s for a 1024^2 fp32 matmul on one thread ({achieved / peak:.0%})")
+    print(
+        f"  default transformer, graph H = {horizon} (layers prompts), batch {spec['train']['batch_size']}, "
+        f"{steps} steps: covpipe {rate_cov:.1f} steps/s, bare loop {rate_bare:.1f} steps/s"
+    )
+    print(
+        f"  one step = {flops / 1e9:.2f} GFLOP (forward + backward); achieved {achieved / 1e9:.1f} GFLOP/s against "
+        f"{peak / 1e9:.0f} GFLOP/s for a 1024^2 fp32 matmul on one thread ({achieved / peak:.0%})"
+    )
     print("  step time by kind of op: " + ", ".join(f"{k} {v:.0%}" for k, v in shares))
     ratio = rate_cov / rate_bare
     return [
-        Figure(2, "training step: covpipe vs bare PyTorch loop (throughput)", ">= 0.95",
-               f"{rate_cov:.1f} vs {rate_bare:.1f} steps/s", ratio, ratio >= 0.95),
-        Figure(2, "transformer step FLOP/s vs machine matmul FLOP/s (1 thread)", "reported",
-               f"{achieved / 1e9:.1f} of {peak / 1e9:.0f} GFLOP/s", achieved / peak, None),
+        Figure(
+            2,
+            "training step: covpipe vs bare PyTorch loop (throughput)",
+            ">= 0.95",
+            f"{rate_cov:.1f} vs {rate_bare:.1f} steps/s",
+            ratio,
+            ratio >= 0.95,
+        ),
+        Figure(
+            2,
+            "transformer step FLOP/s vs machine matmul FLOP/s (1 thread)",
+            "reported",
+            f"{achieved / 1e9:.1f} of {peak / 1e9:.0f} GFLOP/s",
+            achieved / peak,
+            None,
+        ),
     ]
 
 
@@ -148,8 +174,11 @@ def _markov_spec(model_name: str, horizon: int, steps: int, seeds: int) -> tuple
     study["seeds"] = seeds
     study["train"] = {**study["train"], "steps": steps, "checkpoints": [steps]}
     if "train" in study["models"][model_name]:
-        study["models"][model_name]["train"] = {**study["models"][model_name]["train"], "steps": steps,
-                                                "checkpoints": [steps]}
+        study["models"][model_name]["train"] = {
+            **study["models"][model_name]["train"],
+            "steps": steps,
+            "checkpoints": [steps],
+        }
     spec = specs.train_spec("markov_horizon", study, model_name, horizon)
     teacher = build_teacher(study["teacher"])
     n = study["data"]["n_train"]
@@ -179,15 +208,27 @@ def vectorized_seeds(quick: bool = False) -> list[Figure]:
             out["together"] = vectorized.train_seeds(spec, list(range(seeds)), batches)
 
         best = interleaved({"alone": one_by_one, "together": together}, repeats=1 if quick else 2)
-        diff = max((a["checkpoints"][steps][k] - b["checkpoints"][steps][k]).abs().max().item()
-                   for a, b in zip(out["alone"], out["together"]) for k in a["checkpoints"][steps])
+        diff = max(
+            (a["checkpoints"][steps][k] - b["checkpoints"][steps][k]).abs().max().item()
+            for a, b in zip(out["alone"], out["together"])
+            for k in a["checkpoints"][steps]
+        )
         ratio = best["alone"] / best["together"]
-        print(f"  {model_name} (markov study sizes) H = {horizon}, S = {seeds} seeds x {steps} steps: one after another "
-              f"{seeds * steps / best['alone']:.0f} seed-steps/s, vectorized {seeds * steps / best['together']:.0f} "
-              f"seed-steps/s; max |param difference| {diff:.1e}")
-        figures.append(Figure(3, f"vectorized seeds, {model_name} H={horizon}, S={seeds} (throughput ratio)", ">= 4x",
-                              f"{seeds * steps / best['together']:.0f} vs {seeds * steps / best['alone']:.0f} seed-steps/s",
-                              ratio, ratio >= 4))
+        print(
+            f"  {model_name} (markov study sizes) H = {horizon}, S = {seeds} seeds x {steps} steps: one after another "
+            f"{seeds * steps / best['alone']:.0f} seed-steps/s, vectorized {seeds * steps / best['together']:.0f} "
+            f"seed-steps/s; max |param difference| {diff:.1e}"
+        )
+        figures.append(
+            Figure(
+                3,
+                f"vectorized seeds, {model_name} H={horizon}, S={seeds} (throughput ratio)",
+                ">= 4x",
+                f"{seeds * steps / best['together']:.0f} vs {seeds * steps / best['alone']:.0f} seed-steps/s",
+                ratio,
+                ratio >= 4,
+            )
+        )
     figures += _tables_and_transformer(quick)
     return figures
 
@@ -204,8 +245,10 @@ def _tables_and_transformer(quick: bool) -> list[Figure]:
     for s, b in enumerate(batches):
         train.train_trial(spec, s, b)
     per_fit = (time.perf_counter() - started) / len(batches)
-    print(f"  table_per_position H = 128: closed-form fit (+ training NLL) {per_fit * 1e3:.0f} ms per seed: "
-          f"nothing to vectorize")
+    print(
+        f"  table_per_position H = 128: closed-form fit (+ training NLL) {per_fit * 1e3:.0f} ms per seed: "
+        f"nothing to vectorize"
+    )
 
     # The transformer through torch.func (stacked parameters, vmap over functional_call) at S seeds.
     seeds, horizon, steps = 4, 8, (3 if quick else 6)
@@ -216,8 +259,10 @@ def _tables_and_transformer(quick: bool) -> list[Figure]:
     prompt, response = torch.from_numpy(batch.prompt), torch.from_numpy(batch.response)
     idx = torch.randint(0, len(batch), (seeds, 64), generator=torch.Generator().manual_seed(0))
     template = models[0]
-    params = {k: torch.stack([dict(m.named_parameters())[k].detach() for m in models]).requires_grad_()
-              for k, _ in template.named_parameters()}
+    params = {
+        k: torch.stack([dict(m.named_parameters())[k].detach() for m in models]).requires_grad_()
+        for k, _ in template.named_parameters()
+    }
 
     def batched_logp(p, x, y):
         return functional_call(template, p, (x, y), strict=False)
@@ -248,10 +293,20 @@ def _tables_and_transformer(quick: bool) -> list[Figure]:
         warnings.simplefilter("ignore")  # vmap's note that attention has no batching rule
         best = interleaved({"alone": alone, "together": together}, repeats=1 if quick else 2)
     ratio = best["alone"] / best["together"]
-    print(f"  transformer (graph H = {horizon}), S = {seeds} via torch.func vmap: {ratio:.2f}x the seeds one after "
-          f"another: the step is arithmetic-bound (item 2), so it stays per seed")
-    return [Figure(3, f"vectorized seeds, transformer via vmap, S={seeds} (not used: does not pay)", "pays or is not used",
-                   f"{ratio:.2f}x", ratio, None)]
+    print(
+        f"  transformer (graph H = {horizon}), S = {seeds} via torch.func vmap: {ratio:.2f}x the seeds one after "
+        f"another: the step is arithmetic-bound (item 2), so it stays per seed"
+    )
+    return [
+        Figure(
+            3,
+            f"vectorized seeds, transformer via vmap, S={seeds} (not used: does not pay)",
+            "pays or is not used",
+            f"{ratio:.2f}x",
+            ratio,
+            None,
+        )
+    ]
 
 
 def _steps_loop(model, batch, steps: int, forward=None):
@@ -285,8 +340,13 @@ def graph_training(quick: bool = False) -> list[Figure]:
         model = build_model(transformer_spec(), Vocab.of(teacher, horizon), teacher=teacher)
         batch = graph_batch(teacher, 640, horizon)
         # plain padded: every row at the full prompt length, pads attended (covpipe before grouping)
-        best = interleaved({"padded": _steps_loop(model, batch, steps, lambda x, y: model._forward(x, y, 0, None)),
-                            "grouped": _steps_loop(model, batch, steps)}, repeats=2 if quick else 3)
+        best = interleaved(
+            {
+                "padded": _steps_loop(model, batch, steps, lambda x, y: model._forward(x, y, 0, None)),
+                "grouped": _steps_loop(model, batch, steps),
+            },
+            repeats=2 if quick else 3,
+        )
         padded, grouped = steps / best["padded"], steps / best["grouped"]
         lengths = batch.prompt.shape[1] - model.leading_pads(torch.from_numpy(batch.prompt))
         # For reference, the default study's `layers` prompts at this H (one length, nothing to group).
@@ -294,11 +354,20 @@ def graph_training(quick: bool = False) -> list[Figure]:
         model_l = build_model(transformer_spec(), Vocab.of(teacher_l, horizon), teacher=teacher_l)
         batch_l = graph_batch(teacher_l, 640, horizon)
         layers = steps / min(_timed(_steps_loop(model_l, batch_l, steps)) for _ in range(2))
-        print(f"  H = {horizon}: edge-list prompts of {int(lengths.min())} to {int(lengths.max())} tokens "
-              f"(mean {lengths.float().mean():.0f}); padded {padded:.2f} steps/s, grouped {grouped:.2f} steps/s "
-              f"(the default study's layers prompts, {batch_l.prompt.shape[1]} tokens: {layers:.1f} steps/s)")
+        print(
+            f"  H = {horizon}: edge-list prompts of {int(lengths.min())} to {int(lengths.max())} tokens "
+            f"(mean {lengths.float().mean():.0f}); padded {padded:.2f} steps/s, grouped {grouped:.2f} steps/s "
+            f"(the default study's layers prompts, {batch_l.prompt.shape[1]} tokens: {layers:.1f} steps/s)"
+        )
         ratio = grouped / padded
-        figures.append(Figure(8, f"graph training H={horizon} (edges): grouped by padding vs padded batch",
-                              "print the ratio; default = the faster", f"{grouped:.2f} vs {padded:.2f} steps/s",
-                              ratio, ratio >= 1.0))
+        figures.append(
+            Figure(
+                8,
+                f"graph training H={horizon} (edges): grouped by padding vs padded batch",
+                "print the ratio; default = the faster",
+                f"{grouped:.2f} vs {padded:.2f} steps/s",
+                ratio,
+                ratio >= 1.0,
+            )
+        )
     return figures

@@ -1,12 +1,22 @@
-"""`covpipe` command line: validate a config, or run any stage by hand.
+"""`covpipe` command line: validate a config, or run any stage of one cell by hand.
 
     covpipe check config/config.yaml
-    covpipe data     --config C --study S --horizon H --train OUT --eval OUT
-    covpipe train    --config C --study S --model M --horizon H --data IN --checkpoints OUT --log OUT
-    covpipe evaluate --config C --study S --model M --horizon H --eval IN --checkpoints IN --metrics OUT --log-ratios OUT
+    covpipe data         --config C --study S --horizon H --train OUT --eval OUT
+    covpipe select-data  --config C --study S --horizon H --select OUT
+    covpipe train        --config C --study S --model M --horizon H --data IN --checkpoints OUT --log OUT
+    covpipe finetune     --config C --study S --model M --horizon H --pretrained IN --checkpoints OUT --log OUT
+    covpipe evaluate     --config C --study S --model M --horizon H --eval IN --checkpoints IN \
+                         --metrics OUT --log-ratios OUT
+    covpipe select       --config C --study S --model M --horizon H --select IN --checkpoints IN \
+                         --metrics IN --selection OUT
+    covpipe aggregate    --config C --study S --metrics IN... --train-logs IN... [--finetune-logs IN...] \
+                         --metrics-out OUT --train-log-out OUT
+    covpipe aggregate-selection --config C --study S --tables IN... --selection OUT
+    covpipe plot         --config C --study S --metrics IN [--selection-table IN] --figure OUT
 
-Each stage subcommand builds the same spec as the Snakemake rule and calls the same function.
-User errors print one line and exit 2, without a traceback.
+Each stage command is generated from one table (`STAGES`): it builds the spec the Snakemake rule
+builds (`covpipe.specs`) and calls the function the rule's script calls. User errors print one
+line and exit 2, without a traceback.
 """
 
 from __future__ import annotations
@@ -15,6 +25,10 @@ import argparse
 import logging
 import os
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from . import specs
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
@@ -26,8 +40,9 @@ def setup_logging(path=None, level=logging.INFO) -> None:
     # An error that ends the job goes into its log too, not only to Snakemake's stderr.
     sys.excepthook = _log_then_raise
     if os.environ.get("SLURM_JOB_ID"):  # where a cluster job ran, for sacct and for the curious
-        logging.getLogger("covpipe").info("SLURM job %s on node %s", os.environ["SLURM_JOB_ID"],
-                                          os.environ.get("SLURMD_NODENAME", "?"))
+        logging.getLogger("covpipe").info(
+            "SLURM job %s on node %s", os.environ["SLURM_JOB_ID"], os.environ.get("SLURMD_NODENAME", "?")
+        )
 
 
 def _log_then_raise(kind, value, tb):
@@ -36,10 +51,13 @@ def _log_then_raise(kind, value, tb):
 
 
 def execution_settings(config: dict) -> dict:
-    """backend and address from the raw Snakemake config (execution settings, never params)."""
+    """backend, address and device from the raw Snakemake config (execution settings, never params),
+    each missing one at the config model's default."""
+    from .config import Execution
+
     ex = (config or {}).get("execution") or {}
-    return {"backend": ex.get("backend", "auto"), "address": ex.get("ray_address", "local"),
-            "device": ex.get("device", "cpu")}
+    value = {k: ex.get(k, field.default) for k, field in Execution.model_fields.items()}
+    return {"backend": value["backend"], "address": value["ray_address"], "device": value["device"]}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -59,93 +77,219 @@ def _threads(text: str) -> int:
     return value
 
 
-# (inputs, outputs) of each stage command, by argument name
-FILES = {"data": ((), ("train", "eval")),
-         "train": (("data",), ("checkpoints", "log")),
-         "evaluate": (("eval", "checkpoints"), ("metrics", "log_ratios"))}
-
-
-def check_paths(command: str, args) -> None:
+def check_paths(stage: Stage, args) -> None:
     """Refuse an output that is an input, a directory, or another output of the same command:
     a stage never overwrites what it reads."""
     from pathlib import Path
 
-    inputs, outputs = FILES[command]
     seen = {}
-    for name in inputs:
-        seen[os.path.realpath(getattr(args, name))] = f"--{name.replace('_', '-')}"
-    for name in outputs:
+    for name in stage.inputs + stage.optional_inputs:
+        for path in _paths(getattr(args, name)):
+            seen[os.path.realpath(path)] = f"--{name.replace('_', '-')}"
+    for name in stage.outputs:
         path = getattr(args, name)
         flag = f"--{name.replace('_', '-')}"
         real = os.path.realpath(path)
         if real in seen:
-            raise ValueError(f"{path}: {flag} is the same file as {seen[real]}; a stage never overwrites its inputs "
-                             "or its other outputs")
+            raise ValueError(
+                f"{path}: {flag} is the same file as {seen[real]}; a stage never overwrites its inputs "
+                "or its other outputs"
+            )
         if Path(path).is_dir():
             raise ValueError(f"{path}: {flag} is a directory; give a file name")
         seen[real] = flag
 
 
-def main(argv=None) -> int:
-    from . import specs
-    from .config import ConfigError, load_config
+def _paths(value) -> list:
+    return [] if value is None else list(value) if isinstance(value, list) else [value]
 
+
+@dataclass(frozen=True)
+class Stage:
+    """One stage command: the cell it runs for, its files, its spec and what it calls.
+
+    spec(study_name, study, model, horizon) -> the rule's spec; run(args, spec, execution) runs it."""
+
+    help: str
+    cell: tuple[str, ...]  # of "model", "horizon" (every stage names its study)
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+    spec: Callable
+    run: Callable
+    optional_inputs: tuple[str, ...] = ()
+    many: tuple[str, ...] = ()  # inputs that take one or more paths
+    threads: bool = False  # takes --threads (the rule's `threads`)
+    needs: str | None = None  # a study section without which the stage does not exist
+
+
+STAGES: dict[str, Stage] = {
+    "data": Stage(
+        "training samples and the evaluation set of one (study, horizon)",
+        ("horizon",),
+        (),
+        ("train", "eval"),
+        lambda n, s, m, h: specs.data_spec(n, s, h),
+        lambda a, spec, ex: _call("data", "run", a.train, a.eval, spec),
+    ),
+    "select-data": Stage(
+        "the held-out selection sample of one (study, horizon)",
+        ("horizon",),
+        (),
+        ("select",),
+        lambda n, s, m, h: specs.select_data_spec(n, s, h),
+        lambda a, spec, ex: _call("data", "run_select", a.select, spec),
+        needs="selection",
+    ),
+    "train": Stage(
+        "train every seed of one cell",
+        ("model", "horizon"),
+        ("data",),
+        ("checkpoints", "log"),
+        lambda n, s, m, h: specs.train_spec(n, s, m, h),
+        lambda a, spec, ex: _call("train", "run", a.data, a.checkpoints, a.log, spec, threads=a.threads, **ex),
+        threads=True,
+    ),
+    "finetune": Stage(
+        "fine-tune every seed of one cell from its pre-trained checkpoints",
+        ("model", "horizon"),
+        ("pretrained",),
+        ("checkpoints", "log"),
+        lambda n, s, m, h: specs.finetune_spec(n, s, m, h),
+        lambda a, spec, ex: _call("finetune", "run", a.pretrained, a.checkpoints, a.log, spec, threads=a.threads, **ex),
+        threads=True,
+        needs="finetune",
+    ),
+    "evaluate": Stage(
+        "evaluate every checkpoint of one cell (fine-tuned ones where the study fine-tunes)",
+        ("model", "horizon"),
+        ("eval", "checkpoints"),
+        ("metrics", "log_ratios"),
+        lambda n, s, m, h: specs.evaluate_spec(specs.fit_spec(n, s, m, h), s["evaluate"]),
+        lambda a, spec, ex: _call(
+            "evaluate", "run", a.eval, a.checkpoints, a.metrics, a.log_ratios, spec, threads=a.threads, **ex
+        ),
+        threads=True,
+    ),
+    "select": Stage(
+        "checkpoint selection of one cell",
+        ("model", "horizon"),
+        ("select", "checkpoints", "metrics"),
+        ("selection",),
+        lambda n, s, m, h: specs.select_spec(
+            specs.evaluate_spec(specs.fit_spec(n, s, m, h), s["evaluate"]), s["selection"]
+        ),
+        lambda a, spec, ex: _call(
+            "selection", "run", a.select, a.checkpoints, a.metrics, a.selection, spec, device=ex["device"]
+        ),
+        needs="selection",
+    ),
+    "aggregate": Stage(
+        "a study's metrics and training-log tables from its cells' tables",
+        (),
+        ("metrics", "train_logs"),
+        ("metrics_out", "train_log_out"),
+        lambda n, s, m, h: specs.aggregate_spec(),
+        lambda a, spec, ex: _call(
+            "aggregate",
+            "run",
+            a.metrics,
+            a.train_logs,
+            a.metrics_out,
+            a.train_log_out,
+            finetune_log_paths=a.finetune_logs or (),
+        ),
+        optional_inputs=("finetune_logs",),
+        many=("metrics", "train_logs", "finetune_logs"),
+    ),
+    "aggregate-selection": Stage(
+        "a study's selection table from its cells' tables",
+        (),
+        ("tables",),
+        ("selection",),
+        lambda n, s, m, h: specs.aggregate_spec(),
+        lambda a, spec, ex: _call(
+            "aggregate", "concat", a.tables, a.selection, ["model", "horizon", "seed", "n", "rule"]
+        ),
+        many=("tables",),
+        needs="selection",
+    ),
+    "plot": Stage(
+        "one figure or table of a study (its file name says which)",
+        (),
+        ("metrics",),
+        ("figure",),
+        lambda n, s, m, h: specs.plot_spec(s),
+        lambda a, spec, ex: _call("plots", "run", a.metrics, [a.figure], spec, selection_path=a.selection_table),
+        optional_inputs=("selection_table",),
+    ),
+}
+
+
+def _call(module: str, function: str, *args, **kwargs):
+    import importlib
+
+    return getattr(importlib.import_module(f"covpipe.{module}"), function)(*args, **kwargs)
+
+
+def _parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="covpipe", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     p = sub.add_parser("check", help="validate a config file")
     p.add_argument("config")
-    for name in ("data", "train", "evaluate"):
-        p = sub.add_parser(name, help=f"run the {name} stage of one cell by hand")
+    for name, stage in STAGES.items():
+        p = sub.add_parser(name, help=stage.help)
         p.add_argument("--config", required=True)
         p.add_argument("--study", required=True)
-        p.add_argument("--horizon", type=int, required=True)
-        if name != "data":
+        if "model" in stage.cell:
             p.add_argument("--model", required=True)
-            p.add_argument("--checkpoints", required=True)
+        if "horizon" in stage.cell:
+            p.add_argument("--horizon", type=int, required=True)
+        for arg in stage.inputs + stage.optional_inputs + stage.outputs:
+            nargs = ("+" if arg in stage.inputs else "*") if arg in stage.many else None
+            p.add_argument(
+                f"--{arg.replace('_', '-')}", dest=arg, required=arg not in stage.optional_inputs, nargs=nargs
+            )
+        if stage.threads:
             p.add_argument("--threads", type=_threads, default=1)
-        if name == "data":
-            p.add_argument("--train", required=True)
-            p.add_argument("--eval", required=True)
-        if name == "train":
-            p.add_argument("--data", required=True)
-            p.add_argument("--log", required=True)
-        if name == "evaluate":
-            p.add_argument("--eval", required=True)
-            p.add_argument("--metrics", required=True)
-            p.add_argument("--log-ratios", required=True)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv=None) -> int:
+    from .config import ConfigError, load_config
+
+    args = _parser().parse_args(argv)
     setup_logging()
     try:
         cfg = load_config(args.config)
         if args.command == "check":
             print(f"{args.config}: ok ({len(cfg['studies'])} studies)")
             return 0
+        stage = STAGES[args.command]
         study = cfg["studies"].get(args.study)
         if study is None:
-            raise ConfigError(f"{args.config}: studies.{args.study[:64]}: no such study; known: {', '.join(cfg['studies'])}")
-        if args.horizon not in study["horizons"]:
-            raise ConfigError(f"{args.config}: studies.{args.study}.horizons: {args.horizon} is not configured")
-        if args.command != "data" and args.model not in study["models"]:
-            raise ConfigError(f"{args.config}: studies.{args.study}.models.{args.model[:64]}: no such model; "
-                              f"known: {', '.join(study['models'])}")
-        check_paths(args.command, args)
-        ex = execution_settings(cfg)
-        if args.command == "data":
-            from . import data
+            raise ConfigError(
+                f"{args.config}: studies.{args.study[:64]}: no such study; known: {', '.join(cfg['studies'])}"
+            )
+        if stage.needs and not study[stage.needs]:
+            raise ConfigError(
+                f"{args.config}: studies.{args.study}: no {stage.needs} section, so no {args.command} stage"
+            )
+        horizon, model = getattr(args, "horizon", None), getattr(args, "model", None)
+        if "horizon" in stage.cell and horizon not in study["horizons"]:
+            raise ConfigError(f"{args.config}: studies.{args.study}.horizons: {horizon} is not configured")
+        if "model" in stage.cell and model not in study["models"]:
+            raise ConfigError(
+                f"{args.config}: studies.{args.study}.models.{model[:64]}: no such model; "
+                f"known: {', '.join(study['models'])}"
+            )
+        if args.command == "plot":
+            from . import plots
 
-            data.run(args.train, args.eval, specs.data_spec(args.study, study, args.horizon))
-        elif args.command == "train":
-            from . import train
-
-            train.run(args.data, args.checkpoints, args.log, specs.train_spec(args.study, study, args.model, args.horizon),
-                      threads=args.threads, **ex)
-        else:
-            from . import evaluate
-
-            # as the rule does: a fine-tuning study evaluates its fine-tuned checkpoints
-            fit = specs.fit_spec(args.study, study, args.model, args.horizon)
-            spec = specs.evaluate_spec(fit, study["evaluate"])
-            evaluate.run(args.eval, args.checkpoints, args.metrics, args.log_ratios, spec, threads=args.threads, **ex)
+            wanted = plots.outputs(study["figures"])
+            if os.path.basename(args.figure) not in wanted:  # the file name says what to draw
+                raise ConfigError(f"{args.figure}: --figure names none of this study's figures: {', '.join(wanted)}")
+        check_paths(stage, args)
+        stage.run(args, stage.spec(args.study, study, model, horizon), execution_settings(cfg))
     except (ConfigError, ValueError) as exc:
         print(f"covpipe: {exc}", file=sys.stderr)
         return 2

@@ -40,14 +40,23 @@ class Execution(_Strict):
     """How to run, never what to compute: changing these reruns nothing."""
 
     backend: Literal["auto", "serial", "ray"] = "auto"
-    ray_address: str = Field("local", description="'local' starts a private Ray per job; 'run' one local Ray "
-                             "for the whole Snakemake run, which every job attaches to; else host:port")
+    ray_address: str = Field(
+        "local",
+        description="'local' starts a private Ray per job; 'run' one local Ray "
+        "for the whole Snakemake run, which every job attaches to; else host:port",
+    )
     device_check: Literal["here", "in_jobs"] = Field(
-        "here", description="where device: cuda is checked; in_jobs (profiles/slurm) lets a login node "
-                            "without GPU submit, and each cluster job checks its own node")
+        "here",
+        description="where device: cuda is checked; in_jobs (profiles/slurm) lets a login node "
+        "without GPU submit, and each cluster job checks its own node",
+    )
     device: Literal["cpu", "cuda"] = "cpu"
-    memory_gb: float | None = Field(None, gt=0, description="the memory one job may use (GiB); studies whose "
-                                    "largest job is estimated to need more are refused. Default: this machine's")
+    memory_gb: float | None = Field(
+        None,
+        gt=0,
+        description="the memory one job may use (GiB); studies whose "
+        "largest job is estimated to need more are refused. Default: this machine's",
+    )
 
     @field_validator("ray_address")
     @classmethod
@@ -85,11 +94,13 @@ class Train(_Strict):
     weight_decay: float = Field(0.0, ge=0)
     checkpoints: list[int] = Field(default_factory=lambda: [400])
     schedule: Literal["constant", "cosine"] = Field(
-        "constant", description="learning rate: constant, or linear warm-up then cosine decay to lr * min_lr_ratio")
+        "constant", description="learning rate: constant, or linear warm-up then cosine decay to lr * min_lr_ratio"
+    )
     warmup: int = Field(0, ge=0, description="warm-up steps of the cosine schedule")
     min_lr_ratio: float = Field(0.0, ge=0, le=1, description="the cosine schedule's final lr, as a share of lr")
-    learner: dict[str, Any] | None = Field(None, description="a covpipe.learners entry, e.g. {name: seq_sgd}; "
-                                                              "none: the optimizer loop above")
+    learner: dict[str, Any] | None = Field(
+        None, description="a covpipe.learners entry, e.g. {name: seq_sgd}; none: the optimizer loop above"
+    )
 
     @model_validator(mode="after")
     def _checkpoints_within_training(self):
@@ -112,8 +123,10 @@ class Train(_Strict):
 class Evaluate(_Strict):
     levels: list[float] = Field(default_factory=lambda: [2, 4, 8, 16, 64, 256, 1024])
     stopped_kl_levels: list[float] = Field(default_factory=lambda: [16])
-    pass_at: list[float] = Field(default_factory=lambda: [1, 2, 4, 8, 12, 16, 32],
-                                 description="N of Pass@N, for teachers with a notion of a correct response")
+    pass_at: list[float] = Field(
+        default_factory=lambda: [1, 2, 4, 8, 12, 16, 32],
+        description="N of Pass@N, for teachers with a notion of a correct response",
+    )
 
     @field_validator("levels", "stopped_kl_levels", "pass_at")
     @classmethod
@@ -131,11 +144,16 @@ class Evaluate(_Strict):
 class Finetune(_Strict):
     """Online fine-tuning from each seed's final pre-train checkpoint (paper App. C.2)."""
 
-    teacher: dict[str, Any] = Field(default_factory=dict,
-                                    description="keys that replace the study teacher's, e.g. its class weights")
+    teacher: dict[str, Any] = Field(
+        default_factory=dict, description="keys that replace the study teacher's, e.g. its class weights"
+    )
     train: Train
-    seeds: int | None = Field(None, ge=1, description="fine-tuning runs; run s starts from pre-trained seed "
-                                                      "s mod the study's seeds (default: the study's seeds)")
+    seeds: int | None = Field(
+        None,
+        ge=1,
+        description="fine-tuning runs; run s starts from pre-trained seed "
+        "s mod the study's seeds (default: the study's seeds)",
+    )
 
 
 class SelectionSensitivity(_Strict):
@@ -157,18 +175,26 @@ class Selection(_Strict):
     """Checkpoint selection among a model's checkpoints (paper Sec. 6.3), see covpipe.selection."""
 
     n_select: int = Field(512, ge=1, description="held-out pi_D samples, disjoint from the evaluation set")
-    pass_at: list[float] = Field(default_factory=lambda: [4, 8, 12], description="N whose Pass@N each pick is scored on")
+    pass_at: list[float] = Field(
+        default_factory=lambda: [4, 8, 12], description="N whose Pass@N each pick is scored on"
+    )
     level_ratio: float = Field(0.5, gt=0, description="the tournaments compare at level ratio * N (Cov_{N/2})")
     rules: list[Literal["min_ce", "tournament", "offset_tournament", "oracle"]] = Field(
-        default_factory=lambda: ["min_ce", "tournament", "offset_tournament", "oracle"])
+        default_factory=lambda: ["min_ce", "tournament", "offset_tournament", "oracle"]
+    )
     tie_break: Literal["ce", "earliest"] = Field(
-        "ce", description="tournament ties go to the lower held-out CE (then the earlier checkpoint), or to the "
-                          "earlier checkpoint")
-    sensitivity: SelectionSensitivity = Field(default_factory=lambda: SelectionSensitivity(),
-                                              description="further tournament settings reported beside the headline")
-    offset_a: list[float] = Field(default_factory=lambda: [0.0],
-                                  description="a of the offset tournament's 2 N^a penalty, each in [0, 0.5); "
-                                              "the first is the headline")
+        "ce",
+        description="tournament ties go to the lower held-out CE (then the earlier checkpoint), or to the "
+        "earlier checkpoint",
+    )
+    sensitivity: SelectionSensitivity = Field(
+        default_factory=lambda: SelectionSensitivity(),
+        description="further tournament settings reported beside the headline",
+    )
+    offset_a: list[float] = Field(
+        default_factory=lambda: [0.0],
+        description="a of the offset tournament's 2 N^a penalty, each in [0, 0.5); the first is the headline",
+    )
     offset_prompts: int = Field(256, ge=1, description="held-out prompts the offset tournament samples at")
 
     @field_validator("offset_a", mode="before")
@@ -197,9 +223,9 @@ class Study(_Strict):
     evaluate: Evaluate = Field(default_factory=Evaluate)
     finetune: Finetune | None = None
     selection: Selection | None = None
-    figures: list[Literal["horizon", "training", "finetune", "interventions", "rate", "hard_instance",
-                          "lower_bound"]] = Field(
-        default_factory=lambda: ["horizon"], description="figure sets, see covpipe.plots")
+    figures: list[
+        Literal["horizon", "training", "finetune", "interventions", "rate", "hard_instance", "lower_bound"]
+    ] = Field(default_factory=lambda: ["horizon"], description="figure sets, see covpipe.plots")
 
     @model_validator(mode="after")
     def _selection_levels_are_evaluated(self):
@@ -207,16 +233,23 @@ class Study(_Strict):
             return self
         teacher = (self.finetune.teacher.get("name") if self.finetune else None) or self.teacher.get("name")
         if teacher in TEACHERS and not hasattr(TEACHERS[teacher], "correct_responses"):
-            raise ValueError(f"selection: teacher '{teacher}' has no notion of a correct response, so there is no "
-                             "Pass@N to select for; remove the selection section")
+            raise ValueError(
+                f"selection: teacher '{teacher}' has no notion of a correct response, so there is no "
+                "Pass@N to select for; remove the selection section"
+            )
         missing = [n for n in self.selection.pass_at if n not in self.evaluate.pass_at]
         if missing:
             raise ValueError(f"selection.pass_at: N = {missing[0]:g} is not in evaluate.pass_at")
-        missing = [n * self.selection.level_ratio for n in self.selection.pass_at
-                   if n * self.selection.level_ratio not in self.evaluate.levels]
+        missing = [
+            n * self.selection.level_ratio
+            for n in self.selection.pass_at
+            if n * self.selection.level_ratio not in self.evaluate.levels
+        ]
         if missing:
-            raise ValueError(f"selection.level_ratio: level {missing[0]:g} is not in evaluate.levels, "
-                             "which must hold every level the tournaments compare at")
+            raise ValueError(
+                f"selection.level_ratio: level {missing[0]:g} is not in evaluate.levels, "
+                "which must hold every level the tournaments compare at"
+            )
         return self
 
     @field_validator("horizons")
@@ -354,7 +387,10 @@ def validate_config(raw, source: str = "config", in_cluster_job: bool = False) -
             override = entry.pop("train", None) or {}
             learner_key = f"{where}.models.{model_name}.train.learner"
             if "learner" in entry:  # models.m.learner is short for models.m.train.learner
-                override, learner_key = {**override, "learner": entry.pop("learner")}, f"{where}.models.{model_name}.learner"
+                override, learner_key = (
+                    {**override, "learner": entry.pop("learner")},
+                    f"{where}.models.{model_name}.learner",
+                )
             ft_override = entry.pop("finetune", None)
             model = _validate_entry(source, f"{where}.models.{model_name}", entry, "class", MODELS, "model class")
             model_cls = MODELS[model["class"]]
@@ -365,25 +401,28 @@ def validate_config(raw, source: str = "config", in_cluster_job: bool = False) -
                     raise ConfigError(f"{source}: {where}.models.{model_name}.{exc}") from None
             if override:
                 if not isinstance(override, dict):
-                    raise ConfigError(f"{source}: {where}.models.{model_name}.train: expected a mapping, "
-                                      f"got {type(override).__name__}")
+                    raise ConfigError(
+                        f"{source}: {where}.models.{model_name}.train: expected a mapping, "
+                        f"got {type(override).__name__}"
+                    )
                 try:
                     merged = Train.model_validate({**study.train.model_dump(), **override}, strict=True)
                 except ValidationError as exc:
                     raise ConfigError(f"{source}: {where}.models.{model_name}.train.{_first_error(exc)}") from None
                 model["train"] = merged.model_dump()
             if ft_override is not None:  # models.m.finetune: this model's keys of finetune.train
-                model["finetune"] = _finetune_override(source, f"{where}.models.{model_name}.finetune", study,
-                                                       ft_override)
+                model["finetune"] = _finetune_override(
+                    source, f"{where}.models.{model_name}.finetune", study, ft_override
+                )
             effective = model.get("train") or out["studies"][name]["train"]
             if effective.get("learner") is not None:
                 key = learner_key if "learner" in override else f"{where}.train.learner"
-                effective["learner"] = _validate_learner(source, key, effective, model_cls, teacher,
-                                                         study.data.n_train)
+                effective["learner"] = _validate_learner(source, key, effective, model_cls, teacher, study.data.n_train)
             out["studies"][name]["models"][model_name] = model
             if limit is not None:
-                _check_memory(source, where, out["studies"][name], model_name, model_cls, teacher, override,
-                              limit, limit_key)
+                _check_memory(
+                    source, where, out["studies"][name], model_name, model_cls, teacher, override, limit, limit_key
+                )
     _drop_unset_learners(out)
     return out
 
@@ -405,8 +444,10 @@ def _check_teacher_size(source, where, spec, limit, limit_key) -> None:
     cls = TEACHERS[spec["name"]]
     need = cls.build_bytes(cls.Params.model_validate(spec))
     if limit is not None and need > limit:
-        raise ConfigError(f"{source}: {where}: building this teacher needs about {limits.gib(need)}; the limit is "
-                          f"{limits.gib(limit)} ({limit_key})")
+        raise ConfigError(
+            f"{source}: {where}: building this teacher needs about {limits.gib(need)}; the limit is "
+            f"{limits.gib(limit)} ({limit_key})"
+        )
 
 
 def _check_memory(source, where, study, model_name, model_cls, teacher, override, limit, limit_key) -> None:
@@ -415,14 +456,21 @@ def _check_memory(source, where, study, model_name, model_cls, teacher, override
     params = model_cls.Params.model_validate({k: v for k, v in model.items() if k not in ("train", "finetune")})
     fits = [("train", model.get("train") or study["train"], study["seeds"])]
     if study.get("finetune"):
-        fits.append(("finetune.train", model.get("finetune") or study["finetune"]["train"],
-                     study["finetune"]["seeds"] or study["seeds"]))
+        fits.append(
+            (
+                "finetune.train",
+                model.get("finetune") or study["finetune"]["train"],
+                study["finetune"]["seeds"] or study["seeds"],
+            )
+        )
     for horizon in study["horizons"]:
         vocab = Vocab.of(teacher, horizon)
         need = model_cls.build_bytes(params, vocab, teacher)
         if need > limit:
-            raise ConfigError(f"{source}: {where}.models.{model_name}: building this model at horizon {horizon} needs "
-                              f"about {limits.gib(need)}; the limit is {limits.gib(limit)} ({limit_key})")
+            raise ConfigError(
+                f"{source}: {where}.models.{model_name}: building this model at horizon {horizon} needs "
+                f"about {limits.gib(need)}; the limit is {limits.gib(limit)} ({limit_key})"
+            )
         numel = model_cls.numel(params, vocab, teacher)
         for section, fit, seeds in fits:
             try:
@@ -432,10 +480,14 @@ def _check_memory(source, where, study, model_name, model_cls, teacher, override
                 if key == "models":
                     key = f"models.{model_name}"
                 elif key.startswith("train."):
-                    key = (f"models.{model_name}.{key}" if key.split(".")[1] in override and section == "train"
-                           else f"{section}.{key.split('.', 1)[1]}")
-                raise ConfigError(f"{source}: {where}.{key}: {rest}; the limit is {limits.gib(limit)} "
-                                  f"({limit_key})") from None
+                    key = (
+                        f"models.{model_name}.{key}"
+                        if key.split(".")[1] in override and section == "train"
+                        else f"{section}.{key.split('.', 1)[1]}"
+                    )
+                raise ConfigError(
+                    f"{source}: {where}.{key}: {rest}; the limit is {limits.gib(limit)} ({limit_key})"
+                ) from None
 
 
 def _validate_entry(source, where, entry, key, registry, kind) -> dict:
@@ -445,7 +497,9 @@ def _validate_entry(source, where, entry, key, registry, kind) -> dict:
         raise ConfigError(f"{source}: {where}.{key}: missing; known: {', '.join(sorted(registry))}")
     name = entry[key]
     if not isinstance(name, str) or name not in registry:
-        raise ConfigError(f"{source}: {where}.{key}: unknown {kind} '{_short(name)}'; known: {', '.join(sorted(registry))}")
+        raise ConfigError(
+            f"{source}: {where}.{key}: unknown {kind} '{_short(name)}'; known: {', '.join(sorted(registry))}"
+        )
     params_cls = registry[name].Params
     try:
         params = params_cls.model_validate(entry, strict=True)
@@ -458,8 +512,11 @@ def _drop_unset_learners(out: dict) -> None:
     """A train section without a learner carries no `learner` key at all, so the specs (and
     Snakemake's params) of studies that use none stay exactly as they were before learners."""
     for study in out["studies"].values():
-        trains = [study["train"], *(m.get(k) for m in study["models"].values() for k in ("train", "finetune")),
-                  (study.get("finetune") or {}).get("train")]
+        trains = [
+            study["train"],
+            *(m.get(k) for m in study["models"].values() for k in ("train", "finetune")),
+            (study.get("finetune") or {}).get("train"),
+        ]
         for train in trains:
             if train is not None and train.get("learner", 0) is None:
                 del train["learner"]
@@ -480,8 +537,10 @@ def _validate_learner(source, where, train, model_cls, teacher, n_train) -> dict
 def _check_name(source, prefix, name, kind="names", reserved=frozenset()):
     if not isinstance(name, str) or not NAME.fullmatch(name) or len(name) > MAX_NAME:
         shown = _short(name) if isinstance(name, str) and name.isprintable() else _short(repr(name))
-        raise ConfigError(f"{source}: {prefix}.{shown}: {kind} must match {NAME.pattern} and have at most "
-                          f"{MAX_NAME} characters (they become path parts and table labels)")
+        raise ConfigError(
+            f"{source}: {prefix}.{shown}: {kind} must match {NAME.pattern} and have at most "
+            f"{MAX_NAME} characters (they become path parts and table labels)"
+        )
     if name in reserved:
         raise ConfigError(f"{source}: {prefix}.{name}: '{name}' is a label covpipe writes itself; choose another name")
 
@@ -500,8 +559,10 @@ def _check_plain(source, raw) -> None:
         if isinstance(value, dict):
             for key, child in value.items():
                 if not isinstance(key, str):
-                    raise ConfigError(f"{source}: {where + '.' if where else ''}{_short(key)}: keys must be "
-                                      f"strings, got {type(key).__name__}")
+                    raise ConfigError(
+                        f"{source}: {where + '.' if where else ''}{_short(key)}: keys must be "
+                        f"strings, got {type(key).__name__}"
+                    )
                 stack.append((f"{where}.{key}" if where else key, child, depth + 1))
         elif isinstance(value, list):
             stack.extend((f"{where}[{i}]", child, depth + 1) for i, child in enumerate(value))

@@ -26,7 +26,7 @@ def run(train_path, eval_path, spec: dict) -> None:
     for s in [-1] if spec.get("shared_across_seeds") else range(spec["seeds"]):
         rng = np.random.default_rng(derive_seed(spec["study"], "train-data", h, s))
         batch = teacher.sample(spec["n_train"], h, rng)
-        parts.append(io.tokens_frame(batch, seed=pl.Series(np.full(len(batch), s), dtype=pl.Int32)))
+        parts.append(io.batch_to_frame(batch, seed=pl.Series(np.full(len(batch), s), dtype=pl.Int32)))
     io.write_parquet(pl.concat(parts), train_path, spec, "data")
     io.write_provenance(train_path, spec)
 
@@ -36,11 +36,12 @@ def run(train_path, eval_path, spec: dict) -> None:
         rng = np.random.default_rng(derive_seed(spec["study"], "eval-data", h, c))
         batch = teacher.sample(spec["n_eval"], h, rng, cls=c)
         logp = teacher.sequence_log_probs(batch.prompt, batch.response)
-        parts.append(io.tokens_frame(batch).with_columns(teacher_logp=pl.Series(logp, dtype=pl.Float64)))
+        parts.append(io.batch_to_frame(batch).with_columns(teacher_logp=pl.Series(logp, dtype=pl.Float64)))
         if hasattr(teacher, "inherent_variance"):
             # sigma*^2 (paper Eq. 8): exact per prefix, averaged over the held-out y ~ pi_D.
             extra[f"sigma_star_sq[{teacher.class_names[c]}]"] = float(
-                teacher.inherent_variance(batch.prompt, batch.response).sum(1).mean())
+                teacher.inherent_variance(batch.prompt, batch.response).sum(1).mean()
+            )
     io.write_parquet(pl.concat(parts), eval_path, spec, "data")
     io.write_provenance(eval_path, spec, **extra)
 
@@ -49,6 +50,7 @@ def run_select(select_path, spec: dict) -> None:
     """select.parquet: held-out (x, y ~ pi_D) for checkpoint selection; no pi_D column (selection never reads it)."""
     teacher = build_teacher(spec["teacher"])
     rng = np.random.default_rng(derive_seed(spec["study"], "select-data", spec["horizon"]))
-    io.write_parquet(io.tokens_frame(teacher.sample(spec["n_select"], spec["horizon"], rng)), select_path, spec,
-                     "select_data")
+    io.write_parquet(
+        io.batch_to_frame(teacher.sample(spec["n_select"], spec["horizon"], rng)), select_path, spec, "select_data"
+    )
     io.write_provenance(select_path, spec)

@@ -15,7 +15,8 @@ import os
 import re
 import time
 import traceback
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -27,8 +28,10 @@ class TrialsFailed(RuntimeError):
     """Some trials raised; the message lists each one with its error."""
 
 
-ADDRESS = re.compile(r"(?:ray://)?(?P<host>[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?|\[[0-9A-Fa-f:.]+\])"
-                     r":(?P<port>[0-9]{1,5})")
+ADDRESS = re.compile(
+    r"(?:ray://)?(?P<host>[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?|\[[0-9A-Fa-f:.]+\])"
+    r":(?P<port>[0-9]{1,5})"
+)
 CONNECT_SECONDS = 3.0
 
 
@@ -44,21 +47,26 @@ def check_address(address: str, timeout: float = CONNECT_SECONDS) -> None:
     if address == "auto":
         address = os.environ.get("RAY_ADDRESS") or _current_cluster()
         if not address:
-            raise ValueError("'auto' but RAY_ADDRESS is unset and no Ray cluster runs on this machine "
-                             "(start one with `ray start --head`, or use 'local')")
+            raise ValueError(
+                "'auto' but RAY_ADDRESS is unset and no Ray cluster runs on this machine "
+                "(start one with `ray start --head`, or use 'local')"
+            )
         shown = f"'auto' (= {address[:80]})"
         if address == "local":
             return
     match = ADDRESS.fullmatch(address)
     if not match or not 0 < int(match["port"]) < 65536:
-        raise ValueError(f"{shown[:80]!r}: expected 'local', 'run', 'auto' or host:port of a Ray cluster (e.g. 10.0.0.1:6379)")
+        raise ValueError(
+            f"{shown[:80]!r}: expected 'local', 'run', 'auto' or host:port of a Ray cluster (e.g. 10.0.0.1:6379)"
+        )
     deadline = time.monotonic() + timeout
     try:
         conn = socket.create_connection((match["host"].strip("[]"), int(match["port"])), timeout=timeout)
     except OSError as exc:
         reason = "timed out" if isinstance(exc, TimeoutError) else (exc.strerror or type(exc).__name__)
-        raise ValueError(f"{shown}: no Ray cluster answers there ({reason} within {timeout:g} s); "
-                         "start it, or use 'local'") from None
+        raise ValueError(
+            f"{shown}: no Ray cluster answers there ({reason} within {timeout:g} s); start it, or use 'local'"
+        ) from None
     head = b""
     with conn:
         # Ray's GCS (and its client server) speak gRPC: an HTTP/2 server answers the client
@@ -74,8 +82,10 @@ def check_address(address: str, timeout: float = CONNECT_SECONDS) -> None:
         except OSError:
             pass
     if len(head) < 9 or head[3] != 4:
-        raise ValueError(f"{shown}: something listens there but it is not a Ray cluster (no gRPC answer within "
-                         f"{timeout:g} s); check the port, or use 'local'")
+        raise ValueError(
+            f"{shown}: something listens there but it is not a Ray cluster (no gRPC answer within "
+            f"{timeout:g} s); check the port, or use 'local'"
+        )
 
 
 def _current_cluster() -> str | None:
@@ -128,16 +138,34 @@ def start_run_instance(num_cpus: int, state: str | None = None) -> str:
     temp_dir = tempfile.mkdtemp(prefix="covpipe-ray-")  # short: Ray's socket paths must fit 107 bytes
     port = _free_port()
     address = f"127.0.0.1:{port}"
-    cmd = [sys.executable, "-m", "ray.scripts.scripts", "start", "--head", "--block", f"--port={port}",
-           f"--num-cpus={num_cpus}", "--num-gpus=0", f"--object-store-memory={OBJECT_STORE_BYTES}",
-           "--include-dashboard=false", "--disable-usage-stats", f"--temp-dir={temp_dir}",
-           # the fixed default (52365) would collide with another instance on this machine
-           f"--dashboard-agent-listen-port={_free_port()}",
-           "--node-ip-address=127.0.0.1"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "ray.scripts.scripts",
+        "start",
+        "--head",
+        "--block",
+        f"--port={port}",
+        f"--num-cpus={num_cpus}",
+        "--num-gpus=0",
+        f"--object-store-memory={OBJECT_STORE_BYTES}",
+        "--include-dashboard=false",
+        "--disable-usage-stats",
+        f"--temp-dir={temp_dir}",
+        # the fixed default (52365) would collide with another instance on this machine
+        f"--dashboard-agent-listen-port={_free_port()}",
+        "--node-ip-address=127.0.0.1",
+    ]
     os.makedirs(os.path.dirname(state) or ".", exist_ok=True)
     with open(os.path.join(temp_dir, "start.log"), "wb") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True, env={k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"})
+        proc = subprocess.Popen(
+            cmd,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            env={k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"},
+        )
     with open(state, "w") as f:
         json.dump({"pid": proc.pid, "address": address, "temp_dir": temp_dir, "workers": num_cpus}, f)
     deadline = time.monotonic() + RUN_START_SECONDS
@@ -145,9 +173,16 @@ def start_run_instance(num_cpus: int, state: str | None = None) -> str:
         try:
             check_address(address, timeout=1.0)
             # The warm workers, one per CPU, in a short-lived driver of their own (never Snakemake's process).
-            warm = subprocess.run([sys.executable, "-c", f"from covpipe.distribute import _start_workers; "
-                                   f"_start_workers({address!r}, {num_cpus})"], capture_output=True, text=True,
-                                  timeout=max(deadline - time.monotonic(), 10))
+            warm = subprocess.run(
+                [
+                    sys.executable,
+                    "-c",
+                    f"from covpipe.distribute import _start_workers; _start_workers({address!r}, {num_cpus})",
+                ],
+                capture_output=True,
+                text=True,
+                timeout=max(deadline - time.monotonic(), 10),
+            )
             if warm.returncode != 0:
                 stop_run_instance(state)
                 raise RuntimeError(f"the run's Ray workers did not start:\n{warm.stderr[-1500:]}")
@@ -157,8 +192,10 @@ def start_run_instance(num_cpus: int, state: str | None = None) -> str:
                 with open(os.path.join(temp_dir, "start.log"), errors="replace") as f:
                     tail = f.read()[-1500:]
                 stop_run_instance(state)
-                raise RuntimeError(f"the run's Ray instance did not start ({'exited' if proc.poll() is not None else 'no answer'}"
-                                   f" within {RUN_START_SECONDS:g} s):\n{tail}") from None
+                raise RuntimeError(
+                    f"the run's Ray instance did not start ({'exited' if proc.poll() is not None else 'no answer'}"
+                    f" within {RUN_START_SECONDS:g} s):\n{tail}"
+                ) from None
             time.sleep(0.5)
 
 
@@ -189,8 +226,9 @@ def _start_workers(address: str, n: int) -> None:
     """Start the run instance's `n` detached, named workers and wait until each has imported torch."""
     import ray
 
-    ray.init(address=address, namespace=NAMESPACE, include_dashboard=False, configure_logging=False,
-             log_to_driver=False)
+    ray.init(
+        address=address, namespace=NAMESPACE, include_dashboard=False, configure_logging=False, log_to_driver=False
+    )
     try:
         cls = _worker_class()
         workers = [cls.options(name=f"worker-{i}", lifetime="detached").remote() for i in range(n)]
@@ -342,7 +380,9 @@ def _run_ray(fn, trials, address, num_cpus, num_gpus=0):
         if run is not None and not num_gpus:
             return _run_on_run_instance(fn, trials, run)
         # a job run by hand (no run instance recorded), or GPU trials (the run instance has no GPUs)
-        log.info("ray: %s; starting a private instance", "GPU trials" if num_gpus else f"no run instance in {RUN_STATE}")
+        log.info(
+            "ray: %s; starting a private instance", "GPU trials" if num_gpus else f"no run instance in {RUN_STATE}"
+        )
         address = "local"
     if address == "local":
         # A private instance sized to this job; never attach to RAY_ADDRESS by accident.
@@ -352,9 +392,14 @@ def _run_ray(fn, trials, address, num_cpus, num_gpus=0):
         ray.init(address=address, **init_kwargs)
     try:
         context = ray.get_runtime_context()
-        log.info("ray: %s in %.1f s, cluster %s (%d nodes, %s CPUs)",
-                 "started" if address == "local" else f"attached to {address}", time.perf_counter() - started,
-                 context.gcs_address, sum(n["Alive"] for n in ray.nodes()), ray.cluster_resources().get("CPU"))
+        log.info(
+            "ray: %s in %.1f s, cluster %s (%d nodes, %s CPUs)",
+            "started" if address == "local" else f"attached to {address}",
+            time.perf_counter() - started,
+            context.gcs_address,
+            sum(n["Alive"] for n in ray.nodes()),
+            ray.cluster_resources().get("CPU"),
+        )
         # A GPU trial asks Ray for a whole GPU, so trials never share one. A worker that dies
         # (killed, node lost) is retried up to MAX_RETRIES times; fn raising is not retried.
         remote = ray.remote(num_cpus=1, num_gpus=num_gpus, max_retries=MAX_RETRIES, retry_exceptions=False)(_traced)
@@ -368,8 +413,9 @@ def _run_ray(fn, trials, address, num_cpus, num_gpus=0):
                 nodes.add(node)
             except Exception as exc:  # the worker died (retries exhausted), not fn raising
                 outcomes.append((False, f"{type(exc).__name__}: {exc}"))
-        log.info("ray: %d trials ran on node(s) %s of cluster %s", len(trials), ", ".join(sorted(nodes)),
-                 context.gcs_address)
+        log.info(
+            "ray: %d trials ran on node(s) %s of cluster %s", len(trials), ", ".join(sorted(nodes)), context.gcs_address
+        )
         return outcomes
     finally:
         ray.shutdown()
@@ -381,12 +427,21 @@ def _run_on_run_instance(fn, trials, run: dict):
     import ray
 
     started = time.perf_counter()
-    ray.init(address=run["address"], namespace=NAMESPACE, include_dashboard=False, log_to_driver=True,
-             configure_logging=False)
+    ray.init(
+        address=run["address"],
+        namespace=NAMESPACE,
+        include_dashboard=False,
+        log_to_driver=True,
+        configure_logging=False,
+    )
     try:
         workers = [ray.get_actor(f"worker-{i}") for i in range(run["workers"])]
-        log.info("ray: attached to the run's instance %s in %.1f s (%d warm workers)", run["address"],
-                 time.perf_counter() - started, len(workers))
+        log.info(
+            "ray: attached to the run's instance %s in %.1f s (%d warm workers)",
+            run["address"],
+            time.perf_counter() - started,
+            len(workers),
+        )
         offset = os.getpid()
         refs = [workers[(i + offset) % len(workers)].run.remote(fn, trial, 1) for i, trial in enumerate(trials)]
         outcomes = []

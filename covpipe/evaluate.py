@@ -43,9 +43,19 @@ GPU_EVAL_CHUNK = 1024  # on a GPU small passes leave it idle between kernel laun
 log = logging.getLogger(__name__)
 
 METRICS_SCHEMA = {
-    "study": pl.String, "teacher": pl.String, "model": pl.String, "horizon": pl.Int64, "seed": pl.Int64,
-    "step": pl.Int64, "class": pl.String, "metric": pl.String, "level": pl.Float64,
-    "value": pl.Float64, "low": pl.Float64, "high": pl.Float64, "n": pl.Int64,
+    "study": pl.String,
+    "teacher": pl.String,
+    "model": pl.String,
+    "horizon": pl.Int64,
+    "seed": pl.Int64,
+    "step": pl.Int64,
+    "class": pl.String,
+    "metric": pl.String,
+    "level": pl.Float64,
+    "value": pl.Float64,
+    "low": pl.Float64,
+    "high": pl.Float64,
+    "n": pl.Int64,
 }
 
 
@@ -55,9 +65,18 @@ def class_weights(cls: np.ndarray, weights: np.ndarray) -> np.ndarray:
     return weights[cls] / np.maximum(counts[cls], 1)
 
 
-def evaluate_trial(spec: dict, seed: int, states: dict, batch, teacher_steps: np.ndarray, correct=None,
-                   device: str = "cpu", paths=None, learner: dict | None = None,
-                   sigma_terms=None) -> tuple[list, dict]:
+def evaluate_trial(
+    spec: dict,
+    seed: int,
+    states: dict,
+    batch,
+    teacher_steps: np.ndarray,
+    correct=None,
+    device: str = "cpu",
+    paths=None,
+    learner: dict | None = None,
+    sigma_terms=None,
+) -> tuple[list, dict]:
     """All checkpoints of one seed: (metric rows, {(model, step): (log_ratios, model_logp)}).
 
     correct: None, or (owner (k,), responses (k, L)): every correct response and its prompt's row.
@@ -91,9 +110,24 @@ def evaluate_trial(spec: dict, seed: int, states: dict, batch, teacher_steps: np
             with np.errstate(invalid="ignore"):  # 0 * log 0 terms where pi_D puts no mass
                 token_kls = np.nansum(teacher_probs * (teacher_steps - steps), axis=-1)  # (n, H)
             for group, w in groups.items():
-                rows += [{**row, "model": name} for row in _metric_rows(
-                    spec, seed, step, group, w, log_ratios, model_logp, teacher_logp, token_kls, accuracy, p_correct,
-                    branches, sigma_terms)]
+                rows += [
+                    {**row, "model": name}
+                    for row in _metric_rows(
+                        spec,
+                        seed,
+                        step,
+                        group,
+                        w,
+                        log_ratios,
+                        model_logp,
+                        teacher_logp,
+                        token_kls,
+                        accuracy,
+                        p_correct,
+                        branches,
+                        sigma_terms,
+                    )
+                ]
             kept[(name, step)] = (log_ratios, model_logp)
     return rows, kept
 
@@ -117,8 +151,12 @@ def model_step_log_probs(model, prompt, response, chunk: int | None = None) -> n
     autograd), `chunk` sequences per forward pass (default: by the prompt's device)."""
     chunk = _chunk(prompt, chunk)
     with torch.inference_mode():
-        return np.concatenate([model.step_log_probs(prompt[i : i + chunk], response[i : i + chunk]).double().cpu().numpy()
-                               for i in range(0, len(prompt), chunk)])
+        return np.concatenate(
+            [
+                model.step_log_probs(prompt[i : i + chunk], response[i : i + chunk]).double().cpu().numpy()
+                for i in range(0, len(prompt), chunk)
+            ]
+        )
 
 
 def sequence_log_probs(model, prompt, response, chunk: int | None = None) -> np.ndarray:
@@ -129,7 +167,9 @@ def sequence_log_probs(model, prompt, response, chunk: int | None = None) -> np.
     out = []
     with torch.inference_mode():
         for i in range(0, len(prompt), chunk):
-            out.append(model.token_log_probs(prompt[i : i + chunk], response[i : i + chunk]).double().sum(1).cpu().numpy())
+            out.append(
+                model.token_log_probs(prompt[i : i + chunk], response[i : i + chunk]).double().sum(1).cpu().numpy()
+            )
     return np.concatenate(out) if out else np.zeros(0)
 
 
@@ -146,8 +186,11 @@ def _branch_diagnostics(model, batch, paths) -> dict:
     q = q.reshape(n, k)  # [mm, mx, xm, xx]
     mass = q.sum(1)
     safe = np.maximum(mass, 1e-300)
-    return {"valid_mass": mass, "branch_agreement": (q[:, 0] + q[:, 3]) / safe,
-            "first_branch_match": (q[:, 0] + q[:, 1]) / safe}
+    return {
+        "valid_mass": mass,
+        "branch_agreement": (q[:, 0] + q[:, 3]) / safe,
+        "first_branch_match": (q[:, 0] + q[:, 1]) / safe,
+    }
 
 
 def pass_at_n_sampled(model, batch, correct: list, k: int, ns, generator: torch.Generator) -> np.ndarray:
@@ -160,8 +203,21 @@ def pass_at_n_sampled(model, batch, correct: list, k: int, ns, generator: torch.
     return np.array([np.mean([metrics.pass_at_k_unbiased(k, h, int(n)) for h in hits]) for n in ns])
 
 
-def _metric_rows(spec, seed, step, group, w, log_ratios, model_logp, teacher_logp, token_kls, accuracy, p_correct,
-                 branches=None, sigma_terms=None):
+def _metric_rows(
+    spec,
+    seed,
+    step,
+    group,
+    w,
+    log_ratios,
+    model_logp,
+    teacher_logp,
+    token_kls,
+    accuracy,
+    p_correct,
+    branches=None,
+    sigma_terms=None,
+):
     mask = w > 0
     w, x, lp, tlp, tk = w[mask], log_ratios[mask], model_logp[mask], teacher_logp[mask], token_kls[mask]
     n_eff = metrics.effective_sample_size(w)
@@ -184,24 +240,51 @@ def _metric_rows(spec, seed, step, group, w, log_ratios, model_logp, teacher_log
     levels = spec["evaluate"]["levels"]
     cov = metrics.coverage_profile(x, levels, w)
     low, high = metrics.wilson_interval(cov, n_eff)
-    out += [{**key, "metric": "coverage", "level": float(n), "value": float(c), "low": float(lo), "high": float(hi)}
-            for n, c, lo, hi in zip(levels, cov, low, high)]
-    out += [{**key, "metric": "stopped_kl", "level": float(n), "value": metrics.stopped_kl(tk, n, w),
-             "low": None, "high": None} for n in spec["evaluate"]["stopped_kl_levels"]]
+    out += [
+        {**key, "metric": "coverage", "level": float(n), "value": float(c), "low": float(lo), "high": float(hi)}
+        for n, c, lo, hi in zip(levels, cov, low, high)
+    ]
+    out += [
+        {
+            **key,
+            "metric": "stopped_kl",
+            "level": float(n),
+            "value": metrics.stopped_kl(tk, n, w),
+            "low": None,
+            "high": None,
+        }
+        for n in spec["evaluate"]["stopped_kl_levels"]
+    ]
     if p_correct is not None:
         ns = spec["evaluate"]["pass_at"]
-        out += [{**key, "metric": "pass_at_n", "level": float(n), "value": float(v), "low": None, "high": None}
-                for n, v in zip(ns, metrics.pass_at_n_exact(p_correct[mask], ns, w))]
+        out += [
+            {**key, "metric": "pass_at_n", "level": float(n), "value": float(v), "low": None, "high": None}
+            for n, v in zip(ns, metrics.pass_at_n_exact(p_correct[mask], ns, w))
+        ]
     return out
 
 
-def run(eval_path, checkpoints_path, metrics_path, log_ratios_path, spec: dict, *, threads: int = 1,
-        backend: str = "auto", address: str = "local", device: str = "cpu") -> None:
+def run(
+    eval_path,
+    checkpoints_path,
+    metrics_path,
+    log_ratios_path,
+    spec: dict,
+    *,
+    threads: int = 1,
+    backend: str = "auto",
+    address: str = "local",
+    device: str = "cpu",
+) -> None:
     """The evaluate stage for one (study, model, horizon): every seed and checkpoint."""
     started = time.perf_counter()
     teacher = build_teacher(spec["teacher"])
-    batch, data = io.read_tokens(eval_path, Vocab.of(teacher, spec["horizon"]), extra=("teacher_logp",),
-                                 made_for={"study": spec["study"], "horizon": spec["horizon"]})
+    batch, data = io.read_tokens(
+        eval_path,
+        Vocab.of(teacher, spec["horizon"]),
+        extra=("teacher_logp",),
+        made_for={"study": spec["study"], "horizon": spec["horizon"]},
+    )
     ckpt = io.load_torch(checkpoints_path)
     fit = {k: v for k, v in spec.items() if k not in ("evaluate", "evaluate_code")}
     io.check_made_for(checkpoints_path, ckpt.get("spec") or {}, fit, "checkpoint")
@@ -209,7 +292,9 @@ def run(eval_path, checkpoints_path, metrics_path, log_ratios_path, spec: dict, 
     stored = data["teacher_logp"].to_numpy()
     recomputed = np.take_along_axis(teacher_steps, batch.response[..., None], axis=-1)[..., 0].sum(1)
     if not np.allclose(stored, recomputed, rtol=0, atol=1e-6):
-        raise ValueError(f"{eval_path}: teacher log-likelihoods do not match the configured teacher; rerun the data stage")
+        raise ValueError(
+            f"{eval_path}: teacher log-likelihoods do not match the configured teacher; rerun the data stage"
+        )
     correct = None
     if hasattr(teacher, "correct_responses"):
         per_prompt = teacher.correct_responses(batch.prompt, batch.cls)
@@ -220,27 +305,60 @@ def run(eval_path, checkpoints_path, metrics_path, log_ratios_path, spec: dict, 
     if hasattr(teacher, "inherent_variance"):  # sigma*^2 (paper Eq. 8) per held-out sequence
         sigma_terms = teacher.inherent_variance(batch.prompt, batch.response).sum(1)
     learner = ckpt.get("learner", {})
-    trials = [(spec, s, ckpt["trials"][s], batch, teacher_steps, correct, device, paths, learner.get(s), sigma_terms)
-              for s in seeds]
+    trials = [
+        (spec, s, ckpt["trials"][s], batch, teacher_steps, correct, device, paths, learner.get(s), sigma_terms)
+        for s in seeds
+    ]
     chosen = resolve_backend(backend, threads, len(trials), address)
     if chosen == "serial":
         torch.set_num_threads(threads)
-    results = run_trials(evaluate_trial, trials, backend=chosen, address=address, num_cpus=threads,
-                         num_gpus=1 if device != "cpu" else 0,
-                         names=[f"{spec['model_name']} H={spec['horizon']} seed {s}" for s in seeds])
-    const = dict(study=spec["study"], teacher=spec["teacher"]["name"], model=spec["model_name"], horizon=spec["horizon"])
+    results = run_trials(
+        evaluate_trial,
+        trials,
+        backend=chosen,
+        address=address,
+        num_cpus=threads,
+        num_gpus=1 if device != "cpu" else 0,
+        names=[f"{spec['model_name']} H={spec['horizon']} seed {s}" for s in seeds],
+    )
+    const = dict(
+        study=spec["study"], teacher=spec["teacher"]["name"], model=spec["model_name"], horizon=spec["horizon"]
+    )
     table = pl.DataFrame([{**const, **row} for rows, _ in results for row in rows], schema=METRICS_SCHEMA)
     io.write_parquet(table, metrics_path, spec, "evaluate")
     n = len(batch)
     ratio_parts = [
-        pl.DataFrame({"seed": np.full(n, s), "step": np.full(n, step), "index": np.arange(n), "cls": batch.cls,
-                      "log_ratio": lr, "model_logp": lp, "model": model})
-        for s, (_, kept) in zip(seeds, results) for (model, step), (lr, lp) in kept.items()
+        pl.DataFrame(
+            {
+                "seed": np.full(n, s),
+                "step": np.full(n, step),
+                "index": np.arange(n),
+                "cls": batch.cls,
+                "log_ratio": lr,
+                "model_logp": lp,
+                "model": model,
+            }
+        )
+        for s, (_, kept) in zip(seeds, results)
+        for (model, step), (lr, lp) in kept.items()
     ]
-    io.write_parquet(pl.concat(ratio_parts).with_columns(**{k: pl.lit(v) for k, v in const.items() if k != "model"}),
-                     log_ratios_path, spec, "evaluate")
+    io.write_parquet(
+        pl.concat(ratio_parts).with_columns(**{k: pl.lit(v) for k, v in const.items() if k != "model"}),
+        log_ratios_path,
+        spec,
+        "evaluate",
+    )
     io.write_provenance(metrics_path, spec, backend=chosen, threads=threads, wall_seconds=time.perf_counter() - started)
-    final = table.filter((pl.col("class") == "all") & (pl.col("metric") == "kl") & (pl.col("step") == table["step"].max())
-                         & (pl.col("model") == spec["model_name"]))
-    log.info("evaluate %s/%s H=%d: final KL %s nats", spec["study"], spec["model_name"], spec["horizon"],
-             ", ".join(f"{v:.3f}" for v in final["value"]))
+    final = table.filter(
+        (pl.col("class") == "all")
+        & (pl.col("metric") == "kl")
+        & (pl.col("step") == table["step"].max())
+        & (pl.col("model") == spec["model_name"])
+    )
+    log.info(
+        "evaluate %s/%s H=%d: final KL %s nats",
+        spec["study"],
+        spec["model_name"],
+        spec["horizon"],
+        ", ".join(f"{v:.3f}" for v in final["value"]),
+    )

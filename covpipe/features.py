@@ -56,7 +56,7 @@ class WindowFeatures:
         """B: sup ||phi|| (Assumption 2.2); here ||phi|| = B for every window and candidate."""
         return self.scale
 
-    def contexts(self, prompt: np.ndarray, response: np.ndarray, bos: int) -> torch.Tensor:
+    def position_inputs(self, prompt: np.ndarray, response: np.ndarray, bos: int) -> torch.Tensor:
         """What phi reads at each response position: the w-1 previous tokens, (n, H, w-1) int64."""
         import torch
 
@@ -95,7 +95,7 @@ class WindowFeatures:
         c, e, norm = self._parts(windows, theta.dtype)
         return self.scale * ((c @ theta)[..., None] + e @ theta) / norm
 
-    def context_sums(self, windows: torch.Tensor, dtype) -> torch.Tensor:
+    def context_sum(self, windows: torch.Tensor, dtype) -> torch.Tensor:
         """The context part c (..., d) of s alone (what `_parts` computes first, the same numbers)."""
         table = self.table.to(dtype=dtype, device=windows.device)
 
@@ -107,23 +107,10 @@ class WindowFeatures:
             c = c + rows(j)
         return c
 
-    def context(self, windows: torch.Tensor, dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    def sum_and_norms(self, windows: torch.Tensor, dtype) -> tuple[torch.Tensor, torch.Tensor]:
         """The theta-independent parts of the logits: context sums c (..., d), norms ||c + e_v|| (..., V)."""
         c, _, norm = self._parts(windows, dtype)
         return c, norm
-
-    def stacked_logits(self, theta: torch.Tensor, c: torch.Tensor, norm: torch.Tensor) -> torch.Tensor:
-        """`logits` for S parameter vectors at once (covpipe.vectorized), from `context`'s parts.
-
-        theta: (S, d); c: (S, ..., d) and norm: (S, ..., V), seed s's windows. Returns (S, ..., V).
-        """
-        e = self.table[0, : self.vocab_size].to(theta.dtype)  # (V, d)
-        # Products summed over d elementwise, not by a matmul over the stack: a seed's logits then do
-        # not depend on how many seeds share the stack (a matmul's kernel choice depends on its size).
-        th = theta.view(theta.shape[0], *[1] * (c.dim() - 2), self.dim)  # (S, 1.., d)
-        ct = (c * th).sum(-1)  # (S, ...)
-        et = (e * th[..., None, :]).sum(-1)  # (S, 1.., V)
-        return self.scale * (ct[..., None] + et) / norm
 
     def mean_feature_sq_norm(self, log_probs: torch.Tensor, windows: torch.Tensor) -> torch.Tensor:
         """||E_{v ~ p}[phi(window, v)]||^2 for next-token log-probs p of shape (..., V)."""
@@ -145,4 +132,3 @@ def context_variances(table: torch.Tensor, theta: torch.Tensor) -> np.ndarray:
     p = torch.softmax(table @ theta, dim=-1)  # (K, V)
     mean = (p[..., None] * table).sum(-2)  # (K, d)
     return ((p * (table * table).sum(-1)).sum(-1) - (mean * mean).sum(-1)).numpy()
-

@@ -44,7 +44,10 @@ def finetune_trial(spec: dict, seed: int, state: dict, device: str = "cpu", resu
     model.load_state_dict(state)
     started = time.perf_counter()
     if not model.trainable:
-        return {"checkpoints": {0: state}, "log": [{"seed": seed, "step": 0, "train_loss": float("nan"), "seconds": 0.0}]}
+        return {
+            "checkpoints": {0: state},
+            "log": [{"seed": seed, "step": 0, "train_loss": float("nan"), "seconds": 0.0}],
+        }
     model = model.to(device)
     cfg = spec["train"]
     opt_cls = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}[cfg["optimizer"]]
@@ -75,24 +78,51 @@ def finetune_trial(spec: dict, seed: int, state: dict, device: str = "cpu", resu
         now = time.perf_counter()
         if now - last_report >= train.PROGRESS_SECONDS:
             rate = step / (now - started)
-            log.info("%s: fine-tune step %d/%d, loss %.4f nats/token, %.1f steps/s, ETA %.0f s", name, step,
-                     cfg["steps"], loss.item(), rate, (cfg["steps"] - step) / rate)
+            log.info(
+                "%s: fine-tune step %d/%d, loss %.4f nats/token, %.1f steps/s, ETA %.0f s",
+                name,
+                step,
+                cfg["steps"],
+                loss.item(),
+                rate,
+                (cfg["steps"] - step) / rate,
+            )
             last_report = now
         if step in wanted:
             checkpoints[step] = train._state(model)
-            rows.append({"seed": seed, "step": step, "train_loss": running / count,
-                         "seconds": time.perf_counter() - started})
+            rows.append(
+                {"seed": seed, "step": step, "train_loss": running / count, "seconds": time.perf_counter() - started}
+            )
             running, count = 0.0, 0
         if state_path is not None and (step in wanted or now - last_saved >= resume.SAVE_SECONDS):
-            resume.save(state_path, spec=spec, seed=seed, step=step, model=model, optimizer=opt, generator=rng,
-                        checkpoints=checkpoints, rows=rows, running=(running, count),
-                        seconds=time.perf_counter() - started)
+            resume.save(
+                state_path,
+                spec=spec,
+                seed=seed,
+                step=step,
+                model=model,
+                optimizer=opt,
+                generator=rng,
+                checkpoints=checkpoints,
+                rows=rows,
+                running=(running, count),
+                seconds=time.perf_counter() - started,
+            )
             last_saved = now
     return {"checkpoints": checkpoints, "log": rows}
 
 
-def run(pretrain_path, checkpoints_path, log_path, spec: dict, *, threads: int = 1,
-        backend: str = "auto", address: str = "local", device: str = "cpu") -> None:
+def run(
+    pretrain_path,
+    checkpoints_path,
+    log_path,
+    spec: dict,
+    *,
+    threads: int = 1,
+    backend: str = "auto",
+    address: str = "local",
+    device: str = "cpu",
+) -> None:
     """The finetune stage for one (study, model, horizon): every seed, then both outputs."""
     pre = io.load_torch(pretrain_path)
     seeds = list(range(spec["seeds"]))
@@ -101,21 +131,44 @@ def run(pretrain_path, checkpoints_path, log_path, spec: dict, *, threads: int =
     if missing:
         raise ValueError(f"{pretrain_path}: no pre-trained checkpoint for seed {missing[0]}; rerun training")
     states = resume.state_dir(os.path.abspath(checkpoints_path))  # resumable states, removed once outputs exist
-    trials = [(spec, s, pre["trials"][p][max(pre["trials"][p])], device, str(states)) for s, p in zip(seeds, pretrained)]
+    trials = [
+        (spec, s, pre["trials"][p][max(pre["trials"][p])], device, str(states)) for s, p in zip(seeds, pretrained)
+    ]
     chosen = resolve_backend(backend, threads, len(trials), address)
     if chosen == "serial":
         torch.set_num_threads(threads)
-    log.info("finetune %s/%s H=%d: %d seeds on %s from pre-train step %d", spec["study"], spec["model_name"],
-             spec["horizon"], len(trials), chosen, max(pre["trials"][0]))
+    log.info(
+        "finetune %s/%s H=%d: %d seeds on %s from pre-train step %d",
+        spec["study"],
+        spec["model_name"],
+        spec["horizon"],
+        len(trials),
+        chosen,
+        max(pre["trials"][0]),
+    )
     started = time.perf_counter()
-    results = run_trials(finetune_trial, trials, backend=chosen, address=address, num_cpus=threads,
-                         num_gpus=1 if device != "cpu" else 0,
-                         names=[f"{spec['model_name']} H={spec['horizon']} seed {s}" for s in seeds])
-    io.save_torch({"covpipe_format": io.CHECKPOINT_FORMAT, "spec": spec,
-                   "trials": {s: r["checkpoints"] for s, r in zip(seeds, results)}}, checkpoints_path)
+    results = run_trials(
+        finetune_trial,
+        trials,
+        backend=chosen,
+        address=address,
+        num_cpus=threads,
+        num_gpus=1 if device != "cpu" else 0,
+        names=[f"{spec['model_name']} H={spec['horizon']} seed {s}" for s in seeds],
+    )
+    io.save_torch(
+        {
+            "covpipe_format": io.CHECKPOINT_FORMAT,
+            "spec": spec,
+            "trials": {s: r["checkpoints"] for s, r in zip(seeds, results)},
+        },
+        checkpoints_path,
+    )
     table = pl.DataFrame([row for r in results for row in r["log"]]).with_columns(
-        pl.lit(spec["study"]).alias("study"), pl.lit(spec["model_name"]).alias("model"),
-        pl.lit(spec["horizon"]).alias("horizon"))
+        pl.lit(spec["study"]).alias("study"),
+        pl.lit(spec["model_name"]).alias("model"),
+        pl.lit(spec["horizon"]).alias("horizon"),
+    )
     io.write_parquet(table.select("study", "model", "horizon", "seed", "step", "train_loss", "seconds"), log_path)
     io.write_provenance(log_path, spec, backend=chosen, threads=threads, wall_seconds=time.perf_counter() - started)
     resume.clear(states)

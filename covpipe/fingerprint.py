@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import ast
 import hashlib
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent
@@ -33,7 +33,7 @@ STAGES = {  # stage: the module its job runs
 }
 
 
-@lru_cache(maxsize=None)
+@cache
 def modules() -> dict[str, Path]:
     """{dotted name: source file} of every module of the package."""
     out = {}
@@ -54,19 +54,23 @@ def source_hash(source: str) -> str:
     for node in ast.walk(tree):
         if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
             body = node.body
-            if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) \
-                    and isinstance(body[0].value.value, str):
+            if (
+                body
+                and isinstance(body[0], ast.Expr)
+                and isinstance(body[0].value, ast.Constant)
+                and isinstance(body[0].value.value, str)
+            ):
                 node.body = body[1:] or [ast.Pass()]
     return hashlib.sha256(ast.dump(tree, include_attributes=False).encode()).hexdigest()
 
 
-@lru_cache(maxsize=None)
+@cache
 def tree_hash(name: str) -> str:
     """`source_hash` of a covpipe module, by dotted name."""
     return source_hash(modules()[name].read_text())
 
 
-@lru_cache(maxsize=None)
+@cache
 def imports(name: str) -> frozenset[str]:
     """The covpipe modules `name` imports anywhere in its source (and the packages holding them)."""
     known = modules()
@@ -92,7 +96,7 @@ def imports(name: str) -> frozenset[str]:
     return frozenset(m for m in out if m in known and m != name)
 
 
-@lru_cache(maxsize=None)
+@cache
 def closure(name: str, unused: frozenset[str] = frozenset()) -> frozenset[str]:
     """`name` and every covpipe module it imports, transitively; a package brings all its modules;
     modules in `unused` are not entered unless `name` is one of them."""
@@ -121,7 +125,7 @@ def _entry_modules() -> dict[tuple[str, str], str]:
     return out
 
 
-@lru_cache(maxsize=None)
+@cache
 def of_job(stage: str, uses: frozenset[tuple[str, str]] = frozenset()) -> str:
     """The fingerprint of the code a job of `stage` runs, 16 hex digits. uses: the registry entries
     the job reads, as (kind, name) with kind teacher, model or learner; the others' modules are

@@ -19,7 +19,6 @@ import polars as pl
 
 from . import __version__
 
-
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 
@@ -63,8 +62,12 @@ def write_parquet(df: pl.DataFrame, path, spec: dict | None = None, stage: str |
     metadata = None
     if spec is not None:
         text = spec_json(spec)
-        metadata = {"covpipe_version": __version__, "covpipe_stage": stage or "", "covpipe_spec": text,
-                    "covpipe_spec_sha256": hashlib.sha256(text.encode()).hexdigest()}
+        metadata = {
+            "covpipe_version": __version__,
+            "covpipe_stage": stage or "",
+            "covpipe_spec": text,
+            "covpipe_spec_sha256": hashlib.sha256(text.encode()).hexdigest(),
+        }
     with atomic_path(path) as tmp:
         df.write_parquet(tmp, compression="zstd", statistics=True, metadata=metadata)
 
@@ -101,7 +104,9 @@ def read_parquet(path) -> pl.DataFrame:
     try:
         return pl.read_parquet(path)
     except Exception as exc:  # truncated or foreign files
-        raise ValueError(f"{path}: not a readable Parquet table ({_brief(exc)}); delete it and rerun its stage") from None
+        raise ValueError(
+            f"{path}: not a readable Parquet table ({_brief(exc)}); delete it and rerun its stage"
+        ) from None
 
 
 def _brief(exc, limit: int = 160) -> str:
@@ -120,13 +125,17 @@ def check_made_for(path, made: dict, expected: dict, what: str = "file") -> None
     for key in IDENTITY:
         if key in expected and made.get(key) != expected[key]:
             label = {"model_name": "model"}.get(key, key)
-            raise ValueError(f"{path}: this {what} was made for {label} {_brief(made.get(key), 60)}, not "
-                             f"{_brief(expected[key], 60)}; give the one of this cell, or rerun its stage")
+            raise ValueError(
+                f"{path}: this {what} was made for {label} {_brief(made.get(key), 60)}, not "
+                f"{_brief(expected[key], 60)}; give the one of this cell, or rerun its stage"
+            )
     if made != expected:
         keys = sorted(set(made) | set(expected), key=str)
         diff = next(k for k in keys if made.get(k) != expected.get(k))
-        raise ValueError(f"{path}: this {what} was made with other settings ({_brief(diff, 60)} differs); "
-                         "rerun the stage that writes it")
+        raise ValueError(
+            f"{path}: this {what} was made with other settings ({_brief(diff, 60)} differs); "
+            "rerun the stage that writes it"
+        )
 
 
 def read_provenance(path) -> dict | None:
@@ -141,32 +150,40 @@ def read_provenance(path) -> dict | None:
 
 
 def read_tokens(path, vocab, *, extra=(), made_for: dict | None = None):
-    """A token table (tokens_frame) checked against the cell that reads it: its columns, the
+    """A token table (batch_to_frame) checked against the cell that reads it: its columns, the
     prompt and response widths of `vocab` (models.Vocab), and every token in range; with
     `made_for`, the study, teacher and horizon its provenance records. Returns (Batch, DataFrame)."""
     df = read_parquet(path)
     need = {"cls": None, "prompt": vocab.prompt_length, "response": vocab.horizon, **{c: None for c in extra}}
     missing = [c for c in need if c not in df.columns]
     if missing:
-        raise ValueError(f"{path}: column {missing[0]} missing (has {_brief(', '.join(df.columns[:12]), 80)}); "
-                         "not a covpipe token table of this stage")
+        raise ValueError(
+            f"{path}: column {missing[0]} missing (has {_brief(', '.join(df.columns[:12]), 80)}); "
+            "not a covpipe token table of this stage"
+        )
     for column in ("prompt", "response"):
         dtype = df.schema[column]
         width = getattr(dtype, "size", None)
         if not isinstance(dtype, pl.Array) or width != need[column]:
-            raise ValueError(f"{path}: column {column} holds {_brief(dtype, 40)}, expected {need[column]} tokens per "
-                             f"row at horizon {vocab.horizon}; this table was made for another horizon or teacher")
+            raise ValueError(
+                f"{path}: column {column} holds {_brief(dtype, 40)}, expected {need[column]} tokens per "
+                f"row at horizon {vocab.horizon}; this table was made for another horizon or teacher"
+            )
     if made_for is not None:
         made = made_from(path)
         if made is not None:
             for key in made_for:
                 if made.get(key) != made_for.get(key):
-                    raise ValueError(f"{path}: this table was made for another {key} ({_brief(made.get(key), 60)}, "
-                                     f"not {_brief(made_for.get(key), 60)}); rerun the data stage")
-    batch = frame_tokens(df)
+                    raise ValueError(
+                        f"{path}: this table was made for another {key} ({_brief(made.get(key), 60)}, "
+                        f"not {_brief(made_for.get(key), 60)}); rerun the data stage"
+                    )
+    batch = frame_to_batch(df)
     # prompts may hold BOS (= input_vocab_size); responses only the V response tokens
-    for name, values, top in (("prompt", batch.prompt, vocab.input_vocab_size), ("response", batch.response,
-                                                                                  vocab.vocab_size - 1)):
+    for name, values, top in (
+        ("prompt", batch.prompt, vocab.input_vocab_size),
+        ("response", batch.response, vocab.vocab_size - 1),
+    ):
         if values.size and (values.min() < 0 or values.max() > top):
             bad = int(values.max() if values.max() > top else values.min())
             raise ValueError(f"{path}: column {name} holds token {bad}, outside the vocabulary 0..{top}")
@@ -188,7 +205,9 @@ def load_torch(path):
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch's unpickling refusals are paragraphs: keep their first sentence
         first = str(exc).strip().split("\n")[0] if str(exc).strip() else type(exc).__name__
-        raise ValueError(f"{path}: not a readable checkpoint file ({_brief(first)}); delete it and rerun training") from None
+        raise ValueError(
+            f"{path}: not a readable checkpoint file ({_brief(first)}); delete it and rerun training"
+        ) from None
     if not isinstance(obj, dict) or obj.get("covpipe_format") != CHECKPOINT_FORMAT:
         raise ValueError(f"{path}: written by an incompatible covpipe version; delete it and rerun training")
     return obj
@@ -230,7 +249,7 @@ def _jsonable(value):
     return str(value)
 
 
-def tokens_frame(batch, **columns) -> pl.DataFrame:
+def batch_to_frame(batch, **columns) -> pl.DataFrame:
     """A Batch as a table: cls, prompt (Array[int16, P]), response (Array[int16, H]) plus extra columns."""
     n, p = batch.prompt.shape
     h = batch.response.shape[1]
@@ -238,14 +257,16 @@ def tokens_frame(batch, **columns) -> pl.DataFrame:
         {
             **columns,
             "cls": pl.Series(batch.cls, dtype=pl.Int32),
-            "prompt": pl.Series(batch.prompt.astype(np.int16), dtype=pl.Array(pl.Int16, p)) if p else pl.Series([[]] * n, dtype=pl.Array(pl.Int16, 0)),
+            "prompt": pl.Series(batch.prompt.astype(np.int16), dtype=pl.Array(pl.Int16, p))
+            if p
+            else pl.Series([[]] * n, dtype=pl.Array(pl.Int16, 0)),
             "response": pl.Series(batch.response.astype(np.int16), dtype=pl.Array(pl.Int16, h)),
         }
     )
 
 
-def frame_tokens(df: pl.DataFrame):
-    """The inverse of `tokens_frame`: a Batch of int64 arrays."""
+def frame_to_batch(df: pl.DataFrame):
+    """The inverse of `batch_to_frame`: a Batch of int64 arrays."""
     from .sequences import Batch
 
     n = df.height

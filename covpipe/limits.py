@@ -45,8 +45,16 @@ def _width(params) -> tuple[int, int, int]:
 
 
 # Typical values of the factors (the default study's): a term blames the factor furthest above its own.
-TYPICAL = {"data.n_train": 256, "data.n_eval": 2000, "seeds": 5, "horizons": 128, "train.batch_size": 32,
-           "models": 64, "teacher.dim": 16, "train.checkpoints": 25}
+TYPICAL = {
+    "data.n_train": 256,
+    "data.n_eval": 2000,
+    "seeds": 5,
+    "horizons": 128,
+    "train.batch_size": 32,
+    "models": 64,
+    "teacher.dim": 16,
+    "train.checkpoints": 25,
+}
 
 
 def _larger(*pairs) -> str:
@@ -54,8 +62,9 @@ def _larger(*pairs) -> str:
     return max(pairs, key=lambda p: p[0] / TYPICAL[p[1]])[1]
 
 
-def study_terms(study: dict, teacher, model_params, numel: int, vocab, fit: dict, seeds: int,
-                stacked: bool = True) -> dict[str, list[tuple[float, str, str]]]:
+def study_terms(
+    study: dict, teacher, model_params, numel: int, vocab, fit: dict, seeds: int, stacked: bool = True
+) -> dict[str, list[tuple[float, str, str]]]:
     """Peak bytes of each stage job of one (model, horizon) cell, as (bytes, key, what) terms.
 
     fit: the train section that fits this model (or the finetune one); seeds: its trial count;
@@ -77,44 +86,79 @@ def study_terms(study: dict, teacher, model_params, numel: int, vocab, fit: dict
     together = seeds if stacked or learner else 1  # vectorized classes and learners train every seed at once
     return {
         "data": [
-            (stored * (samples * n_train + n_ev) + live * max(n_train, n_eval),
-             _larger((n_train, "data.n_train"), (samples, "seeds"), (n_eval, "data.n_eval"),
-                     (t_len, "horizons")),
-             "sequences: data.n_train x seeds + data.n_eval x classes, x tokens"),
-            (8 * 2 * max(n_train, n_eval) * r_len * (2 * v + t_dim),
-             _larger((n_train, "data.n_train"), (n_eval, "data.n_eval"), (r_len, "horizons"), (t_dim, "teacher.dim")),
-             "teacher log-probs: data.n_train or data.n_eval x horizon x vocabulary"),
+            (
+                stored * (samples * n_train + n_ev) + live * max(n_train, n_eval),
+                _larger((n_train, "data.n_train"), (samples, "seeds"), (n_eval, "data.n_eval"), (t_len, "horizons")),
+                "sequences: data.n_train x seeds + data.n_eval x classes, x tokens",
+            ),
+            (
+                8 * 2 * max(n_train, n_eval) * r_len * (2 * v + t_dim),
+                _larger(
+                    (n_train, "data.n_train"), (n_eval, "data.n_eval"), (r_len, "horizons"), (t_dim, "teacher.dim")
+                ),
+                "teacher log-probs: data.n_train or data.n_eval x horizon x vocabulary",
+            ),
         ],
         "train": [
             (4 * numel * (4 + seeds * ckpts), "models", "model parameters x (optimizer state + seeds x checkpoints)"),
-            (live * seeds * n_train, _larger((n_train, "data.n_train"), (seeds, "seeds"), (t_len, "horizons")),
-             "training sequences: data.n_train x seeds x tokens"),
-            (together * rows * t_len * act_tok,
-             _larger((rows, "data.n_train" if learner else "train.batch_size"), (t_len, "horizons"),
-                     (width * layers, "models"), (together, "seeds")),
-             "activations: " + ("a learner's chunk of 128 sequences" if learner else "train.batch_size")
-             + " x seeds x tokens x model width"),
-            *([(seeds * n_train * t_len * 12 + LEARNER_CACHE, _larger((n_train, "data.n_train"), (seeds, "seeds"),
-                                                                       (t_len, "horizons")),
-                "a learner's index arrays (12 bytes a token: covpipe.learners.context) and feature cache")]
-              if learner else []),
+            (
+                live * seeds * n_train,
+                _larger((n_train, "data.n_train"), (seeds, "seeds"), (t_len, "horizons")),
+                "training sequences: data.n_train x seeds x tokens",
+            ),
+            (
+                together * rows * t_len * act_tok,
+                _larger(
+                    (rows, "data.n_train" if learner else "train.batch_size"),
+                    (t_len, "horizons"),
+                    (width * layers, "models"),
+                    (together, "seeds"),
+                ),
+                "activations: "
+                + ("a learner's chunk of 128 sequences" if learner else "train.batch_size")
+                + " x seeds x tokens x model width",
+            ),
+            *(
+                [
+                    (
+                        seeds * n_train * t_len * 12 + LEARNER_CACHE,
+                        _larger((n_train, "data.n_train"), (seeds, "seeds"), (t_len, "horizons")),
+                        "a learner's index arrays (12 bytes a token: covpipe.learners.context) and feature cache",
+                    )
+                ]
+                if learner
+                else []
+            ),
         ],
         "evaluate": [
-            (8 * 3 * n_ev * r_len * v, _larger((n_eval, "data.n_eval"), (r_len, "horizons")),
-             "per-token log-probs: data.n_eval x classes x horizon x vocabulary"),
-            (8 * n_ev * r_len * t_dim, _larger((n_eval, "data.n_eval"), (r_len, "horizons"), (t_dim, "teacher.dim")),
-             "teacher features: data.n_eval x classes x horizon x dim"),
-            (8 * 4 * seeds * ckpts * n_ev, _larger((n_eval, "data.n_eval"), (seeds * ckpts, "train.checkpoints")),
-             "log-ratios: seeds x checkpoints x data.n_eval x classes"),
-            (64 * t_len * act_tok, _larger((t_len, "horizons"), (width * layers, "models")),
-             "activations of a chunk of 64 sequences: tokens x model width"),
+            (
+                8 * 3 * n_ev * r_len * v,
+                _larger((n_eval, "data.n_eval"), (r_len, "horizons")),
+                "per-token log-probs: data.n_eval x classes x horizon x vocabulary",
+            ),
+            (
+                8 * n_ev * r_len * t_dim,
+                _larger((n_eval, "data.n_eval"), (r_len, "horizons"), (t_dim, "teacher.dim")),
+                "teacher features: data.n_eval x classes x horizon x dim",
+            ),
+            (
+                8 * 4 * seeds * ckpts * n_ev,
+                _larger((n_eval, "data.n_eval"), (seeds * ckpts, "train.checkpoints")),
+                "log-ratios: seeds x checkpoints x data.n_eval x classes",
+            ),
+            (
+                64 * t_len * act_tok,
+                _larger((t_len, "horizons"), (width * layers, "models")),
+                "activations of a chunk of 64 sequences: tokens x model width",
+            ),
             (4 * numel * seeds * ckpts, "models", "checkpoints: model parameters x seeds x checkpoints"),
         ],
     }
 
 
-def check_cell(study: dict, teacher, model_params, numel: int, horizon: int, vocab, fit: dict, seeds: int,
-               limit: int) -> None:
+def check_cell(
+    study: dict, teacher, model_params, numel: int, horizon: int, vocab, fit: dict, seeds: int, limit: int
+) -> None:
     """Raise ValueError('<key>: ...') if a stage job of this cell would need more than `limit` bytes."""
     from .models import MODELS
 
@@ -123,5 +167,6 @@ def check_cell(study: dict, teacher, model_params, numel: int, horizon: int, voc
         total = sum(b for b, _, _ in terms)
         if total > limit:
             _, key, what = max(terms)
-            raise ValueError(f"{key}: the {stage} job at horizon {horizon} would need about {gib(total)}, "
-                             f"mostly {what}")
+            raise ValueError(
+                f"{key}: the {stage} job at horizon {horizon} would need about {gib(total)}, mostly {what}"
+            )

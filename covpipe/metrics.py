@@ -17,7 +17,6 @@ import math
 import numpy as np
 
 __all__ = [
-    "bootstrap_ci",
     "coverage_profile",
     "cross_entropy",
     "kl_divergence",
@@ -222,15 +221,3 @@ def mean_ci(values, z: float = 1.96):
         return m, m, m
     half = z * float(v.std(ddof=1)) / math.sqrt(v.size)
     return m, m - half, m + half
-
-
-def bootstrap_ci(values, *, n_boot: int = 2000, alpha: float = 0.05, seed: int = 0):
-    """Percentile bootstrap interval of a mean: (mean, low, high), seeded and deterministic."""
-    v = _as_float_array("values", values, allow_inf=False)
-    if v.size == 0:
-        raise ValueError("values: empty")
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, v.size, size=(n_boot, v.size))
-    means = v[idx].mean(axis=1)
-    lo, hi = np.quantile(means, [alpha / 2, 1 - alpha / 2])
-    return float(v.mean()), float(lo), float(hi)

@@ -59,14 +59,20 @@ sns = _OnFirstUse("seaborn")
 FIGURE_SETS = {
     "horizon": ("kl_vs_horizon.png", "coverage_vs_horizon.png", "coverage_profile.png", "training_curves.png"),
     "training": ("over_training.png", "coverage_profile.png", "per_class.md"),
-    "finetune": ("fig1_training.png", "fig1_scatter.png", "rank_correlations.md", "selection.md",
-                 "selection_sensitivity.md", "fig1_checks.md", "pretrain_check.md"),
+    "finetune": (
+        "fig1_training.png",
+        "fig1_scatter.png",
+        "rank_correlations.md",
+        "selection.md",
+        "selection_sensitivity.md",
+        "fig1_checks.md",
+        "pretrain_check.md",
+    ),
     "interventions": ("horizon_sweep.png", "rate_sweep.png", "interventions_table.md"),
     "rate": ("rate_sweep.png", "rate_table.md"),
     "hard_instance": ("hard_instance.png", "horizon_sweep.png", "interventions_table.md"),
 }
 FIGURE_SETS["lower_bound"] = ("lower_bound.md",)  # paper Prop. 5.1 on App. I.4's instances: covpipe.plots_lowerbound
-FIGURES = tuple(name.removesuffix(".png") for name in FIGURE_SETS["horizon"])
 BAND = ("pi", 100)  # the full range over seeds
 QUANTILE_BAND = ("pi", 100 * 14 / 16)  # from the 1/16 to the 15/16 quantile across seeds
 
@@ -138,8 +144,19 @@ def coverage_vs_horizon(metrics, path, spec):
     levels = shown_levels(spec["evaluate"]["levels"])
     cov = final[(final.metric == "coverage") & final.level.isin(levels)].copy()
     cov["N"] = cov.level.map(lambda v: f"{v:g}")
-    grid = sns.relplot(cov, x="horizon", y="value", hue="model", col="N", kind="line", estimator="median",
-                       errorbar=BAND, marker="o", height=3.2, aspect=1.0)
+    grid = sns.relplot(
+        cov,
+        x="horizon",
+        y="value",
+        hue="model",
+        col="N",
+        kind="line",
+        estimator="median",
+        errorbar=BAND,
+        marker="o",
+        height=3.2,
+        aspect=1.0,
+    )
     grid.set(xscale="log", ylim=(-0.02, 1.02), xlabel="horizon H", ylabel="Cov_N (lower is better)")
     grid.figure.suptitle(f"{study}: coverage Cov_N against H", y=1.03)
     _save(grid.figure, path)
@@ -148,8 +165,20 @@ def coverage_vs_horizon(metrics, path, spec):
 def coverage_profile(metrics, path, spec):
     study, final = _study(metrics), final_rows(metrics).to_pandas()
     prof = final[final.metric == "coverage"]
-    grid = sns.relplot(prof, x="level", y="value", hue="horizon", col="model", kind="line", estimator="median",
-                       errorbar=BAND, palette="viridis", height=3.2, aspect=1.0, col_wrap=min(4, prof.model.nunique()))
+    grid = sns.relplot(
+        prof,
+        x="level",
+        y="value",
+        hue="horizon",
+        col="model",
+        kind="line",
+        estimator="median",
+        errorbar=BAND,
+        palette="viridis",
+        height=3.2,
+        aspect=1.0,
+        col_wrap=min(4, prof.model.nunique()),
+    )
     grid.set(xscale="log", ylim=(-0.02, 1.02), xlabel="N", ylabel="Cov_N")
     grid.figure.suptitle(f"{study}: coverage profile at the end of training", y=1.03)
     _save(grid.figure, path)
@@ -166,8 +195,20 @@ def training_curves(metrics, path, spec):
         ax.set_axis_off()
         _save(fig, path)
     else:
-        grid = sns.relplot(curves, x="step", y="value", hue="horizon", col="model", kind="line", estimator="median",
-                           errorbar=BAND, palette="viridis", height=3.2, aspect=1.1, facet_kws={"sharey": False})
+        grid = sns.relplot(
+            curves,
+            x="step",
+            y="value",
+            hue="horizon",
+            col="model",
+            kind="line",
+            estimator="median",
+            errorbar=BAND,
+            palette="viridis",
+            height=3.2,
+            aspect=1.1,
+            facet_kws={"sharey": False},
+        )
         grid.set(xscale="log", yscale="symlog", xlabel="training step", ylabel="held-out sequence KL (nats)")
         grid.figure.suptitle(f"{study}: KL over training", y=1.03)
         _save(grid.figure, path)
@@ -191,17 +232,30 @@ def over_training(metrics, path, spec):
     mix = metrics.filter(pl.col("class") == "all")
     kl = mix.filter(pl.col("metric") == "kl").select("model", "horizon", "seed", "step", pl.col("value").alias("kl"))
     cov = mix.filter((pl.col("metric") == "coverage") & (pl.col("level") == level)).select(
-        "model", "horizon", "seed", "step", pl.col("value").alias("cov"))
-    both = kl.join(cov, on=["model", "horizon", "seed", "step"]).with_columns(
-        ratio=pl.when(pl.col("cov") > 0).then(pl.col("kl") / pl.col("cov")).otherwise(None)).to_pandas()
+        "model", "horizon", "seed", "step", pl.col("value").alias("cov")
+    )
+    both = (
+        kl.join(cov, on=["model", "horizon", "seed", "step"])
+        .with_columns(ratio=pl.when(pl.col("cov") > 0).then(pl.col("kl") / pl.col("cov")).otherwise(None))
+        .to_pandas()
+    )
     horizons = sorted(both.horizon.unique())
     palette = dict(zip(horizons, sns.color_palette("viridis", len(horizons))))
     fig, axes = plt.subplots(1, 3, figsize=(15, 4))
     panels = [("kl", "sequence KL (nats)"), ("cov", f"Cov_{level:g}"), ("ratio", f"KL / Cov_{level:g}")]
     curves = both[both.model.isin(trained)]
     for ax, (col, label) in zip(axes, panels):
-        sns.lineplot(curves.dropna(subset=[col]), x="step", y=col, hue="horizon", style="model" if len(trained) > 1 else None,
-                     estimator="median", errorbar=QUANTILE_BAND, palette=palette, ax=ax)
+        sns.lineplot(
+            curves.dropna(subset=[col]),
+            x="step",
+            y=col,
+            hue="horizon",
+            style="model" if len(trained) > 1 else None,
+            estimator="median",
+            errorbar=QUANTILE_BAND,
+            palette=palette,
+            ax=ax,
+        )
         for ref, dash in zip(references, ["--", ":", "-."]):
             final = both[(both.model == ref)].groupby("horizon")[col].median()
             for h, v in final.items():
@@ -219,16 +273,24 @@ def over_training(metrics, path, spec):
 
 def per_class_table(metrics, path, spec):
     level = focus_level(spec)
-    picked = last_checkpoint(metrics).filter(pl.col("metric").is_in(["kl", "token_accuracy"]) |
-                          ((pl.col("metric") == "coverage") & (pl.col("level") == level)))
+    picked = last_checkpoint(metrics).filter(
+        pl.col("metric").is_in(["kl", "token_accuracy"])
+        | ((pl.col("metric") == "coverage") & (pl.col("level") == level))
+    )
     table = picked.group_by("model", "horizon", "class", "metric").agg(
-        pl.col("value").median().alias("med"), pl.col("value").min().alias("lo"), pl.col("value").max().alias("hi"))
-    cell = {(r["model"], r["horizon"], r["class"], r["metric"]): f"{r['med']:.3g} [{r['lo']:.3g}, {r['hi']:.3g}]"
-            for r in table.iter_rows(named=True)}
+        pl.col("value").median().alias("med"), pl.col("value").min().alias("lo"), pl.col("value").max().alias("hi")
+    )
+    cell = {
+        (r["model"], r["horizon"], r["class"], r["metric"]): f"{r['med']:.3g} [{r['lo']:.3g}, {r['hi']:.3g}]"
+        for r in table.iter_rows(named=True)
+    }
     keys = sorted({k[:3] for k in cell})
     lines = [f"| model | H | class | KL (nats) | Cov_{level:g} | token accuracy |", "|---|---|---|---|---|---|"]
-    lines += [f"| {m} | {h} | {c} | {cell.get((m, h, c, 'kl'), '')} | {cell.get((m, h, c, 'coverage'), '')} | "
-              f"{cell.get((m, h, c, 'token_accuracy'), '')} |" for m, h, c in keys]
+    lines += [
+        f"| {m} | {h} | {c} | {cell.get((m, h, c, 'kl'), '')} | {cell.get((m, h, c, 'coverage'), '')} | "
+        f"{cell.get((m, h, c, 'token_accuracy'), '')} |"
+        for m, h, c in keys
+    ]
     with io.atomic_path(path) as tmp:
         tmp.write_text("\n".join(lines) + "\n")
 
@@ -275,8 +337,15 @@ def _outside_legend(fig, axes, title="model"):
             if lab not in handles:
                 handles[lab] = h
                 labels.append(lab)
-    fig.legend([handles[lab] for lab in labels], labels, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8,
-               title=title, frameon=False)
+    fig.legend(
+        [handles[lab] for lab in labels],
+        labels,
+        loc="center left",
+        bbox_to_anchor=(1.0, 0.5),
+        fontsize=8,
+        title=title,
+        frameon=False,
+    )
 
 
 def _log2_axis(ax, values):
@@ -308,8 +377,9 @@ def horizon_sweep(metrics, path, spec):
     palette = _palette(final.model.unique())
     floor = 0.5 / final["n"].max()  # Cov_N = 0 (and KL <= 0) drawn at half the resolution of the held-out set
     kinds = [k for k in ("last", "average") if (final.iterate == k).any()]
-    fig, axes = plt.subplots(len(kinds), 1 + len(levels), figsize=(4.0 * (1 + len(levels)), 3.9 * len(kinds)),
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        len(kinds), 1 + len(levels), figsize=(4.0 * (1 + len(levels)), 3.9 * len(kinds)), squeeze=False
+    )
     for row, kind in zip(axes, kinds):
         part = final[final.iterate == kind]
         if kind == "average":  # models without iterates (the exact MLE) as the reference in both rows
@@ -320,8 +390,14 @@ def horizon_sweep(metrics, path, spec):
                 med = line.groupby("horizon").value.agg(["median", "min", "max"])
                 med = med.clip(lower=floor if metric == "coverage" else 1e-12)  # log axes
                 dashed = kind == "average" and not (line.iterate == "average").any()
-                ax.plot(med.index, med["median"], marker="o", color=palette[base], label=base,
-                        linestyle=":" if dashed else "-")
+                ax.plot(
+                    med.index,
+                    med["median"],
+                    marker="o",
+                    color=palette[base],
+                    label=base,
+                    linestyle=":" if dashed else "-",
+                )
                 ax.fill_between(med.index, med["min"], med["max"], color=palette[base], alpha=0.1)
             if metric != "coverage":
                 ax.set_yscale("log")
@@ -333,8 +409,10 @@ def horizon_sweep(metrics, path, spec):
             _horizon_ticks(ax, horizons, sigma)
             ax.set_xlabel("horizon H" + ("\n(sigma*^2 of the teacher)" if sigma else ""))
     _outside_legend(fig, axes.ravel())
-    fig.suptitle(f"{study}: final KL and coverage against H (T = {int(final.step.max())} sequences); median over "
-                 f"seeds, band = range; 0 drawn at {floor:.2g}; dotted in the average row: no iterates (exact MLE)")
+    fig.suptitle(
+        f"{study}: final KL and coverage against H (T = {int(final.step.max())} sequences); median over "
+        f"seeds, band = range; 0 drawn at {floor:.2g}; dotted in the average row: no iterates (exact MLE)"
+    )
     fig.tight_layout()
     _save(fig, path)
 
@@ -390,16 +468,19 @@ def rate_sweep(metrics, path, spec):
     h = max(metrics["horizon"].unique().to_list())
     levels = shown_levels(spec["evaluate"]["levels"])
     kl = kl_metric(metrics)
-    rows = metrics.filter((pl.col("class") == "all") & (pl.col("horizon") == h)
-                          & ((pl.col("metric") == kl) | ((pl.col("metric") == "coverage")
-                                                         & pl.col("level").is_in(levels)))).to_pandas()
+    rows = metrics.filter(
+        (pl.col("class") == "all")
+        & (pl.col("horizon") == h)
+        & ((pl.col("metric") == kl) | ((pl.col("metric") == "coverage") & pl.col("level").is_in(levels)))
+    ).to_pandas()
     rows["base"], rows["iterate"] = zip(*rows.model.map(iterate_of))
     floor = 0.5 / rows["n"].max()  # Cov_N = 0 drawn at half the resolution of the held-out set
     palette = _palette(rows.model.unique())
     kinds = [k for k in ("last", "average") if (rows.iterate == k).any()]
     quantities = [(kl, None)] + [("coverage", lv) for lv in levels]
-    fig, axes = plt.subplots(len(quantities), len(kinds), figsize=(6.2 * len(kinds), 3.3 * len(quantities)),
-                             squeeze=False, sharex=True)
+    fig, axes = plt.subplots(
+        len(quantities), len(kinds), figsize=(6.2 * len(kinds), 3.3 * len(quantities)), squeeze=False, sharex=True
+    )
     initial = rows[(rows.step == 0) & (rows.metric == kl)].value.median()
     trained = rows[rows.step > 0]
     steps = np.array(sorted(trained.step.unique()), float)
@@ -413,16 +494,29 @@ def rate_sweep(metrics, path, spec):
             for base, line in cell.groupby("base"):
                 med = line.groupby("step").value.agg(["median", "min", "max"]).clip(lower=floor)
                 dotted = kind == "average" and not (line.iterate == "average").any()
-                ax.plot(med.index, med["median"], marker="o", markersize=3, color=palette[base], label=base,
-                        linestyle=":" if dotted else "-")
+                ax.plot(
+                    med.index,
+                    med["median"],
+                    marker="o",
+                    markersize=3,
+                    color=palette[base],
+                    label=base,
+                    linestyle=":" if dotted else "-",
+                )
                 ax.fill_between(med.index, med["min"], med["max"], color=palette[base], alpha=0.1)
             anchor = max(float(cell[cell.step == steps.min()].value.median()), 10 * floor) if len(cell) else 1.0
             positive = cell.value[cell.value > 0]
             # the axis ends just under the data (or the Cov = 0 floor): guide lines do not stretch it
             bottom = (floor if metric == "coverage" else float(positive.min()) if len(positive) else floor) / 2
             for slope, style in ((-0.5, "--"), (-1.0, (0, (1, 3)))):
-                ax.plot(steps, anchor * (steps / steps.min()) ** slope, color="black", linestyle=style, linewidth=1,
-                        label=f"slope {slope:g}" + (" (sqrt(sigma*^2/T))" if slope == -0.5 else " (B^2 H/T, B^2/T)"))
+                ax.plot(
+                    steps,
+                    anchor * (steps / steps.min()) ** slope,
+                    color="black",
+                    linestyle=style,
+                    linewidth=1,
+                    label=f"slope {slope:g}" + (" (sqrt(sigma*^2/T))" if slope == -0.5 else " (B^2 H/T, B^2/T)"),
+                )
             if metric == kl:
                 ax.axhline(initial, color="grey", linewidth=1, label="initial model (theta = 0)")
                 ax.axhline(initial / 10, color="grey", linewidth=1, linestyle="--", label="learned: KL <= initial / 10")
@@ -438,13 +532,15 @@ def rate_sweep(metrics, path, spec):
             if r == len(quantities) - 1:
                 ax.set_xlabel("training sequences T")
     _outside_legend(fig, axes.ravel())
-    fig.suptitle(f"{study}, H = {h}: KL and coverage against the sample size (median over seeds, band = range; "
-                 f"Cov_N = 0 drawn at {floor:.2g})")
+    fig.suptitle(
+        f"{study}, H = {h}: KL and coverage against the sample size (median over seeds, band = range; "
+        f"Cov_N = 0 drawn at {floor:.2g})"
+    )
     fig.tight_layout()
     _save(fig, path)
 
 
-def _learn_point(kl: "pl.DataFrame") -> dict:
+def _learn_point(kl: pl.DataFrame) -> dict:
     """Per seed: the smallest T > 0 with KL(T) <= KL(step 0) / 10 (None if never). kl: one model's
     KL rows at one horizon, columns seed, step, value."""
     out = {}
@@ -482,13 +578,19 @@ def rate_table(metrics, path, spec):
     steps = sorted(s for s in kl["step"].unique().to_list() if s > 0)
     tail = steps[-5:]
     t_max = steps[-1]
-    lines = [f"Horizon H = {h}; T = training sequences; {kl['seed'].n_unique()} seeds; Cov_N at N = {level:g}. "
-             "learns at: the smallest T with KL <= KL(initial model) / 10 (median over seeds [earliest, latest]; "
-             f"'> {t_max}' where a seed never does). Slopes: per seed, least squares of log value on log T over "
-             f"T = {', '.join(map(str, tail))} (values > 0 only); median [min, max].", "",
-             "| model | iterate | learns at T | KL at T = %d | Cov_N at T = %d | KL slope | Cov_N slope | "
-             "theory's slope (bound) |" % (t_max, t_max), "|---|---|---|---|---|---|---|---|"]
-    starts = {s: v for s, v in kl.filter(pl.col("step") == 0).group_by("seed").agg(pl.col("value").median()).iter_rows()}
+    lines = [
+        f"Horizon H = {h}; T = training sequences; {kl['seed'].n_unique()} seeds; Cov_N at N = {level:g}. "
+        "learns at: the smallest T with KL <= KL(initial model) / 10 (median over seeds [earliest, latest]; "
+        f"'> {t_max}' where a seed never does). Slopes: per seed, least squares of log value on log T over "
+        f"T = {', '.join(map(str, tail))} (values > 0 only); median [min, max].",
+        "",
+        f"| model | iterate | learns at T | KL at T = {t_max:d} | Cov_N at T = {t_max:d} | KL slope | Cov_N slope | "
+        "theory's slope (bound) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    starts = {
+        s: v for s, v in kl.filter(pl.col("step") == 0).group_by("seed").agg(pl.col("value").median()).iter_rows()
+    }
     for model in sorted(kl["model"].unique().to_list(), key=lambda m: (iterate_of(m)[0], iterate_of(m)[1] != "last")):
         base, kind = iterate_of(model)
         mk, mc = kl.filter(pl.col("model") == model), cov.filter(pl.col("model") == model)
@@ -501,8 +603,11 @@ def rate_table(metrics, path, spec):
         elif len(hits) == len(learn):
             when = _band(hits, "{:.0f}")
         else:
-            when = f"> {t_max} ({len(learn) - len(hits)} of {len(learn)} seeds)" if not hits else \
-                f"{_band(hits, '{:.0f}')}; {len(learn) - len(hits)} seeds > {t_max}"
+            when = (
+                f"> {t_max} ({len(learn) - len(hits)} of {len(learn)} seeds)"
+                if not hits
+                else f"{_band(hits, '{:.0f}')}; {len(learn) - len(hits)} seeds > {t_max}"
+            )
         slopes = {}
         for name, frame in (("kl", mk), ("cov", mc)):
             per_seed = []
@@ -512,8 +617,10 @@ def rate_table(metrics, path, spec):
             slopes[name] = _band(per_seed, "{:.2f}")
         final_kl = mk.filter(pl.col("step") == t_max)["value"].to_list()
         final_cov = mc.filter(pl.col("step") == t_max)["value"].to_list()
-        lines.append(f"| {base} | {kind} | {when} | {_band(final_kl)} | {_band(final_cov)} | {slopes['kl']} | "
-                     f"{slopes['cov']} | {theory_slope(model)} |")
+        lines.append(
+            f"| {base} | {kind} | {when} | {_band(final_kl)} | {_band(final_cov)} | {slopes['kl']} | "
+            f"{slopes['cov']} | {theory_slope(model)} |"
+        )
     init = [v for v in starts.values()]
     lines += ["", f"Initial model (theta = 0, uniform): KL = {np.median(init):.4g} nats at H = {h}."]
     with io.atomic_path(path) as tmp:
@@ -538,18 +645,36 @@ def hard_instance(metrics, path, spec):
         axes[0].plot(line.horizon, line.over, marker="o", color=palette[m], label=f"{m}: KL >= H/(4n)")
         axes[0].plot(line.horizon, line.over8, marker="x", linestyle="--", color=palette[m], label=f"{m}: KL >= H/(8n)")
     axes[0].axhline(0.25, color="black", linestyle=":", linewidth=1, label="Prop. 3.2: probability >= 0.25")
-    axes[0].set(ylim=(-0.02, 1.02), xlabel="horizon", ylabel="fraction of seeds",
-                title=f"the KL lower bound (n = {n})")
+    axes[0].set(ylim=(-0.02, 1.02), xlabel="horizon", ylabel="fraction of seeds", title=f"the KL lower bound (n = {n})")
     axes[0].legend(fontsize=8)
-    sns.stripplot(kl, x="horizon", y="normalized", hue="model", dodge=True, palette=palette, ax=axes[1], size=4,
-                  legend=False, native_scale=True)
+    sns.stripplot(
+        kl,
+        x="horizon",
+        y="normalized",
+        hue="model",
+        dodge=True,
+        palette=palette,
+        ax=axes[1],
+        size=4,
+        legend=False,
+        native_scale=True,
+    )
     axes[1].axhline(0.25, color="black", linestyle=":", linewidth=1)
     axes[1].axhline(0.125, color="black", linestyle="--", linewidth=1)
     axes[1].set_yscale("symlog", linthresh=0.01)
     axes[1].set(ylabel="KL n / H (one dot per seed)", title="KL scaled by n/H; dotted 1/4, dashed 1/8")
     cov = final[(final.metric == "coverage") & (final.level == level)]
-    sns.lineplot(cov, x="horizon", y="value", hue="model", estimator="median", errorbar=BAND, marker="o",
-                 palette=palette, ax=axes[2])
+    sns.lineplot(
+        cov,
+        x="horizon",
+        y="value",
+        hue="model",
+        estimator="median",
+        errorbar=BAND,
+        marker="o",
+        palette=palette,
+        ax=axes[2],
+    )
     axes[2].set(ylim=(-0.02, 1.02), ylabel=f"Cov_{level:g}", title=f"Cov_N, N = {level:g} (median, band = range)")
     axes[2].legend(fontsize=8, title="model")
     for ax in (axes[0], axes[2]):
@@ -573,16 +698,26 @@ def interventions_table(metrics, path, spec):
     s2 = [sigma.get(h, float("nan")) for h in horizons]
     flat = not (np.nanmax(s2) / np.nanmin(s2) >= 1.1) if sigma else True
     keys = [(kl_metric(metrics), None, "KL")] + [("coverage", lv, f"Cov_{lv:g}") for lv in levels]
-    head = "| model | iterate | " + " | ".join(f"{n}, H={lo} | {n}, H={hi} | slope in H | slope in sigma*^2"
-                                             for _, _, n in keys) + " |"
-    lines = ["sigma*^2 of the teacher: " + ", ".join(f"H={h}: {sigma[h]:.3g}" for h in horizons if h in sigma), "",
-             head, "|---" * (2 + 4 * len(keys)) + "|"]
+    head = (
+        "| model | iterate | "
+        + " | ".join(f"{n}, H={lo} | {n}, H={hi} | slope in H | slope in sigma*^2" for _, _, n in keys)
+        + " |"
+    )
+    lines = [
+        "sigma*^2 of the teacher: " + ", ".join(f"H={h}: {sigma[h]:.3g}" for h in horizons if h in sigma),
+        "",
+        head,
+        "|---" * (2 + 4 * len(keys)) + "|",
+    ]
     models = sorted(final["model"].unique().to_list(), key=lambda m: (iterate_of(m)[0], iterate_of(m)[1] != "last"))
     for m in models:
         parts = []
         for metric, level, _ in keys:
-            cell = final.filter((pl.col("model") == m) & (pl.col("metric") == metric)
-                                & (pl.col("level").is_null() if level is None else pl.col("level") == level))
+            cell = final.filter(
+                (pl.col("model") == m)
+                & (pl.col("metric") == metric)
+                & (pl.col("level").is_null() if level is None else pl.col("level") == level)
+            )
             at = {h: cell.filter(pl.col("horizon") == h)["value"].to_list() for h in (lo, hi)}
             in_h, in_s = [], []
             for _, part in cell.group_by("seed"):
@@ -590,13 +725,18 @@ def interventions_table(metrics, path, spec):
                 hs = part["horizon"].to_list()
                 in_h.append(loglog_slope(hs, part["value"].to_numpy()))
                 in_s.append(loglog_slope([sigma.get(h, float("nan")) for h in hs], part["value"].to_numpy()))
-            parts.append(f"{_band(at[lo])} | {_band(at[hi])} | {_band(in_h, '{:.2f}')} | "
-                         + ("n/a (flat)" if flat else _band(in_s, "{:.2f}")))
+            parts.append(
+                f"{_band(at[lo])} | {_band(at[hi])} | {_band(in_h, '{:.2f}')} | "
+                + ("n/a (flat)" if flat else _band(in_s, "{:.2f}"))
+            )
         base, kind = iterate_of(m)
         lines.append(f"| {base} | {kind} | " + " | ".join(parts) + " |")
-    lines += ["", f"Final checkpoint (T = {int(final['step'].max())} sequences), median [min, max] over seeds. slope: per "
-                  "seed, least squares of log value on log H (or log sigma*^2) over the H with value > 0 "
-                  f"({', '.join(map(str, horizons))}); nan where fewer than two are > 0."]
+    lines += [
+        "",
+        f"Final checkpoint (T = {int(final['step'].max())} sequences), median [min, max] over seeds. slope: per "
+        "seed, least squares of log value on log H (or log sigma*^2) over the H with value > 0 "
+        f"({', '.join(map(str, horizons))}); nan where fewer than two are > 0.",
+    ]
     with io.atomic_path(path) as tmp:
         tmp.write_text("\n".join(lines) + "\n")
 

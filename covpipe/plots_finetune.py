@@ -1,23 +1,23 @@
 """The "finetune" figure set: the paper's Figure 1 layout and its tables (paper-notes Sec. 5.2).
 
-    fig1_training.png        Cov_N for several N (left axis) and sequence KL (right axis, nats) over
-                             fine-tuning steps, every trained model in one panel (line style per
-                             model, in the legend: solid rule_mixture, dashed transformer); medians over
-                             runs, bands span the runs
-    fig1_scatter.png         Pass@N against Cov_{N/2} (bottom axis) and KL (top axis) over every
-                             checkpoint of every run, one row per model, one panel per N; the
-                             headline min-CE and tournament picks are marked
-    rank_correlations.md     Spearman correlation across checkpoints of -KL and of -Cov_{N/2} with
-                             Pass@N, per run; median [min, max] over runs
-    selection.md             per rule and N, headline setting: true Pass@N of the pick, its gap to
-                             the oracle and its margin over min-CE's pick (per run: the minimum over
-                             runs says whether a rule wins in every run), KL and step
-    selection_sensitivity.md the tournaments at every level ratio, tie break and offset a run, with
-                             their margin over min-CE and whether Thm 6.4 covers the offset setting
-    fig1_checks.md           per model and run: does KL fall at every checkpoint, Pass@8's peak and
-                             its fall by the end, each Cov_N's dip and rise after its minimum
-    pretrain_check.md        what pre-training learned, per class, at fine-tuning step 0 and at the
-                             end: KL, valid-path mass, branch agreement, first-branch match rate
+fig1_training.png        Cov_N for several N (left axis) and sequence KL (right axis, nats) over
+                         fine-tuning steps, every trained model in one panel (line style per
+                         model, in the legend: solid rule_mixture, dashed transformer); medians over
+                         runs, bands span the runs
+fig1_scatter.png         Pass@N against Cov_{N/2} (bottom axis) and KL (top axis) over every
+                         checkpoint of every run, one row per model, one panel per N; the
+                         headline min-CE and tournament picks are marked
+rank_correlations.md     Spearman correlation across checkpoints of -KL and of -Cov_{N/2} with
+                         Pass@N, per run; median [min, max] over runs
+selection.md             per rule and N, headline setting: true Pass@N of the pick, its gap to
+                         the oracle and its margin over min-CE's pick (per run: the minimum over
+                         runs says whether a rule wins in every run), KL and step
+selection_sensitivity.md the tournaments at every level ratio, tie break and offset a run, with
+                         their margin over min-CE and whether Thm 6.4 covers the offset setting
+fig1_checks.md           per model and run: does KL fall at every checkpoint, Pass@8's peak and
+                         its fall by the end, each Cov_N's dip and rise after its minimum
+pretrain_check.md        what pre-training learned, per class, at fine-tuning step 0 and at the
+                         end: KL, valid-path mass, branch agreement, first-branch match rate
 """
 
 from __future__ import annotations
@@ -29,8 +29,11 @@ from . import io
 from .plots import BAND, _save, plt, sns  # plots owns the pyplot/seaborn imports (and their cost)
 
 FIG1_LEVELS = (2.0, 3.0, 4.0, 4.6, 5.7, 8.0)  # the paper's left panel, and 8: where an independent-branch model dips
-PICK_STYLE = {"min_ce": ("X", "tab:red", "min CE"), "tournament": ("D", "black", "tournament"),
-              "offset_tournament": ("P", "tab:purple", "offset tournament")}
+PICK_STYLE = {
+    "min_ce": ("X", "tab:red", "min CE"),
+    "tournament": ("D", "black", "tournament"),
+    "offset_tournament": ("P", "tab:purple", "offset tournament"),
+}
 
 
 def _mix(metrics, metric, level=None):
@@ -63,16 +66,36 @@ def fig1_training(metrics, path, spec, selection=None):
     dashes = {m: LINE_STYLES[i % len(LINE_STYLES)] for i, m in enumerate(models)}
     fig, ax = plt.subplots(figsize=(9, 4.8))
     rows = metrics.filter(pl.col("model").is_in(models))
-    cov = rows.filter((pl.col("class") == "all") & (pl.col("metric") == "coverage") &
-                      pl.col("level").is_in(levels)).to_pandas()
+    cov = rows.filter(
+        (pl.col("class") == "all") & (pl.col("metric") == "coverage") & pl.col("level").is_in(levels)
+    ).to_pandas()
     cov["N"] = cov.level.map(lambda v: f"Cov_{v:g}")
-    sns.lineplot(cov, x="step", y="value", hue="N", style="model", dashes=dashes, estimator="median",
-                 errorbar=BAND, palette="crest", ax=ax)
+    sns.lineplot(
+        cov,
+        x="step",
+        y="value",
+        hue="N",
+        style="model",
+        dashes=dashes,
+        estimator="median",
+        errorbar=BAND,
+        palette="crest",
+        ax=ax,
+    )
     ax.set(xlabel="fine-tuning step", ylabel="Cov_N (lower is better)", ylim=(-0.02, 1.02))
     kl_ax = ax.twinx()
     kl = _mix(rows, "kl").to_pandas()
-    sns.lineplot(kl, x="step", y="value", style="model", dashes=dashes, estimator="median", errorbar=BAND,
-                 color="tab:red", ax=kl_ax)
+    sns.lineplot(
+        kl,
+        x="step",
+        y="value",
+        style="model",
+        dashes=dashes,
+        estimator="median",
+        errorbar=BAND,
+        color="tab:red",
+        ax=kl_ax,
+    )
     kl_ax.set(ylabel="sequence KL (nats), red", ylim=(0, max(2.0, float(kl.value.max()) * 1.05)))
     kl_ax.grid(False)
     kl_ax.get_legend().remove()
@@ -98,9 +121,14 @@ def fig1_scatter(metrics, path, spec, selection=None):
     for row, model in zip(axes, models):
         rows = metrics.filter(pl.col("model") == model)
         for ax, n in zip(row, ns):
-            pts = (_mix(rows, "pass_at_n", n).rename({"value": "pass"})
-                   .join(_mix(rows, "coverage", n * ratio).rename({"value": "cov"}), on=["model", "horizon", "seed", "step"])
-                   .join(_mix(rows, "kl").rename({"value": "kl"}), on=["model", "horizon", "seed", "step"]))
+            pts = (
+                _mix(rows, "pass_at_n", n)
+                .rename({"value": "pass"})
+                .join(
+                    _mix(rows, "coverage", n * ratio).rename({"value": "cov"}), on=["model", "horizon", "seed", "step"]
+                )
+                .join(_mix(rows, "kl").rename({"value": "kl"}), on=["model", "horizon", "seed", "step"])
+            )
             sc = ax.scatter(pts["cov"], pts["pass"], c=pts["step"], cmap="viridis", s=18, label="checkpoints (by Cov)")
             top = ax.twiny()
             top.scatter(pts["kl"], pts["pass"], c=pts["step"], cmap="viridis", marker="^", s=14, alpha=0.35)
@@ -112,8 +140,16 @@ def fig1_scatter(metrics, path, spec, selection=None):
                     # placed at the picked checkpoint's Cov_{N/2}, the axis, whatever level the rule ran at
                     p = picks.filter(pl.col("rule") == rule).select("seed", "step").join(pts, on=["seed", "step"])
                     if len(p):
-                        ax.scatter(p["cov"], p["pass"], marker=marker, s=90, facecolors="none",
-                                   edgecolors=color, linewidths=1.8, label=f"{label} pick")
+                        ax.scatter(
+                            p["cov"],
+                            p["pass"],
+                            marker=marker,
+                            s=90,
+                            facecolors="none",
+                            edgecolors=color,
+                            linewidths=1.8,
+                            label=f"{label} pick",
+                        )
             ax.set(xlabel=f"Cov_{n * ratio:g}, circles", ylabel=f"{model}: Pass@{n:g}")
             ax.legend(fontsize=7, loc="lower left")
         fig.colorbar(sc, ax=row[-1], label="fine-tuning step")
@@ -129,14 +165,18 @@ def rank_correlations(metrics, spec) -> pl.DataFrame:
     for model in _trained(metrics):
         m = metrics.filter(pl.col("model") == model)
         for n in ns:
-            both = (_mix(m, "pass_at_n", n).rename({"value": "pass"})
-                    .join(_mix(m, "coverage", n * ratio).rename({"value": "cov"}), on=["model", "horizon", "seed", "step"])
-                    .join(_mix(m, "kl").rename({"value": "kl"}), on=["model", "horizon", "seed", "step"]))
+            both = (
+                _mix(m, "pass_at_n", n)
+                .rename({"value": "pass"})
+                .join(_mix(m, "coverage", n * ratio).rename({"value": "cov"}), on=["model", "horizon", "seed", "step"])
+                .join(_mix(m, "kl").rename({"value": "kl"}), on=["model", "horizon", "seed", "step"])
+            )
             for (seed,), g in both.group_by(["seed"]):
                 rho_kl = spearman(-g["kl"].to_numpy(), g["pass"].to_numpy())
                 rho_cov = spearman(-g["cov"].to_numpy(), g["pass"].to_numpy())
-                rows.append({"model": model, "seed": seed, "n": float(n), "rho_kl": float(rho_kl),
-                             "rho_cov": float(rho_cov)})
+                rows.append(
+                    {"model": model, "seed": seed, "n": float(n), "rho_kl": float(rho_kl), "rho_cov": float(rho_cov)}
+                )
     return pl.DataFrame(rows)
 
 
@@ -163,11 +203,17 @@ def _write(path, lines):
 def rank_correlation_table(metrics, path, spec, selection=None):
     table = rank_correlations(metrics, spec)
     ratio = COV_RATIO
-    lines = ["Spearman rank correlation with Pass@N across checkpoints (per seed; median [min, max] over seeds). "
-             "NaN where Pass@N or the predictor is constant.", "",
-             "| model | N | rho(-KL, Pass@N) | rho(-Cov_{N/2}, Pass@N) | seeds |", "|---|---|---|---|---|"]
+    lines = [
+        "Spearman rank correlation with Pass@N across checkpoints (per seed; median [min, max] over seeds). "
+        "NaN where Pass@N or the predictor is constant.",
+        "",
+        "| model | N | rho(-KL, Pass@N) | rho(-Cov_{N/2}, Pass@N) | seeds |",
+        "|---|---|---|---|---|",
+    ]
     for (model, n), g in sorted(table.group_by(["model", "n"]), key=lambda kv: kv[0]):
-        lines.append(f"| {model} | {n:g} (Cov_{n * ratio:g}) | {_band(g['rho_kl'])} | {_band(g['rho_cov'])} | {len(g)} |")
+        lines.append(
+            f"| {model} | {n:g} (Cov_{n * ratio:g}) | {_band(g['rho_kl'])} | {_band(g['rho_cov'])} | {len(g)} |"
+        )
     _write(path, lines)
 
 
@@ -193,46 +239,63 @@ def _setting(row) -> str:
 
 def selection_table(metrics, path, spec, selection=None):
     sel = spec.get("selection") or {}
-    lines = ["True Pass@N of the checkpoint each rule picks, headline setting (level ratio "
-             f"{sel.get('level_ratio', 0.5):g}, ties: {sel.get('tie_break', 'ce')}); median [min, max] over runs. "
-             "gap = oracle - pick; vs min-CE = pick - min-CE's pick in the same run (its minimum over runs "
-             "is the margin in every run).", "",
-             "| model | N | rule | Pass@N | vs min-CE | gap to oracle | KL (nats) | steps picked |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "True Pass@N of the checkpoint each rule picks, headline setting (level ratio "
+        f"{sel.get('level_ratio', 0.5):g}, ties: {sel.get('tie_break', 'ce')}); median [min, max] over runs. "
+        "gap = oracle - pick; vs min-CE = pick - min-CE's pick in the same run (its minimum over runs "
+        "is the margin in every run).",
+        "",
+        "| model | N | rule | Pass@N | vs min-CE | gap to oracle | KL (nats) | steps picked |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     if selection is None or selection.is_empty():
         lines.append("| (this study has no selection stage) | | | | | | | |")
     else:
         table = _margins(headline(selection))
-        groups = sorted(table.group_by(["model", "n", "rule"]), key=lambda kv: (kv[0][0], kv[0][1], RULE_ORDER[kv[0][2]]))
+        groups = sorted(
+            table.group_by(["model", "n", "rule"]), key=lambda kv: (kv[0][0], kv[0][1], RULE_ORDER[kv[0][2]])
+        )
         for (model, n, rule), g in groups:
             steps = ", ".join(str(s) for s in g.sort("seed")["step"])
-            label = rule if rule != "offset_tournament" else f"{rule} ({_setting(g.row(0, named=True)).split(', ', 2)[-1]})"  # a, Thm
-            lines.append(f"| {model} | {n:g} | {label} | {_band(g['pass_at_n'])} | {_band(g['vs_min_ce'])} | "
-                         f"{_band(g['oracle_gap'])} | {_band(g['kl'])} | {steps} |")
+            label = (
+                rule if rule != "offset_tournament" else f"{rule} ({_setting(g.row(0, named=True)).split(', ', 2)[-1]})"
+            )  # a, Thm
+            lines.append(
+                f"| {model} | {n:g} | {label} | {_band(g['pass_at_n'])} | {_band(g['vs_min_ce'])} | "
+                f"{_band(g['oracle_gap'])} | {_band(g['kl'])} | {steps} |"
+            )
     _write(path, lines)
 
 
 def selection_sensitivity(metrics, path, spec, selection=None):
-    lines = ["Sensitivity of the tournaments' picks to the level (ratio x N), the tie break and the offset a: "
-             "true Pass@N of the pick and its margin over min-CE's pick in the same run; median [min, max] over "
-             "runs. Bold: the headline setting. Thm 6.4 covers the offset tournament where a > 0 and "
-             "level^(1-2a) >= 8.", "",
-             "| model | N | rule | setting | Pass@N | vs min-CE | steps picked |", "|---|---|---|---|---|---|---|"]
+    lines = [
+        "Sensitivity of the tournaments' picks to the level (ratio x N), the tie break and the offset a: "
+        "true Pass@N of the pick and its margin over min-CE's pick in the same run; median [min, max] over "
+        "runs. Bold: the headline setting. Thm 6.4 covers the offset tournament where a > 0 and "
+        "level^(1-2a) >= 8.",
+        "",
+        "| model | N | rule | setting | Pass@N | vs min-CE | steps picked |",
+        "|---|---|---|---|---|---|---|",
+    ]
     if selection is None or selection.is_empty() or "headline" not in selection.columns:
         lines.append("| (no selection sensitivity in this study) | | | | | | |")
     else:
         table = _margins(selection).filter(pl.col("rule").is_in(["tournament", "offset_tournament"]))
         keys = ["model", "n", "rule", "offset_a", "level_ratio", "tie_break"]
-        groups = sorted(table.group_by(keys, maintain_order=True),
-                        key=lambda kv: (kv[0][0], kv[0][1], RULE_ORDER[kv[0][2]], kv[0][3] or 0, kv[0][4], kv[0][5]))
+        groups = sorted(
+            table.group_by(keys, maintain_order=True),
+            key=lambda kv: (kv[0][0], kv[0][1], RULE_ORDER[kv[0][2]], kv[0][3] or 0, kv[0][4], kv[0][5]),
+        )
         for (model, n, rule, *_), g in groups:
             row = g.row(0, named=True)
             setting = _setting(row)
             if row["headline"]:
                 setting = f"**{setting}**"
             steps = ", ".join(str(s) for s in g.sort("seed")["step"])
-            lines.append(f"| {model} | {n:g} | {rule} | {setting} | {_band(g['pass_at_n'])} | {_band(g['vs_min_ce'])} "
-                         f"| {steps} |")
+            lines.append(
+                f"| {model} | {n:g} | {rule} | {setting} | {_band(g['pass_at_n'])} | {_band(g['vs_min_ce'])} "
+                f"| {steps} |"
+            )
     _write(path, lines)
 
 
@@ -245,12 +308,16 @@ def fig1_checks(metrics, path, spec, selection=None):
     dips below its start and how far it rises again after its minimum."""
     n_pass = 8.0 if 8.0 in spec["evaluate"]["pass_at"] else max(spec["evaluate"]["pass_at"])
     levels = [v for v in DIP_LEVELS if v in spec["evaluate"]["levels"]]
-    lines = [f"Shape of the Figure 1 curves per fine-tuning run (mixture rows). KL rises: checkpoints where KL is "
-             f"above the previous one (largest rise, nats). Pass@{n_pass:g}: peak (step) and last. Cov_N: start -> "
-             "minimum (step) -> largest value after the minimum; rise = that value - the minimum.", "",
-             f"| model | run | KL first -> last | KL rises | Pass@{n_pass:g} peak (step) | last | peak - last | "
-             + " | ".join(f"Cov_{v:g}: start -> min (step) -> after, rise" for v in levels) + " |",
-             "|---|---|---|---|---|---|---|" + "---|" * len(levels)]
+    lines = [
+        f"Shape of the Figure 1 curves per fine-tuning run (mixture rows). KL rises: checkpoints where KL is "
+        f"above the previous one (largest rise, nats). Pass@{n_pass:g}: peak (step) and last. Cov_N: start -> "
+        "minimum (step) -> largest value after the minimum; rise = that value - the minimum.",
+        "",
+        f"| model | run | KL first -> last | KL rises | Pass@{n_pass:g} peak (step) | last | peak - last | "
+        + " | ".join(f"Cov_{v:g}: start -> min (step) -> after, rise" for v in levels)
+        + " |",
+        "|---|---|---|---|---|---|---|" + "---|" * len(levels),
+    ]
     for model in _trained(metrics):
         rows = metrics.filter(pl.col("model") == model)
         for seed in sorted(rows["seed"].unique()):
@@ -267,11 +334,15 @@ def fig1_checks(metrics, path, spec, selection=None):
                 values, steps = cov["value"].to_numpy(), cov["step"].to_numpy()
                 low = int(np.argmin(values))
                 after = values[low:].max()
-                cells.append(f"{values[0]:.3f} -> {values[low]:.3f} ({steps[low]}) -> {after:.3f}, "
-                             f"{after - values[low]:+.3f}")
-            lines.append(f"| {model} | {seed} | {kl['value'][0]:.3f} -> {kl['value'][-1]:.3f} | {rises} | "
-                         f"{peak['value']:.4f} ({peak['step']}) | {last:.4f} | {peak['value'] - last:+.4f} | "
-                         + " | ".join(cells) + " |")
+                cells.append(
+                    f"{values[0]:.3f} -> {values[low]:.3f} ({steps[low]}) -> {after:.3f}, {after - values[low]:+.3f}"
+                )
+            lines.append(
+                f"| {model} | {seed} | {kl['value'][0]:.3f} -> {kl['value'][-1]:.3f} | {rises} | "
+                f"{peak['value']:.4f} ({peak['step']}) | {last:.4f} | {peak['value'] - last:+.4f} | "
+                + " | ".join(cells)
+                + " |"
+            )
     _write(path, lines)
 
 
@@ -281,10 +352,14 @@ CHECK_METRICS = ("kl", "valid_mass", "branch_agreement", "first_branch_match")
 def pretrain_check(metrics, path, spec, selection=None):
     last = metrics["step"].max()
     rows = metrics.filter(pl.col("metric").is_in(CHECK_METRICS) & pl.col("step").is_in([0, last]))
-    lines = ["What the pre-trained model (fine-tuning step 0) and the last fine-tuned checkpoint do, per class; "
-             "median [min, max] over seeds. Ideal pre-trained model that cannot see the class: valid mass 1, "
-             "branch agreement 5/6, first-branch match 1/2; fully fine-tuned: agreement 1, match 0.9 on every class.",
-             "", "| model | step | class | " + " | ".join(CHECK_METRICS) + " |", "|---|---|---|" + "---|" * len(CHECK_METRICS)]
+    lines = [
+        "What the pre-trained model (fine-tuning step 0) and the last fine-tuned checkpoint do, per class; "
+        "median [min, max] over seeds. Ideal pre-trained model that cannot see the class: valid mass 1, "
+        "branch agreement 5/6, first-branch match 1/2; fully fine-tuned: agreement 1, match 0.9 on every class.",
+        "",
+        "| model | step | class | " + " | ".join(CHECK_METRICS) + " |",
+        "|---|---|---|" + "---|" * len(CHECK_METRICS),
+    ]
     for (model, step, cls), g in sorted(rows.group_by(["model", "step", "class"]), key=lambda kv: kv[0]):
         cells = [_band(g.filter(pl.col("metric") == m)["value"]) for m in CHECK_METRICS]
         lines.append(f"| {model} | {step} | {cls} | " + " | ".join(cells) + " |")

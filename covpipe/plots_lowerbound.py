@@ -31,27 +31,49 @@ def lower_bound_table(metrics, path, spec):
     T = int(cov["step"].max())
     mix = cov.filter(pl.col("class") == "all")
     per_seed = mix.group_by("model", "horizon", "seed").agg(
-        pl.col("value").min().alias("min"), pl.col("value").sort_by("step").last().alias("final"))
-    rare = cov.filter((pl.col("class") == "rare") & (pl.col("step") == T)).group_by("model", "horizon") \
+        pl.col("value").min().alias("min"), pl.col("value").sort_by("step").last().alias("final")
+    )
+    rare = (
+        cov.filter((pl.col("class") == "rare") & (pl.col("step") == T))
+        .group_by("model", "horizon")
         .agg(pl.col("value").median().alias("rare"))
+    )
     rows = per_seed.with_columns(
-        pl.col("horizon").map_elements(lambda h: min(h / (T * math.log(level)), 1.0), return_dtype=pl.Float64)
-        .alias("bound"))
-    table = rows.group_by("model", "horizon").agg(
-        pl.col("bound").first(), (pl.col("min") >= C * pl.col("bound")).mean().alias("held"),
-        pl.col("min").median(), pl.col("final").median(), pl.len().alias("seeds")) \
-        .join(rare, on=["model", "horizon"], how="left").sort("horizon", "model")
-    lines = [f"Cov_{level:g} against Prop. 5.1's bound c min{{H/(T log N), 1}}, c = {C:g}, T = {T}, at every "
-             "checkpoint (mixture)", "",
-             f"| model | H | min{{H/(T log N), 1}} | seeds with Cov >= c bound at every checkpoint | "
-             f"min_t Cov_{level:g} | final Cov_{level:g} | final Cov_{level:g}, rare prompts |",
-             "|---|---|---|---|---|---|---|"]
+        pl.col("horizon")
+        .map_elements(lambda h: min(h / (T * math.log(level)), 1.0), return_dtype=pl.Float64)
+        .alias("bound")
+    )
+    table = (
+        rows.group_by("model", "horizon")
+        .agg(
+            pl.col("bound").first(),
+            (pl.col("min") >= C * pl.col("bound")).mean().alias("held"),
+            pl.col("min").median(),
+            pl.col("final").median(),
+            pl.len().alias("seeds"),
+        )
+        .join(rare, on=["model", "horizon"], how="left")
+        .sort("horizon", "model")
+    )
+    lines = [
+        f"Cov_{level:g} against Prop. 5.1's bound c min{{H/(T log N), 1}}, c = {C:g}, T = {T}, at every "
+        "checkpoint (mixture)",
+        "",
+        f"| model | H | min{{H/(T log N), 1}} | seeds with Cov >= c bound at every checkpoint | "
+        f"min_t Cov_{level:g} | final Cov_{level:g} | final Cov_{level:g}, rare prompts |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for r in table.iter_rows(named=True):
         rare_cell = "-" if r["rare"] is None else f"{r['rare']:.3g}"
-        lines.append(f"| {r['model']} | {r['horizon']} | {r['bound']:.3g} | {r['held']:.2f} ({r['seeds']}) | "
-                     f"{r['min']:.3g} | {r['final']:.3g} | {rare_cell} |")
-    lines += ["", "min_t, final: medians over seeds. Prop. 5.1 (sequence SGD, any constant step): the bound holds "
-                  "at every t with probability >= 1/2."]
+        lines.append(
+            f"| {r['model']} | {r['horizon']} | {r['bound']:.3g} | {r['held']:.2f} ({r['seeds']}) | "
+            f"{r['min']:.3g} | {r['final']:.3g} | {rare_cell} |"
+        )
+    lines += [
+        "",
+        "min_t, final: medians over seeds. Prop. 5.1 (sequence SGD, any constant step): the bound holds "
+        "at every t with probability >= 1/2.",
+    ]
     with io.atomic_path(path) as tmp:
         tmp.write_text("\n".join(lines) + "\n")
 

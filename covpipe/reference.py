@@ -46,12 +46,21 @@ def machine(device: str) -> dict:
     """What ran the jobs: the device by name, torch and CUDA versions, TF32, CPU count, host."""
     import torch
 
-    info = {"device": device, "torch": torch.__version__, "cuda": torch.version.cuda,
-            "python": sys.version.split()[0], "platform": platform.platform(), "host": socket.gethostname(),
-            "cpus": os.cpu_count()}
+    info = {
+        "device": device,
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "host": socket.gethostname(),
+        "cpus": os.cpu_count(),
+    }
     if device.startswith("cuda") and torch.cuda.is_available():
-        info.update(device_name=torch.cuda.get_device_name(0), device_count=torch.cuda.device_count(),
-                    tf32_matmul=bool(torch.backends.cuda.matmul.allow_tf32))
+        info.update(
+            device_name=torch.cuda.get_device_name(0),
+            device_count=torch.cuda.device_count(),
+            tf32_matmul=bool(torch.backends.cuda.matmul.allow_tf32),
+        )
     else:
         info["device_name"] = platform.processor() or platform.machine()
     return info
@@ -60,10 +69,16 @@ def machine(device: str) -> dict:
 def git_commit(repo: Path) -> str:
     """HEAD of the checkout (+ '-dirty' with uncommitted changes), else $COVPIPE_COMMIT, else 'unknown'."""
     try:
-        head = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True,
-                              check=True, timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, check=True, timeout=10).stdout.strip()
+        head = subprocess.run(
+            ["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True, check=True, timeout=10
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
+        ).stdout.strip()
         return head + ("-dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
         return os.environ.get("COVPIPE_COMMIT") or "unknown (no git checkout; set COVPIPE_COMMIT)"
@@ -87,19 +102,27 @@ def expected(study_cfg: dict) -> list[str]:
     return [t for t in TABLES if t != "selection.parquet" or study_cfg.get("selection")]
 
 
-def publish(workdir, dest, config_path, *, command: str, wall_seconds: float, exit_code: int, device: str,
-            repo=None) -> dict:
+def publish(
+    workdir, dest, config_path, *, command: str, wall_seconds: float, exit_code: int, device: str, repo=None
+) -> dict:
     """Copy each study's aggregated outputs to dest/{study}/ and write its provenance.json.
 
     Returns {study: provenance record} for the studies published."""
     workdir, dest, config_path = Path(workdir), Path(dest), Path(config_path)
     raw = config_path.read_bytes()
     config = yaml.safe_load(raw)
-    common = {"command": command, "config_file": str(config_path), "config_sha256": hashlib.sha256(raw).hexdigest(),
-              "execution": config.get("execution", {}), "wall_seconds": round(wall_seconds, 1),
-              "exit_code": exit_code, "covpipe_version": __version__,
-              "git_commit": git_commit(Path(repo) if repo else Path(__file__).parents[1]),
-              "machine": machine(device), "published_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    common = {
+        "command": command,
+        "config_file": str(config_path),
+        "config_sha256": hashlib.sha256(raw).hexdigest(),
+        "execution": config.get("execution", {}),
+        "wall_seconds": round(wall_seconds, 1),
+        "exit_code": exit_code,
+        "covpipe_version": __version__,
+        "git_commit": git_commit(Path(repo) if repo else Path(__file__).parents[1]),
+        "machine": machine(device),
+        "published_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
     published = {}
     for study, cfg in config["studies"].items():
         src = workdir / "results" / study
@@ -118,9 +141,15 @@ def publish(workdir, dest, config_path, *, command: str, wall_seconds: float, ex
         for f in figures:
             shutil.copy2(f, target / "figures" / f.name)
         missing = [t for t in expected(cfg) if t not in tables]
-        record = {**common, "study": study, "config": cfg, "complete": exit_code == 0 and not missing,
-                  "missing": missing, "files": tables + [f"figures/{f.name}" for f in figures],
-                  "stage_seconds": stage_seconds(workdir, study)}
+        record = {
+            **common,
+            "study": study,
+            "config": cfg,
+            "complete": exit_code == 0 and not missing,
+            "missing": missing,
+            "files": tables + [f"figures/{f.name}" for f in figures],
+            "stage_seconds": stage_seconds(workdir, study),
+        }
         (target / "provenance.json").write_text(json.dumps(record, indent=2, sort_keys=True, default=str) + "\n")
         published[study] = record
     return published
@@ -137,12 +166,22 @@ def main(argv=None) -> int:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--repo", default=None, help="the checkout, for its git commit")
     args = parser.parse_args(argv)
-    done = publish(args.workdir, args.dest, args.config, command=args.command, wall_seconds=args.wall_seconds,
-                   exit_code=args.exit_code, device=args.device, repo=args.repo)
+    done = publish(
+        args.workdir,
+        args.dest,
+        args.config,
+        command=args.command,
+        wall_seconds=args.wall_seconds,
+        exit_code=args.exit_code,
+        device=args.device,
+        repo=args.repo,
+    )
     for study, rec in done.items():
         state = "complete" if rec["complete"] else f"INCOMPLETE (missing: {', '.join(rec['missing']) or 'none'})"
-        print(f"reference: {Path(args.dest) / study}: {len(rec['files'])} files, {state}; "
-              f"device {rec['machine']['device_name']}")
+        print(
+            f"reference: {Path(args.dest) / study}: {len(rec['files'])} files, {state}; "
+            f"device {rec['machine']['device_name']}"
+        )
     if not done:
         print("reference: nothing to publish (no study produced an aggregated output)", file=sys.stderr)
     return 0 if done else 1

@@ -47,8 +47,20 @@ def _rng_state(rng):
     return rng.get_state() if isinstance(rng, torch.Generator) else rng.bit_generator.state
 
 
-def save(path, *, spec: dict, seed: int, step: int, model, optimizer, generator,
-         checkpoints: dict, rows: list, running: tuple[float, int], seconds: float) -> None:
+def save(
+    path,
+    *,
+    spec: dict,
+    seed: int,
+    step: int,
+    model,
+    optimizer,
+    generator,
+    checkpoints: dict,
+    rows: list,
+    running: tuple[float, int],
+    seconds: float,
+) -> None:
     """Write one trial's state after `step` optimizer steps (atomic: no partial file is ever read)."""
     state = {
         "covpipe_resume_format": FORMAT,

@@ -34,14 +34,20 @@ import polars as pl
 import torch
 
 from . import io
+from .evaluate import sequence_log_probs
 from .models import Vocab, build_model
 from .models.base import as_tensor
-from .evaluate import sequence_log_probs
 from .seeding import derive_seed
 from .teachers import build_teacher
 
-SCHEMA = {"level_ratio": pl.Float64, "tie_break": pl.String, "offset_a": pl.Float64, "coverage": pl.Float64,
-          "in_theorem": pl.Boolean, "headline": pl.Boolean}
+SCHEMA = {
+    "level_ratio": pl.Float64,
+    "tie_break": pl.String,
+    "offset_a": pl.Float64,
+    "coverage": pl.Float64,
+    "in_theorem": pl.Boolean,
+    "headline": pl.Boolean,
+}
 log = logging.getLogger(__name__)
 
 
@@ -106,8 +112,9 @@ def offset_tournament(logp: np.ndarray, own: np.ndarray, level: float, a: float 
 
     logp: (K, n) candidates' log-likelihoods of held-out y_i ~ pi_D; own: as in `on_policy_cover`.
     """
-    return _argmin((cover_matrix(logp, level) - 2 * level**a * on_policy_cover(own, level)).max(axis=1), logp,
-                   tie_break)
+    return _argmin(
+        (cover_matrix(logp, level) - 2 * level**a * on_policy_cover(own, level)).max(axis=1), logp, tie_break
+    )
 
 
 def offset_in_theorem(level: float, a: float) -> bool:
@@ -163,8 +170,9 @@ def select_trial(spec: dict, seed: int, states: dict, batch, truth: pl.DataFrame
     logp = candidate_log_likelihoods(model, states, batch.prompt, batch.response)
     own = None
     if "offset_tournament" in sel["rules"]:
-        gen = torch.Generator().manual_seed(derive_seed(spec["study"], "offset-samples", spec["model_name"],
-                                                        spec["horizon"], seed))
+        gen = torch.Generator().manual_seed(
+            derive_seed(spec["study"], "offset-samples", spec["model_name"], spec["horizon"], seed)
+        )
         m = min(sel["offset_prompts"], len(batch))
         own = on_policy_log_likelihoods(model, states, batch.prompt[:m], batch.response.shape[1], gen)
     at = truth.filter(pl.col("seed") == seed)
@@ -182,15 +190,28 @@ def select_trial(spec: dict, seed: int, states: dict, batch, truth: pl.DataFrame
         for setting in selection_settings(sel):
             level = n * setting["level_ratio"]
             rule, tie, a = setting["rule"], setting["tie_break"], setting["offset_a"]
-            pick = {"min_ce": lambda: min_ce(logp),
-                    "tournament": lambda: tournament(logp, level, tie),
-                    "offset_tournament": lambda: offset_tournament(logp, own, level, a, tie),
-                    "oracle": lambda: oracle(passes, logp)}[rule]()
+            pick = {
+                "min_ce": lambda: min_ce(logp),
+                "tournament": lambda: tournament(logp, level, tie),
+                "offset_tournament": lambda: offset_tournament(logp, own, level, a, tie),
+                "oracle": lambda: oracle(passes, logp),
+            }[rule]()
             step = steps[pick]
-            rows.append({"seed": seed, **setting, "n": float(n), "level": float(level), "step": step,
-                         "pass_at_n": true_pass[step], "kl": kl[step], "coverage": truth_at("coverage", level).get(step),
-                         "oracle_gap": best - true_pass[step], "candidates": len(steps),
-                         "in_theorem": offset_in_theorem(level, a) if rule == "offset_tournament" else None})
+            rows.append(
+                {
+                    "seed": seed,
+                    **setting,
+                    "n": float(n),
+                    "level": float(level),
+                    "step": step,
+                    "pass_at_n": true_pass[step],
+                    "kl": kl[step],
+                    "coverage": truth_at("coverage", level).get(step),
+                    "oracle_gap": best - true_pass[step],
+                    "candidates": len(steps),
+                    "in_theorem": offset_in_theorem(level, a) if rule == "offset_tournament" else None,
+                }
+            )
     return rows
 
 
@@ -210,15 +231,24 @@ def selection_settings(sel: dict) -> list[dict]:
         if rule in ("min_ce", "oracle"):
             out.append({"rule": rule, "level_ratio": ratio, "tie_break": tie, "offset_a": None, "headline": True})
             continue
-        for a in (sel["offset_a"] if rule == "offset_tournament" else [None]):
-            out += [{"rule": rule, "level_ratio": r, "tie_break": t, "offset_a": a,
-                     "headline": r == ratio and t == tie and a in (None, a0)} for r in ratios for t in ties]
+        for a in sel["offset_a"] if rule == "offset_tournament" else [None]:
+            out += [
+                {
+                    "rule": rule,
+                    "level_ratio": r,
+                    "tie_break": t,
+                    "offset_a": a,
+                    "headline": r == ratio and t == tie and a in (None, a0),
+                }
+                for r in ratios
+                for t in ties
+            ]
     return out
 
 
 def run(select_path, checkpoints_path, metrics_path, out_path, spec: dict, *, device: str = "cpu") -> None:
     """The select stage for one (study, model, horizon): every seed's checkpoints are the candidates."""
-    batch = io.frame_tokens(io.read_parquet(select_path))
+    batch = io.frame_to_batch(io.read_parquet(select_path))
     ckpt = io.load_torch(checkpoints_path)
     metrics = io.read_parquet(metrics_path).filter(pl.col("class") == "all")
     rows = []
@@ -229,5 +259,11 @@ def run(select_path, checkpoints_path, metrics_path, out_path, spec: dict, *, de
     io.write_parquet(table, out_path)
     io.write_provenance(out_path, spec)
     for r in table.filter((pl.col("seed") == 0) & pl.col("headline")).iter_rows(named=True):
-        log.info("seed 0, N=%g: %s picks step %d (Pass@N %.4f, gap to oracle %.4f)", r["n"], r["rule"], r["step"],
-                 r["pass_at_n"], r["oracle_gap"])
+        log.info(
+            "seed 0, N=%g: %s picks step %d (Pass@N %.4f, gap to oracle %.4f)",
+            r["n"],
+            r["rule"],
+            r["step"],
+            r["pass_at_n"],
+            r["oracle_gap"],
+        )

@@ -37,7 +37,7 @@ class Batch:
     def horizon(self) -> int:
         return int(self.response.shape[1])
 
-    def take(self, idx) -> "Batch":
+    def take(self, idx) -> Batch:
         return Batch(self.prompt[idx], self.response[idx], self.cls[idx])
 
 

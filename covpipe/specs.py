@@ -37,8 +37,13 @@ def data_spec(study_name: str, study: dict, horizon: int) -> dict:
 def select_data_spec(study_name: str, study: dict, horizon: int) -> dict:
     """The selection sample's settings: the evaluation teacher, the horizon and its size."""
     teacher = (study.get("finetune") or {}).get("teacher") or study["teacher"]
-    return {"study": study_name, "teacher": teacher, "horizon": int(horizon),
-            "n_select": study["selection"]["n_select"], "code": of_job("select_data", _uses([teacher]))}
+    return {
+        "study": study_name,
+        "teacher": teacher,
+        "horizon": int(horizon),
+        "n_select": study["selection"]["n_select"],
+        "code": of_job("select_data", _uses([teacher])),
+    }
 
 
 def train_spec(study_name: str, study: dict, model_name: str, horizon: int) -> dict:
@@ -67,8 +72,14 @@ def finetune_spec(study_name: str, study: dict, model_name: str, horizon: int) -
     pretrain = train_spec(study_name, study, model_name, horizon)
     ft = study["finetune"]
     own = study["models"][model_name].get("finetune")  # models.m.finetune: this model's settings
-    return {**pretrain, "teacher": ft["teacher"], "train": own or ft["train"], "seeds": ft.get("seeds") or study["seeds"],
-            "pretrain": pretrain, "code": of_job("finetune", _uses([ft["teacher"]], pretrain["model"]["class"]))}
+    return {
+        **pretrain,
+        "teacher": ft["teacher"],
+        "train": own or ft["train"],
+        "seeds": ft.get("seeds") or study["seeds"],
+        "pretrain": pretrain,
+        "code": of_job("finetune", _uses([ft["teacher"]], pretrain["model"]["class"])),
+    }
 
 
 def fit_spec(study_name: str, study: dict, model_name: str, horizon: int) -> dict:
@@ -97,8 +108,12 @@ def aggregate_spec() -> dict:
 
 def plot_spec(study: dict) -> dict:
     """What a study's figures depend on: its evaluation settings and the plotting code."""
-    spec = {"evaluate": study["evaluate"], "selection": study["selection"], "figures": study["figures"],
-            "code": of_job("plot")}
+    spec = {
+        "evaluate": study["evaluate"],
+        "selection": study["selection"],
+        "figures": study["figures"],
+        "code": of_job("plot"),
+    }
     if "hard_instance" in study["figures"]:  # KL >= H/(4n) reads the sample size n
         spec["n_train"] = study["data"]["n_train"]
     return spec

@@ -35,15 +35,20 @@ class _Loader(yaml.SafeLoader):
 _Loader.yaml_implicit_resolvers = {}
 _Loader.add_implicit_resolver("tag:yaml.org,2002:null", re.compile(r"^(?:~|null|Null|NULL|)$"), ["~", "n", "N", ""])
 _Loader.add_implicit_resolver("tag:yaml.org,2002:merge", re.compile(r"^<<$"), ["<"])
-_Loader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
-                              list("tTfF"))
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
 _Loader.add_implicit_resolver("tag:covpipe,2026:leading-zero", re.compile(r"^[-+]?0[0-9_]+$"), list("-+0"))
-_Loader.add_implicit_resolver("tag:yaml.org,2002:int", re.compile(r"^(?:[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)$"),
-                              list("-+0123456789"))
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:int", re.compile(r"^(?:[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)$"), list("-+0123456789")
+)
 _Loader.add_implicit_resolver(
     "tag:yaml.org,2002:float",
-    re.compile(r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"),
-    list("-+.0123456789"))
+    re.compile(
+        r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"
+    ),
+    list("-+.0123456789"),
+)
 
 
 def _bool(loader, node):
@@ -67,8 +72,10 @@ def _float(loader, node):
 
 
 def _leading_zero(loader, node):
-    raise YAMLRefused(f"line {node.start_mark.line + 1}: {_short(node.value)}: an integer with a leading zero is "
-                      "ambiguous (YAML 1.1 reads 010 as octal 8); write it without the zero, or quote it")
+    raise YAMLRefused(
+        f"line {node.start_mark.line + 1}: {_short(node.value)}: an integer with a leading zero is "
+        "ambiguous (YAML 1.1 reads 010 as octal 8); write it without the zero, or quote it"
+    )
 
 
 def _mapping(loader, node):
@@ -82,8 +89,10 @@ def _mapping(loader, node):
         except TypeError:
             raise YAMLRefused(f"line {key_node.start_mark.line + 1}: a mapping key must be a plain value") from None
         if key in seen:
-            raise YAMLRefused(f"line {key_node.start_mark.line + 1}: {_short(key)}: duplicate key (also on line "
-                              f"{seen[key] + 1}); YAML would keep only the last one")
+            raise YAMLRefused(
+                f"line {key_node.start_mark.line + 1}: {_short(key)}: duplicate key (also on line "
+                f"{seen[key] + 1}); YAML would keep only the last one"
+            )
         seen[key] = key_node.start_mark.line
     loader.flatten_mapping(node)
     return {loader.construct_object(k, deep=True): loader.construct_object(v, deep=True) for k, v in node.value}
@@ -140,8 +149,9 @@ def loads(data: bytes):
         if node is None:
             return None
         if _expanded_size(node) > MAX_NODES:
-            raise YAMLRefused(f"expands to more than {MAX_NODES} values (aliases of aliases?); "
-                              "a config needs a few hundred")
+            raise YAMLRefused(
+                f"expands to more than {MAX_NODES} values (aliases of aliases?); a config needs a few hundred"
+            )
         return loader.construct_document(node)
     finally:
         loader.dispose()

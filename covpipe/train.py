@@ -56,12 +56,16 @@ def train_trial(spec: dict, seed: int, batch: Batch, device: str = "cpu", resume
         # The reported training NLL reads at most 2,048 sequences: exact scoring of a large sample
         # by a reference model costs more than the fit itself.
         nll = -model.token_log_probs(prompt[:2048], response[:2048]).mean().item()
-        return {"checkpoints": {step: _state(model)},
-                "log": [{"seed": seed, "step": step, "train_loss": nll, "seconds": time.perf_counter() - started}]}
+        return {
+            "checkpoints": {step: _state(model)},
+            "log": [{"seed": seed, "step": step, "train_loss": nll, "seconds": time.perf_counter() - started}],
+        }
 
     opt_cls = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}[cfg["optimizer"]]
     opt = opt_cls(model.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
-    gen = torch.Generator().manual_seed(derive_seed(spec["study"], "batches", spec["model_name"], spec["horizon"], seed))
+    gen = torch.Generator().manual_seed(
+        derive_seed(spec["study"], "batches", spec["model_name"], spec["horizon"], seed)
+    )
     wanted = set(cfg["checkpoints"])
     checkpoints, rows, running, count = {}, [], 0.0, 0
     name, last_report = f"{spec['model_name']} H={spec['horizon']} seed {seed}", started
@@ -74,17 +78,28 @@ def train_trial(spec: dict, seed: int, batch: Batch, device: str = "cpu", resume
         log.info("%s: resumed at step %d/%d from %s", name, state["step"], cfg["steps"], state_path)
 
     def save_state(step):
-        resume.save(state_path, spec=spec, seed=seed, step=step, model=model, optimizer=opt, generator=gen,
-                    checkpoints=checkpoints, rows=rows, running=(running, count),
-                    seconds=time.perf_counter() - started)
+        resume.save(
+            state_path,
+            spec=spec,
+            seed=seed,
+            step=step,
+            model=model,
+            optimizer=opt,
+            generator=gen,
+            checkpoints=checkpoints,
+            rows=rows,
+            running=(running, count),
+            seconds=time.perf_counter() - started,
+        )
 
     for step in range(first, cfg["steps"] + 1):
         set_lr(opt, cfg, step)
         idx = torch.randint(0, len(batch), (cfg["batch_size"],), generator=gen).to(prompt.device)
         loss = -model.token_log_probs(prompt[idx], response[idx]).mean()  # nats/token
         if not torch.isfinite(loss):
-            raise FloatingPointError(f"{spec['model_name']} horizon {spec['horizon']} seed {seed}: "
-                                     f"loss is {loss.item()} at step {step}")
+            raise FloatingPointError(
+                f"{spec['model_name']} horizon {spec['horizon']} seed {seed}: loss is {loss.item()} at step {step}"
+            )
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -92,13 +107,21 @@ def train_trial(spec: dict, seed: int, batch: Batch, device: str = "cpu", resume
         now = time.perf_counter()
         if now - last_report >= PROGRESS_SECONDS:
             rate = step / (now - started)
-            log.info("%s: step %d/%d, loss %.4f nats/token, %.1f steps/s, ETA %.0f s", name, step, cfg["steps"],
-                     loss.item(), rate, (cfg["steps"] - step) / rate)
+            log.info(
+                "%s: step %d/%d, loss %.4f nats/token, %.1f steps/s, ETA %.0f s",
+                name,
+                step,
+                cfg["steps"],
+                loss.item(),
+                rate,
+                (cfg["steps"] - step) / rate,
+            )
             last_report = now
         if step in wanted:
             checkpoints[step] = _state(model)
-            rows.append({"seed": seed, "step": step, "train_loss": running / count,
-                         "seconds": time.perf_counter() - started})
+            rows.append(
+                {"seed": seed, "step": step, "train_loss": running / count, "seconds": time.perf_counter() - started}
+            )
             running, count = 0.0, 0
         if state_path is not None and (step in wanted or now - last_saved >= resume.SAVE_SECONDS):
             save_state(step)
@@ -126,8 +149,9 @@ def _fit_learner_seeds(spec: dict, seeds: list, batches: list) -> list:
     teacher = build_teacher(spec["teacher"])
     vocab = Vocab.of(teacher, spec["horizon"])
     models = [_seed_model(spec, teacher, vocab, s) for s in seeds]
-    return fit_seeds(spec, models, teacher, [as_tensor(b.prompt) for b in batches],
-                     [as_tensor(b.response) for b in batches], seeds)
+    return fit_seeds(
+        spec, models, teacher, [as_tensor(b.prompt) for b in batches], [as_tensor(b.response) for b in batches], seeds
+    )
 
 
 def lr_at(cfg: dict, step: int) -> float:
@@ -155,53 +179,101 @@ def _state(model) -> dict:
     return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
 
 
-def run(data_path, checkpoints_path, log_path, spec: dict, *, threads: int = 1,
-        backend: str = "auto", address: str = "local", device: str = "cpu") -> None:
+def run(
+    data_path,
+    checkpoints_path,
+    log_path,
+    spec: dict,
+    *,
+    threads: int = 1,
+    backend: str = "auto",
+    address: str = "local",
+    device: str = "cpu",
+) -> None:
     """The train stage: every seed of one (study, model, horizon), then write both outputs."""
     vocab = Vocab.of(build_teacher(spec["teacher"]), spec["horizon"])
-    _, data = io.read_tokens(data_path, vocab, extra=("seed",),
-                             made_for={k: spec[k] for k in ("study", "teacher", "horizon")})
+    _, data = io.read_tokens(
+        data_path, vocab, extra=("seed",), made_for={k: spec[k] for k in ("study", "teacher", "horizon")}
+    )
     seeds = list(range(spec["seeds"]))
     present = set(data["seed"].unique().to_list())
     if -1 not in present and not set(seeds) <= present:
-        raise ValueError(f"{data_path}: no training rows for seed {min(set(seeds) - present)} of {spec['seeds']}; "
-                         "rerun the data stage")
+        raise ValueError(
+            f"{data_path}: no training rows for seed {min(set(seeds) - present)} of {spec['seeds']}; "
+            "rerun the data stage"
+        )
     # seed -1 marks one dataset shared by every seed (data.shared_across_seeds)
     # resumable per-trial states (absolute: Ray workers run elsewhere), removed once outputs exist
     states = resume.state_dir(os.path.abspath(checkpoints_path))
-    trials = [(spec, s, io.frame_tokens(data.filter(pl.col("seed").is_in([s, -1]))), device, str(states))
-              for s in seeds]
+    trials = [
+        (spec, s, io.frame_to_batch(data.filter(pl.col("seed").is_in([s, -1]))), device, str(states)) for s in seeds
+    ]
     batched_learner = bool(spec["train"].get("learner")) and _learner_batched(spec)
     # Stacked seeds (covpipe.vectorized, 3 to 6x; batched learners) beat fanning them out one per
     # worker over the run's instance (2x on 2 cores): for 'auto' such a job is one trial.
     stacked = batched_learner or vectorized.supports(spec)
     chosen = resolve_backend(backend, threads, 1 if stacked and address == "run" else len(trials), address)
-    log.info("train %s/%s H=%d: %d seeds on %s with %d threads", spec["study"], spec["model_name"],
-             spec["horizon"], len(trials), chosen, threads)
+    log.info(
+        "train %s/%s H=%d: %d seeds on %s with %d threads",
+        spec["study"],
+        spec["model_name"],
+        spec["horizon"],
+        len(trials),
+        chosen,
+        threads,
+    )
     if chosen == "serial":
         torch.set_num_threads(threads)
     started = time.perf_counter()
     if batched_learner:  # AR-linear learners: seeds as one computation
         results = _fit_learner_seeds(spec, seeds, [t[2] for t in trials])
     elif vectorized.supports(spec):  # small classes: all seeds as one batched computation
-        results = vectorized.train_seeds(spec, seeds, [t[2] for t in trials], backend=chosen, address=address,
-                                         threads=threads, device=device, resume_dir=str(states))
+        results = vectorized.train_seeds(
+            spec,
+            seeds,
+            [t[2] for t in trials],
+            backend=chosen,
+            address=address,
+            threads=threads,
+            device=device,
+            resume_dir=str(states),
+        )
     else:
-        results = run_trials(train_trial, trials, backend=chosen, address=address, num_cpus=threads,
-                             num_gpus=1 if device != "cpu" else 0,
-                             names=[f"{spec['model_name']} H={spec['horizon']} seed {s}" for s in seeds])
+        results = run_trials(
+            train_trial,
+            trials,
+            backend=chosen,
+            address=address,
+            num_cpus=threads,
+            num_gpus=1 if device != "cpu" else 0,
+            names=[f"{spec['model_name']} H={spec['horizon']} seed {s}" for s in seeds],
+        )
     for s, res in zip(seeds, results):
         last = res["log"][-1]
-        log.info("seed %d: %d checkpoints, final train loss %.4f nats/token, %.1f s", s,
-                 len(res["checkpoints"]), last["train_loss"], last["seconds"])
+        log.info(
+            "seed %d: %d checkpoints, final train loss %.4f nats/token, %.1f s",
+            s,
+            len(res["checkpoints"]),
+            last["train_loss"],
+            last["seconds"],
+        )
     learner = {s: r["learner"] for s, r in zip(seeds, results) if "learner" in r}  # per seed: {step: hyperparameters}
-    io.save_torch({"covpipe_format": io.CHECKPOINT_FORMAT, "spec": spec,
-                   "trials": {s: r["checkpoints"] for s, r in zip(seeds, results)},
-                   **({"learner": learner} if learner else {})}, checkpoints_path)
+    io.save_torch(
+        {
+            "covpipe_format": io.CHECKPOINT_FORMAT,
+            "spec": spec,
+            "trials": {s: r["checkpoints"] for s, r in zip(seeds, results)},
+            **({"learner": learner} if learner else {}),
+        },
+        checkpoints_path,
+    )
     table = pl.DataFrame([row for r in results for row in r["log"]]).with_columns(
-        pl.lit(spec["study"]).alias("study"), pl.lit(spec["model_name"]).alias("model"),
-        pl.lit(spec["horizon"]).alias("horizon"))
-    io.write_parquet(table.select("study", "model", "horizon", "seed", "step", "train_loss", "seconds"), log_path,
-                     spec, "train")
+        pl.lit(spec["study"]).alias("study"),
+        pl.lit(spec["model_name"]).alias("model"),
+        pl.lit(spec["horizon"]).alias("horizon"),
+    )
+    io.write_parquet(
+        table.select("study", "model", "horizon", "seed", "step", "train_loss", "seconds"), log_path, spec, "train"
+    )
     io.write_provenance(log_path, spec, backend=chosen, threads=threads, wall_seconds=time.perf_counter() - started)
     resume.clear(states)

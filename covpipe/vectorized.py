@@ -56,11 +56,12 @@ def ar_linear_inputs(model, prompt, response) -> dict:
     """The AR-linear logits <theta, phi> = B (<theta, c> + <theta, e_v>) / ||c + e_v|| need the norms,
     which do not depend on theta: computed once per training sequence, not once per step."""
     feats = model.features
-    windows = torch.from_numpy(context_windows(prompt.cpu().numpy(), response.cpu().numpy(), feats.window - 1,
-                                               model.vocab.bos)).to(response.device)  # (n, L, w-1)
+    windows = torch.from_numpy(
+        context_windows(prompt.cpu().numpy(), response.cpu().numpy(), feats.window - 1, model.vocab.bos)
+    ).to(response.device)  # (n, L, w-1)
     if windows.shape[-1] == 0 or response.numel() * feats.vocab_size > CACHE_FLOATS:
         return {"windows": windows, "response": response}
-    _, norm = feats.context(windows, model.theta.dtype)
+    _, norm = feats.sum_and_norms(windows, model.theta.dtype)
     # c itself is cheaper to gather again from the small table each step than to read back from memory
     return {"windows": windows, "norm": norm, "response": response}  # (n, L, w-1), (n, L, V), (n, L)
 
@@ -69,9 +70,9 @@ def ar_linear_token_log_probs(model, params, batch):
     """The AR-linear class (covpipe.models.ar_linear) for S parameter vectors theta (S, d)."""
     feats = model.features
     if "norm" in batch:
-        c, norm = feats.context_sums(batch["windows"], params["theta"].dtype), batch["norm"]
+        c, norm = feats.context_sum(batch["windows"], params["theta"].dtype), batch["norm"]
     else:
-        c, norm = feats.context(batch["windows"], params["theta"].dtype)
+        c, norm = feats.sum_and_norms(batch["windows"], params["theta"].dtype)
     e = feats.table[0, : feats.vocab_size].to(device=c.device, dtype=c.dtype)  # (V, d)
     return _ARLinearLogLik.apply(params["theta"], c, norm, e, batch["response"], feats.scale)
 
@@ -106,8 +107,9 @@ class _ARLinearLogLik(torch.autograd.Function):
         # per seed or by sums, never one matmul over the stack: a seed's gradient must not depend on its group
         s, _, _, d = c.shape
         w = u.sum(-1)  # (S, B, L)
-        d_theta = torch.stack([torch.mv(c[i].view(-1, d).T, w[i].reshape(-1)) for i in range(s)]) \
-            + (u.sum((1, 2))[:, :, None] * e).sum(1)  # (S, d)
+        d_theta = torch.stack([torch.mv(c[i].view(-1, d).T, w[i].reshape(-1)) for i in range(s)]) + (
+            u.sum((1, 2))[:, :, None] * e
+        ).sum(1)  # (S, d)
         return ctx.scale * d_theta, None, None, None, None, None
 
 
@@ -199,7 +201,9 @@ def gru_token_log_probs(model, params, batch):
         # ride on a constant input row of ones; b_hn stays apart, it sits inside r * (...).
         bias = b_ih + torch.cat([b_hh[:, : 2 * h_dim], torch.zeros_like(b_hh[:, 2 * h_dim :])], 1)
         ones = x.new_ones(x.shape[0], s, 1, b)
-        x = StackedGRU.apply(torch.cat([x, ones], 2), torch.cat([w_ih, bias[:, :, None]], 2), w_hh, b_hh[:, 2 * h_dim :])
+        x = StackedGRU.apply(
+            torch.cat([x, ones], 2), torch.cat([w_ih, bias[:, :, None]], 2), w_hh, b_hh[:, 2 * h_dim :]
+        )
     states = x[p:].permute(1, 2, 0, 3).reshape(s, h_dim, -1)  # (S, H, L*B)
     logits = torch.baddbmm(params["head.bias"][:, :, None], params["head.weight"], states)  # (S, V, L*B)
     steps = torch.log_softmax(logits.view(s, logits.shape[1], -1, b), dim=1)  # (S, V, L, B)
@@ -232,8 +236,17 @@ def supports(spec: dict) -> bool:
 # ---- training --------------------------------------------------------------------------------------
 
 
-def train_seeds(spec: dict, seeds: list, batches: list, *, backend: str = "serial", address: str = "local",
-                threads: int = 1, device: str = "cpu", resume_dir=None) -> list:
+def train_seeds(
+    spec: dict,
+    seeds: list,
+    batches: list,
+    *,
+    backend: str = "serial",
+    address: str = "local",
+    threads: int = 1,
+    device: str = "cpu",
+    resume_dir=None,
+) -> list:
     """Every seed of one job, vectorized: results in seed order, as `train.train_trial` returns them.
 
     Serial: one group of all seeds. Ray: one task per seed, the trials Ray fans out over a cluster
@@ -244,11 +257,22 @@ def train_seeds(spec: dict, seeds: list, batches: list, *, backend: str = "seria
     n_groups = 1 if backend == "serial" else len(seeds)
     parts = [list(a) for a in np.array_split(np.arange(len(seeds)), n_groups)]
     trials = [(spec, [seeds[i] for i in part], [batches[i] for i in part], device, resume_dir) for part in parts]
-    log.info("%s H=%d: %d seeds trained vectorized in %d group(s)", spec["model_name"], spec["horizon"], len(seeds),
-             len(trials))
-    grouped = run_trials(train_group, trials, backend=backend, address=address, num_cpus=threads,
-                         num_gpus=1 if device != "cpu" else 0,
-                         names=[f"{spec['model_name']} H={spec['horizon']} seeds {t[1]}" for t in trials])
+    log.info(
+        "%s H=%d: %d seeds trained vectorized in %d group(s)",
+        spec["model_name"],
+        spec["horizon"],
+        len(seeds),
+        len(trials),
+    )
+    grouped = run_trials(
+        train_group,
+        trials,
+        backend=backend,
+        address=address,
+        num_cpus=threads,
+        num_gpus=1 if device != "cpu" else 0,
+        names=[f"{spec['model_name']} H={spec['horizon']} seeds {t[1]}" for t in trials],
+    )
     outcomes = [o for group in grouped for o in group]
     return collect(outcomes, [f"{spec['model_name']} H={spec['horizon']} seed {s}" for s in seeds])
 
@@ -268,18 +292,25 @@ def train_group(spec: dict, seeds: list, batches: list, device: str = "cpu", res
         models.append(build_model(spec["model"], vocab, teacher=teacher))
     template = models[0].to(device)
     if any(True for _ in template.buffers()):
-        raise ValueError(f"{spec['model']['class']}: vectorized training stacks parameters only; this class has buffers")
-    params = {name: torch.stack([dict(m.named_parameters())[name].detach() for m in models]).to(device).requires_grad_()
-              for name, _ in template.named_parameters()}
+        raise ValueError(
+            f"{spec['model']['class']}: vectorized training stacks parameters only; this class has buffers"
+        )
+    params = {
+        name: torch.stack([dict(m.named_parameters())[name].detach() for m in models]).to(device).requires_grad_()
+        for name, _ in template.named_parameters()
+    }
     make_inputs, token_log_probs = STACKED[spec["model"]["class"]]
     cfg = spec["train"]
     opt_cls = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}[cfg["optimizer"]]
     opt = opt_cls(list(params.values()), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
-    gens = [torch.Generator().manual_seed(derive_seed(spec["study"], "batches", spec["model_name"], spec["horizon"], s))
-            for s in seeds]
+    gens = [
+        torch.Generator().manual_seed(derive_seed(spec["study"], "batches", spec["model_name"], spec["horizon"], s))
+        for s in seeds
+    ]
     with torch.no_grad():
-        inputs = [make_inputs(template, as_tensor(b.prompt).to(device), as_tensor(b.response).to(device))
-                  for b in batches]
+        inputs = [
+            make_inputs(template, as_tensor(b.prompt).to(device), as_tensor(b.response).to(device)) for b in batches
+        ]
     if len({len(b) for b in batches}) == 1:  # one gather per step instead of one per seed
         inputs = {k: torch.stack([x[k] for x in inputs]) for k in inputs[0]}  # (S, n, ...)
     seed_axis, n_rows = torch.arange(len(seeds), device=device)[:, None], len(batches[0])
@@ -298,22 +329,36 @@ def train_group(spec: dict, seeds: list, batches: list, device: str = "cpu", res
         checkpoints, rows = [st["checkpoints"] for st in saved], [st["rows"] for st in saved]
         first, started = saved[0]["step"] + 1, started - saved[0]["seconds"]
         for s, path in zip(seeds, paths):
-            log.info("%s H=%d seed %d: resumed at step %d/%d from %s", spec["model_name"], spec["horizon"], s,
-                     saved[0]["step"], cfg["steps"], path)
+            log.info(
+                "%s H=%d seed %d: resumed at step %d/%d from %s",
+                spec["model_name"],
+                spec["horizon"],
+                s,
+                saved[0]["step"],
+                cfg["steps"],
+                path,
+            )
     for step in range(first, cfg["steps"] + 1):
         idx = [torch.randint(0, len(b), (cfg["batch_size"],), generator=g).to(device) for b, g in zip(batches, gens)]
         if isinstance(inputs, dict):  # rows of the flattened (S * n, ...) inputs: a plain row copy
             flat_rows = (seed_axis * n_rows + torch.stack(idx)).view(-1)
-            batch = {k: v.view(-1, *v.shape[2:]).index_select(0, flat_rows).view(n, -1, *v.shape[2:])
-                     for k, v in inputs.items()}  # (S, B, ...)
+            batch = {
+                k: v.view(-1, *v.shape[2:]).index_select(0, flat_rows).view(n, -1, *v.shape[2:])
+                for k, v in inputs.items()
+            }  # (S, B, ...)
         else:
             batch = {k: torch.stack([x[k][i] for x, i in zip(inputs, idx)]) for k in inputs[0]}
         losses = -token_log_probs(template, params, batch).mean((1, 2))  # (S,), nats/token
         values = losses.detach().double().cpu()
         for i in torch.nonzero(alive & ~torch.isfinite(values)).flatten().tolist():
             # What train_trial raises, per seed; the other seeds go on (their slices never mix).
-            errors[i] = "".join(traceback.format_exception_only(FloatingPointError(
-                f"{spec['model_name']} horizon {spec['horizon']} seed {seeds[i]}: loss is {values[i].item()} at step {step}")))
+            errors[i] = "".join(
+                traceback.format_exception_only(
+                    FloatingPointError(
+                        f"{spec['model_name']} horizon {spec['horizon']} seed {seeds[i]}: loss is {values[i].item()} at step {step}"
+                    )
+                )
+            )
             alive[i] = False
         if not alive.any():
             break
@@ -324,24 +369,44 @@ def train_group(spec: dict, seeds: list, batches: list, device: str = "cpu", res
         now = time.perf_counter()
         if now - last_report >= PROGRESS_SECONDS:
             rate = step / (now - started)
-            log.info("%s: step %d/%d, mean loss %.4f nats/token, %.1f steps/s (%d seeds), ETA %.0f s", name, step,
-                     cfg["steps"], values[alive].mean().item(), rate, int(alive.sum()), (cfg["steps"] - step) / rate)
+            log.info(
+                "%s: step %d/%d, mean loss %.4f nats/token, %.1f steps/s (%d seeds), ETA %.0f s",
+                name,
+                step,
+                cfg["steps"],
+                values[alive].mean().item(),
+                rate,
+                int(alive.sum()),
+                (cfg["steps"] - step) / rate,
+            )
             last_report = now
         if step in wanted:
             seconds = time.perf_counter() - started  # the group's wall time: its seeds share every step
             for i in torch.nonzero(alive).flatten().tolist():
                 checkpoints[i][step] = {k: v[i].detach().to("cpu", copy=True) for k, v in params.items()}
-                rows[i].append({"seed": seeds[i], "step": step, "train_loss": running[i].item() / count,
-                                "seconds": seconds})
+                rows[i].append(
+                    {"seed": seeds[i], "step": step, "train_loss": running[i].item() / count, "seconds": seconds}
+                )
             running, count = torch.zeros(n, dtype=torch.float64), 0
         if resume_dir is not None and (step in wanted or now - last_saved >= resume.SAVE_SECONDS):
             for i in torch.nonzero(alive).flatten().tolist():
-                resume.save(paths[i], spec=spec, seed=seeds[i], step=step, model=_SeedState(params, i),
-                            optimizer=_SeedState(opt.state_dict(), i), generator=gens[i], checkpoints=checkpoints[i],
-                            rows=rows[i], running=(running[i].item(), count), seconds=time.perf_counter() - started)
+                resume.save(
+                    paths[i],
+                    spec=spec,
+                    seed=seeds[i],
+                    step=step,
+                    model=_SeedState(params, i),
+                    optimizer=_SeedState(opt.state_dict(), i),
+                    generator=gens[i],
+                    checkpoints=checkpoints[i],
+                    rows=rows[i],
+                    running=(running[i].item(), count),
+                    seconds=time.perf_counter() - started,
+                )
             last_saved = now
-    return [(False, errors[i]) if i in errors else (True, {"checkpoints": checkpoints[i], "log": rows[i]})
-            for i in range(n)]
+    return [
+        (False, errors[i]) if i in errors else (True, {"checkpoints": checkpoints[i], "log": rows[i]}) for i in range(n)
+    ]
 
 
 class _SeedState:
@@ -356,8 +421,10 @@ class _SeedState:
             return {k: v[self.i].detach() for k, v in self.stacked.items()}
         # a copy, not a view: torch.save would write the whole stack's storage (step counts are 0-d)
         pick = lambda v: v[self.i].clone() if torch.is_tensor(v) and v.dim() > 0 else v  # noqa: E731
-        return {"state": {j: {k: pick(v) for k, v in st.items()} for j, st in self.stacked["state"].items()},
-                "param_groups": self.stacked["param_groups"]}
+        return {
+            "state": {j: {k: pick(v) for k, v in st.items()} for j, st in self.stacked["state"].items()},
+            "param_groups": self.stacked["param_groups"],
+        }
 
 
 def _saved_states(paths, spec, seeds):
@@ -368,8 +435,12 @@ def _saved_states(paths, spec, seeds):
     saved = [resume.load(p, spec=spec, seed=s) for p, s in zip(paths, seeds)]
     if any(st is None for st in saved) or len({st["step"] for st in saved}) != 1:
         if any(st is not None for st in saved):
-            log.warning("%s H=%d: saved states of seeds %s are not all at one step; training from step 0",
-                        spec["model_name"], spec["horizon"], seeds)
+            log.warning(
+                "%s H=%d: saved states of seeds %s are not all at one step; training from step 0",
+                spec["model_name"],
+                spec["horizon"],
+                seeds,
+            )
         return None
     return saved
 
@@ -381,8 +452,12 @@ def _restore(saved, params, opt, gens):
             p.copy_(torch.stack([st["model"][name] for st in saved]).to(p.device))
     state = {}
     for j, first in saved[0]["optimizer"]["state"].items():
-        state[j] = {k: torch.stack([st["optimizer"]["state"][j][k] for st in saved])
-                    if torch.is_tensor(v) and v.dim() > 0 else v for k, v in first.items()}
+        state[j] = {
+            k: torch.stack([st["optimizer"]["state"][j][k] for st in saved])
+            if torch.is_tensor(v) and v.dim() > 0
+            else v
+            for k, v in first.items()
+        }
     opt.load_state_dict({"state": state, "param_groups": opt.state_dict()["param_groups"]})
     for g, st in zip(gens, saved):
         g.set_state(st["batch_rng"])

@@ -35,14 +35,25 @@ PROBES = {
     "schedule": {"schedule": True},
     "pairs": {"teacher": {"response_format": "pairs"}},
     "rule_curriculum": {"teacher": {"pair_order": "rule"}, "curriculum": True},
-    "rule_share_schedule": {"teacher": {"pair_order": "rule"}, "schedule": True,
-                            "classes": {"match": 0.45, "mismatch": 0.45, "uniform4": 0.1}},
+    "rule_share_schedule": {
+        "teacher": {"pair_order": "rule"},
+        "schedule": True,
+        "classes": {"match": 0.45, "mismatch": 0.45, "uniform4": 0.1},
+    },
 }
 
 
 def teacher_of(probe, classes):
-    return build_teacher({"name": "graph", "num_nodes": 50, "prompt_format": "layers", "response_format": "path",
-                          **probe.get("teacher", {}), "classes": classes})
+    return build_teacher(
+        {
+            "name": "graph",
+            "num_nodes": 50,
+            "prompt_format": "layers",
+            "response_format": "path",
+            **probe.get("teacher", {}),
+            "classes": classes,
+        }
+    )
 
 
 def agreement(model, teacher, batch) -> float:
@@ -59,8 +70,9 @@ def run(name, steps, every, lr, seed=0):
     held_out = teacher_of(probe, UNIFORM).sample(512, horizon, np.random.default_rng(seed + 1))
     torch.manual_seed(seed)
     torch.set_num_threads(1)
-    model = build_model({"class": "transformer", "layers": 2, "heads": 2, "width": 64}, Vocab.of(mixture, horizon),
-                        teacher=mixture)
+    model = build_model(
+        {"class": "transformer", "layers": 2, "heads": 2, "width": 64}, Vocab.of(mixture, horizon), teacher=mixture
+    )
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
     started, trace = time.perf_counter(), []
     for step in range(1, steps + 1):
@@ -77,8 +89,11 @@ def run(name, steps, every, lr, seed=0):
         if step % every == 0 or step == steps:
             with torch.inference_mode():
                 trace.append((step, agreement(model, teacher_of(probe, UNIFORM), held_out)))
-            print(f"{name}: step {step}, loss {loss.item():.4f}, agreement {trace[-1][1]:.3f}, "
-                  f"{time.perf_counter() - started:.0f} s", flush=True)
+            print(
+                f"{name}: step {step}, loss {loss.item():.4f}, agreement {trace[-1][1]:.3f}, "
+                f"{time.perf_counter() - started:.0f} s",
+                flush=True,
+            )
     minutes = (time.perf_counter() - started) / 60
     best = max(a for _, a in trace)
     print(f"| {name} | {steps} | {lr:g} | {minutes:.1f} | {trace[-1][1]:.3f} | {best:.3f} |", flush=True)

@@ -12,8 +12,7 @@ MINI = {
             "data": {"n_train": 32, "n_eval": 64},
             "models": {
                 "tpp": {"class": "table_per_position", "order": 1},
-                "gru": {"class": "gru", "hidden": 4, "embed": 3,
-                        "train": {"steps": 20, "checkpoints": [5, 20]}},
+                "gru": {"class": "gru", "hidden": 4, "embed": 3, "train": {"steps": 20, "checkpoints": [5, 20]}},
             },
             "train": {"steps": 20, "batch_size": 8, "lr": 0.05, "checkpoints": [20]},
             "evaluate": {"levels": [2, 16], "stopped_kl_levels": [16]},

@@ -4,12 +4,11 @@ from pathlib import Path
 
 import pytest
 import yaml
+from helpers import mini_config
 
 from covpipe.config import ConfigError, load_config, validate_config
 from covpipe.models import MODELS
 from covpipe.teachers import TEACHERS
-
-from helpers import mini_config
 
 
 def test_mini_config_is_valid_and_filled_with_defaults():
@@ -36,13 +35,19 @@ BAD = [
     ({"horizons": [2, 2]}, r"studies\.mini\.horizons: duplicate horizons"),
     ({"horizons": "8"}, r"studies\.mini\.horizons: Input should be a valid list"),
     ({"seeds": 0}, r"studies\.mini\.seeds: .*greater than or equal to 1"),
-    ({"models": {"m": {"class": "gru2"}}}, r"studies\.mini\.models\.m\.class: unknown model class 'gru2'; known: ar_linear, consistent_branch, gru"),
+    (
+        {"models": {"m": {"class": "gru2"}}},
+        r"studies\.mini\.models\.m\.class: unknown model class 'gru2'; known: ar_linear, consistent_branch, gru",
+    ),
     ({"models": {"m": {"class": "gru", "hiden": 3}}}, r"studies\.mini\.models\.m\.hiden: unknown key"),
     ({"teacher": {"name": "markov", "vocab_size": "big"}}, r"studies\.mini\.teacher\.vocab_size: .*valid integer"),
     ({"train": {"lr": float("nan")}}, r"studies\.mini\.train\.lr: "),
     ({"train": {"lr": -1.0}}, r"studies\.mini\.train\.lr: .*greater than 0"),
     ({"train": {"batch_size": 0}}, r"studies\.mini\.train\.batch_size: "),
-    ({"train": {"steps": 10, "checkpoints": [5, 20]}}, r"studies\.mini\.train: .*step 20 is beyond the training length"),
+    (
+        {"train": {"steps": 10, "checkpoints": [5, 20]}},
+        r"studies\.mini\.train: .*step 20 is beyond the training length",
+    ),
     ({"train": {"checkpoints": [20, 5]}}, r"studies\.mini\.train: .*strictly increasing"),
     ({"evaluate": {"levels": [0.5, 2]}}, r"studies\.mini\.evaluate\.levels: every level N must be >= 1, got 0.5"),
 ]

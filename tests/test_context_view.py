@@ -47,10 +47,13 @@ def test_counts_give_the_per_position_closed_forms_for_every_seed(teacher):
         assert got_w[rows] == pytest.approx(lin[s].grad(theta[rows], idx, weights[rows]), abs=1e-10)
         assert got_steps[rows] == pytest.approx(lin[s].steps(theta[rows], idx), abs=1e-12)
         one = ctx.seed_view(s)
-        for a, b in zip(one.value_grad_hessian(theta[s * J], np.arange(N)),
-                        lin[s].value_grad_hessian(theta[s * J], np.arange(N))):
+        for a, b in zip(
+            one.value_grad_hessian(theta[s * J], np.arange(N)), lin[s].value_grad_hessian(theta[s * J], np.arange(N))
+        ):
             assert np.asarray(a) == pytest.approx(np.asarray(b), abs=1e-10)
-        assert one.log_likelihood(theta[s * J], idx) == pytest.approx(lin[s].log_likelihood(theta[s * J], idx), abs=1e-12)
+        assert one.log_likelihood(theta[s * J], idx) == pytest.approx(
+            lin[s].log_likelihood(theta[s * J], idx), abs=1e-12
+        )
 
 
 def test_token_walk_matches_the_per_position_walk_row_by_row():
@@ -73,7 +76,9 @@ def test_token_walk_matches_the_per_position_walk_row_by_row():
     at, one = ctx.position(theta, idx, h), ctx.token_step(theta, idx, h, eta, 1.0)
     for m in range(len(idx)):
         assert at[m] == pytest.approx(lin[m // 2].position(theta[m : m + 1], idx[m : m + 1], h)[0], abs=1e-12)
-        assert one[m] == pytest.approx(lin[m // 2].token_step(theta[m : m + 1], idx[m : m + 1], h, eta[m : m + 1], 1.0)[0])
+        assert one[m] == pytest.approx(
+            lin[m // 2].token_step(theta[m : m + 1], idx[m : m + 1], h, eta[m : m + 1], 1.0)[0]
+        )
 
 
 SPECS = [
@@ -94,17 +99,33 @@ def test_all_seeds_as_one_computation_equal_one_run_per_seed(learner):
     per-position LinearView with its own sigma*^2 and teacher steps."""
     t, model, batches, ctx, lin = setup(n=8)
     checkpoints = [2, 4, 8]
-    spec = {"study": "s", "teacher": TEACHERS[0], "model_name": "m", "model": {"class": "ar_linear"},
-            "horizon": H, "train": {"steps": 8, "checkpoints": checkpoints, "learner": learner}}
+    spec = {
+        "study": "s",
+        "teacher": TEACHERS[0],
+        "model_name": "m",
+        "model": {"class": "ar_linear"},
+        "horizon": H,
+        "train": {"steps": 8, "checkpoints": checkpoints, "learner": learner},
+    }
     models = [build_model({"class": "ar_linear"}, Vocab.of(t, H), teacher=t) for _ in range(S)]
-    together = fit_seeds(spec, models, t, [as_tensor(b.prompt) for b in batches],
-                         [as_tensor(b.response) for b in batches], list(range(S)))
+    together = fit_seeds(
+        spec,
+        models,
+        t,
+        [as_tensor(b.prompt) for b in batches],
+        [as_tensor(b.response) for b in batches],
+        list(range(S)),
+    )
     for s, b in enumerate(batches):
         sigma2 = float(t.inherent_variance(b.prompt, b.response).sum(1).mean())
-        problem = Problem(H, model.feature_bound, sigma2, teacher_steps=lambda b=b: t.step_log_probs(b.prompt, b.response))
+        problem = Problem(
+            H, model.feature_bound, sigma2, teacher_steps=lambda b=b: t.step_log_probs(b.prompt, b.response)
+        )
         alone = build_learner(learner, problem, has_bound=True).run(lin[s], np.zeros(ctx.dim), checkpoints)[0]
         for c in checkpoints:
-            assert together[s]["checkpoints"][c]["theta"].numpy() == pytest.approx(alone[c].theta, abs=1e-6)  # float32 model
+            assert together[s]["checkpoints"][c]["theta"].numpy() == pytest.approx(
+                alone[c].theta, abs=1e-6
+            )  # float32 model
             info = together[s]["learner"][c]
             assert {k: v for k, v in info.items() if k != "average"} == pytest.approx(alone[c].hyper)
             if alone[c].average is None:

@@ -7,13 +7,12 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+from helpers import mini_config
 from polars.testing import assert_frame_equal
 
 from covpipe import data, evaluate, specs, train
 from covpipe.config import validate_config
 from covpipe.distribute import TrialsFailed, resolve_backend, run_trials
-
-from helpers import mini_config
 
 PACKAGE = Path(__file__).parents[1] / "covpipe"
 
@@ -22,8 +21,13 @@ def test_only_distribute_imports_ray():
     importers = set()
     for path in PACKAGE.rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
-            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
-                [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else []
+            )
             if any(n == "ray" or n.startswith("ray.") for n in names):
                 importers.add(path.name)
     assert importers == {"distribute.py"}
@@ -67,12 +71,24 @@ def _stage_tables(tmp: Path, backend: str):
     out = {}
     for model in study["models"]:
         spec = specs.train_spec("mini", study, model, 4)
-        train.run(tmp / "train.parquet", tmp / f"{model}.pt", tmp / f"{model}_log.parquet", spec, threads=2, backend=backend)
+        train.run(
+            tmp / "train.parquet", tmp / f"{model}.pt", tmp / f"{model}_log.parquet", spec, threads=2, backend=backend
+        )
         espec = specs.evaluate_spec(spec, study["evaluate"])
-        evaluate.run(tmp / "eval.parquet", tmp / f"{model}.pt", tmp / f"{model}_m.parquet", tmp / f"{model}_r.parquet",
-                     espec, threads=2, backend=backend)
-        out[model] = (pl.read_parquet(tmp / f"{model}_m.parquet"), pl.read_parquet(tmp / f"{model}_r.parquet"),
-                      pl.read_parquet(tmp / f"{model}_log.parquet").drop("seconds"))
+        evaluate.run(
+            tmp / "eval.parquet",
+            tmp / f"{model}.pt",
+            tmp / f"{model}_m.parquet",
+            tmp / f"{model}_r.parquet",
+            espec,
+            threads=2,
+            backend=backend,
+        )
+        out[model] = (
+            pl.read_parquet(tmp / f"{model}_m.parquet"),
+            pl.read_parquet(tmp / f"{model}_r.parquet"),
+            pl.read_parquet(tmp / f"{model}_log.parquet").drop("seconds"),
+        )
     return out
 
 

@@ -14,6 +14,7 @@ import numpy as np
 import polars as pl
 import pytest
 import torch
+from helpers import mini_config
 
 from covpipe import data, evaluate, io, specs, train
 from covpipe.config import validate_config
@@ -21,25 +22,36 @@ from covpipe.evaluate import _p_correct
 from covpipe.models import Vocab, build_model
 from covpipe.teachers import build_teacher
 
-from helpers import mini_config
-
 LN2 = math.log(2)
 
 
-def evaluated(tmp_path, teacher: dict, model: str, horizon: int = 4, levels=(2, 4, 16), stopped=(2, 16),
-              pass_at=(1, 4), n_eval=96):
+def evaluated(
+    tmp_path, teacher: dict, model: str, horizon: int = 4, levels=(2, 4, 16), stopped=(2, 16), pass_at=(1, 4), n_eval=96
+):
     """metrics.parquet (as {(class, metric, level): value} of seed 0) and log_ratios.parquet of one
     reference model on one teacher, through the real stage functions."""
-    cfg = validate_config(mini_config(
-        teacher=teacher, horizons=[horizon], seeds=1, data={"n_train": 8, "n_eval": n_eval},
-        models={model: {"class": model}},
-        evaluate={"levels": list(levels), "stopped_kl_levels": list(stopped), "pass_at": list(pass_at)}))
+    cfg = validate_config(
+        mini_config(
+            teacher=teacher,
+            horizons=[horizon],
+            seeds=1,
+            data={"n_train": 8, "n_eval": n_eval},
+            models={model: {"class": model}},
+            evaluate={"levels": list(levels), "stopped_kl_levels": list(stopped), "pass_at": list(pass_at)},
+        )
+    )
     study = cfg["studies"]["mini"]
     data.run(tmp_path / "train.parquet", tmp_path / "eval.parquet", specs.data_spec("mini", study, horizon))
     spec = specs.train_spec("mini", study, model, horizon)
     train.run(tmp_path / "train.parquet", tmp_path / "c.pt", tmp_path / "log.parquet", spec, backend="serial")
-    evaluate.run(tmp_path / "eval.parquet", tmp_path / "c.pt", tmp_path / "m.parquet", tmp_path / "r.parquet",
-                 specs.evaluate_spec(spec, study["evaluate"]), backend="serial")
+    evaluate.run(
+        tmp_path / "eval.parquet",
+        tmp_path / "c.pt",
+        tmp_path / "m.parquet",
+        tmp_path / "r.parquet",
+        specs.evaluate_spec(spec, study["evaluate"]),
+        backend="serial",
+    )
     table = pl.read_parquet(tmp_path / "m.parquet")
     assert set(table["seed"]) == {0}
     values = {(r["class"], r["metric"], r["level"]): r["value"] for r in table.iter_rows(named=True)}
@@ -64,16 +76,22 @@ def test_a_model_equal_to_the_teacher_scores_kl_zero_and_the_teachers_pass_at_n(
         for n in (2.0, 16.0):
             assert v[(cls, "stopped_kl", n)] == pytest.approx(0, abs=1e-12)
     # The teacher's Pass@N, class by class, from the teacher's probabilities of the correct paths.
-    batch = io.frame_tokens(ev)
+    batch = io.frame_to_batch(ev)
     correct = teacher.correct_responses(batch.prompt, batch.cls)
-    p_teacher = np.array([np.exp(teacher.sequence_log_probs(np.repeat(batch.prompt[i:i + 1], len(c), 0), c)).sum()
-                          for i, c in enumerate(correct)])
+    p_teacher = np.array(
+        [
+            np.exp(teacher.sequence_log_probs(np.repeat(batch.prompt[i : i + 1], len(c), 0), c)).sum()
+            for i, c in enumerate(correct)
+        ]
+    )
     match = batch.cls == 1
     assert p_teacher[~match] == pytest.approx(1.0)  # single: one path; uniform4: every valid path is correct
     assert (p_teacher[match] < 1 - 1e-3).any()  # match prompts shared with uniform4: the posterior mixture
     for n in (1, 4):
-        per_class = {c: float(np.mean(1 - (1 - p_teacher[batch.cls == k]) ** n))
-                     for k, c in enumerate(("single", "match", "uniform4"))}
+        per_class = {
+            c: float(np.mean(1 - (1 - p_teacher[batch.cls == k]) ** n))
+            for k, c in enumerate(("single", "match", "uniform4"))
+        }
         for c, want in per_class.items():
             assert v[(c, "pass_at_n", float(n))] == pytest.approx(want, rel=1e-9)
         mixture = 0.5 * per_class["single"] + 0.2 * per_class["match"] + 0.3 * per_class["uniform4"]
@@ -108,9 +126,16 @@ def test_mixture_row_is_the_class_weighted_average_of_the_class_rows(tmp_path):
     cls = ratios["cls"].to_numpy()
     np.testing.assert_allclose(x[cls == 1], 2 * LN2, atol=1e-12)
     np.testing.assert_allclose(x[cls != 1], 0, atol=1e-12)
-    closed = {"kl": (0, 2 * LN2, 0), "prefix_kl": (0, 2 * LN2, 0), ("coverage", 4.0): (0, 1, 0), ("coverage", 16.0): (0, 0, 0),
-              ("stopped_kl", 2.0): (0, LN2, 0), ("stopped_kl", 16.0): (0, 2 * LN2, 0),
-              ("pass_at_n", 1.0): (1, 0.25, 1), ("pass_at_n", 4.0): (1, 1 - 0.75**4, 1)}
+    closed = {
+        "kl": (0, 2 * LN2, 0),
+        "prefix_kl": (0, 2 * LN2, 0),
+        ("coverage", 4.0): (0, 1, 0),
+        ("coverage", 16.0): (0, 0, 0),
+        ("stopped_kl", 2.0): (0, LN2, 0),
+        ("stopped_kl", 16.0): (0, 2 * LN2, 0),
+        ("pass_at_n", 1.0): (1, 0.25, 1),
+        ("pass_at_n", 4.0): (1, 1 - 0.75**4, 1),
+    }
     weights = (0.2, 0.5, 0.3)
     for key, per_class in closed.items():
         metric, level = key if isinstance(key, tuple) else (key, None)
@@ -124,8 +149,15 @@ def test_stopped_kl_follows_the_per_token_kls(tmp_path):
     """valid_uniform on xor graphs at H = 8: ln 2 of token KL at each of the 4 branching layers, 0
     elsewhere, so sum_h KL_h = 4 ln 2 and D_seq,N = min(ln N, 4 ln 2): ln 2 at N = 2, ln 8 at N = 8,
     4 ln 2 at N = 32; the sequence KL is 4 ln 2 and Cov_16 = 1 (ratio exactly 16), Cov_17 = 0."""
-    v, _, _ = evaluated(tmp_path, {"name": "graph", "num_nodes": 40, "classes": {"xor": 1.0}}, "valid_uniform",
-                        horizon=8, levels=(16, 17), stopped=(2, 8, 32), pass_at=(1,))
+    v, _, _ = evaluated(
+        tmp_path,
+        {"name": "graph", "num_nodes": 40, "classes": {"xor": 1.0}},
+        "valid_uniform",
+        horizon=8,
+        levels=(16, 17),
+        stopped=(2, 8, 32),
+        pass_at=(1,),
+    )
     for n, want in ((2.0, LN2), (8.0, math.log(8)), (32.0, 4 * LN2)):
         assert v[("all", "stopped_kl", n)] == pytest.approx(want, abs=1e-12)
     assert v[("all", "kl", None)] == pytest.approx(4 * LN2, abs=1e-12)
@@ -134,12 +166,15 @@ def test_stopped_kl_follows_the_per_token_kls(tmp_path):
     assert v[("all", "pass_at_n", 1.0)] == pytest.approx(1 / 16, abs=1e-12)
 
 
-@pytest.mark.parametrize("model,want", [
-    # uniform over the 4 valid paths: half of the mass agrees, half matches at the first layer
-    ("valid_uniform", {"all": (1, 0.5, 0.5), "match": (1, 0.5, 0.5), "mismatch": (1, 0.5, 0.5)}),
-    # pi_D (no xor class): the class's own rule at both layers; 'all' weighs match 0.7, mismatch 0.3
-    ("consistent_branch", {"all": (1, 1, 0.7), "match": (1, 1, 1), "mismatch": (1, 1, 0)}),
-])
+@pytest.mark.parametrize(
+    "model,want",
+    [
+        # uniform over the 4 valid paths: half of the mass agrees, half matches at the first layer
+        ("valid_uniform", {"all": (1, 0.5, 0.5), "match": (1, 0.5, 0.5), "mismatch": (1, 0.5, 0.5)}),
+        # pi_D (no xor class): the class's own rule at both layers; 'all' weighs match 0.7, mismatch 0.3
+        ("consistent_branch", {"all": (1, 1, 0.7), "match": (1, 1, 1), "mismatch": (1, 1, 0)}),
+    ],
+)
 def test_branch_agreement_and_first_branch_match_on_known_path_probabilities(tmp_path, model, want):
     """Fig. 1 graphs (match 0.7, mismatch 0.3; the prompt's parity bit tells them apart): the
     model's probabilities of the 4 valid paths are known, so valid_mass, branch_agreement and
@@ -164,8 +199,10 @@ class FourPaths(torch.nn.Module):
 
     def token_log_probs(self, prompt, response):
         out = torch.zeros(response.shape, dtype=torch.float64)
-        out[:, 0] = torch.tensor([self.table.get((tuple(x), tuple(y)), -math.inf)
-                                  for x, y in zip(prompt.tolist(), response.tolist())], dtype=torch.float64)
+        out[:, 0] = torch.tensor(
+            [self.table.get((tuple(x), tuple(y)), -math.inf) for x, y in zip(prompt.tolist(), response.tolist())],
+            dtype=torch.float64,
+        )
         return out  # (n, L): the sequence log-probability at position 0, zeros after it
 
 

@@ -8,12 +8,11 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from helpers import mini_config
+from workflow_helpers import mini_config_writer
 
 from covpipe import fingerprint, specs
 from covpipe.config import validate_config
-from workflow_helpers import mini_config_writer
 
 ROOT = Path(__file__).parents[1]
 
@@ -34,23 +33,29 @@ class Shape:
 '''
 
 
-@pytest.mark.parametrize("same", [
-    CODE.replace("# pi r^2", "# the area"),  # a comment
-    CODE.replace('"""Of a circle."""', '"""Of a disc, in square units."""'),  # a docstring
-    CODE.replace('"""A shape."""\n\n', ""),  # a docstring removed
-    CODE.replace("return math.pi * r * r", "return (math.pi *\n            r * r)"),  # layout
-    CODE + "\n\n# a trailing comment\n",
-])
+@pytest.mark.parametrize(
+    "same",
+    [
+        CODE.replace("# pi r^2", "# the area"),  # a comment
+        CODE.replace('"""Of a circle."""', '"""Of a disc, in square units."""'),  # a docstring
+        CODE.replace('"""A shape."""\n\n', ""),  # a docstring removed
+        CODE.replace("return math.pi * r * r", "return (math.pi *\n            r * r)"),  # layout
+        CODE + "\n\n# a trailing comment\n",
+    ],
+)
 def test_comments_docstrings_and_layout_leave_the_hash_alone(same):
     assert fingerprint.source_hash(same) == fingerprint.source_hash(CODE)
 
 
-@pytest.mark.parametrize("other", [
-    CODE.replace("r * r", "r ** 2"),  # the same number, other code
-    CODE.replace("sides = 0", "sides = 1"),
-    CODE.replace("import math", "import math\nimport os"),
-    CODE.replace('"""Of a circle."""', '"""Of a circle."""\n    r = abs(r)'),
-])
+@pytest.mark.parametrize(
+    "other",
+    [
+        CODE.replace("r * r", "r ** 2"),  # the same number, other code
+        CODE.replace("sides = 0", "sides = 1"),
+        CODE.replace("import math", "import math\nimport os"),
+        CODE.replace('"""Of a circle."""', '"""Of a circle."""\n    r = abs(r)'),
+    ],
+)
 def test_a_code_change_changes_the_hash(other):
     assert fingerprint.source_hash(other) != fingerprint.source_hash(CODE)
 
@@ -75,16 +80,33 @@ def test_every_module_is_in_the_closure_of_some_stage():
     entries = fingerprint._entry_modules()
     reached = set().union(*(fingerprint.closure(m) for m in fingerprint.STAGES.values()))
     reached |= set().union(*(fingerprint.closure(m) for m in entries.values()))
-    planning_only = {"covpipe", "covpipe.cli", "covpipe.config", "covpipe.specs", "covpipe.fingerprint",
-                     "covpipe.limits", "covpipe.strict_yaml", "covpipe.reference"}
+    planning_only = {
+        "covpipe",
+        "covpipe.cli",
+        "covpipe.config",
+        "covpipe.specs",
+        "covpipe.fingerprint",
+        "covpipe.limits",
+        "covpipe.strict_yaml",
+        "covpipe.reference",
+    }
     assert set(fingerprint.modules()) - reached <= planning_only
 
 
 def test_a_job_reads_the_code_of_its_own_teacher_model_and_learner_only():
     def spec(teacher, model):
-        cfg = {"studies": {"s": {"teacher": teacher, "horizons": [4], "seeds": 1,
-                                 "models": {"m": model}, "data": {"n_train": 8, "n_eval": 8},
-                                 "train": {"steps": 4, "checkpoints": [4]}}}}
+        cfg = {
+            "studies": {
+                "s": {
+                    "teacher": teacher,
+                    "horizons": [4],
+                    "seeds": 1,
+                    "models": {"m": model},
+                    "data": {"n_train": 8, "n_eval": 8},
+                    "train": {"steps": 4, "checkpoints": [4]},
+                }
+            }
+        }
         return specs.train_spec("s", validate_config(cfg)["studies"]["s"], "m", 4)
 
     markov = {"name": "markov", "vocab_size": 4}
@@ -93,8 +115,9 @@ def test_a_job_reads_the_code_of_its_own_teacher_model_and_learner_only():
     assert spec(markov, {"class": "transformer"})["code"] != base["code"]
     assert spec({"name": "ar_linear"}, {"class": "gru"})["code"] != base["code"]
     uses = {("teacher", "markov"), ("model", "gru")}
-    modules = fingerprint.closure("covpipe.train", frozenset(m for k, m in fingerprint._entry_modules().items()
-                                                               if k not in uses))
+    modules = fingerprint.closure(
+        "covpipe.train", frozenset(m for k, m in fingerprint._entry_modules().items() if k not in uses)
+    )
     assert {"covpipe.models.gru", "covpipe.teachers.markov"} <= modules
     assert not {"covpipe.teachers.pivotal", "covpipe.models.transformer", "covpipe.learners.sgd"} & modules
 
@@ -113,8 +136,24 @@ main(sys.argv[1:])
 
 
 def _plan(code: Path, work: Path) -> dict[str, int]:
-    proc = subprocess.run([sys.executable, "-c", LAUNCH, str(code), "-s", str(code / "Snakefile"), "--directory",
-                           str(work), "--cores", "1", "-n"], capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            LAUNCH,
+            str(code),
+            "-s",
+            str(code / "Snakefile"),
+            "--directory",
+            str(work),
+            "--cores",
+            "1",
+            "-n",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     if "Nothing to be done" in proc.stdout:
         return {}
@@ -133,8 +172,23 @@ def test_a_comment_reruns_nothing_and_a_metrics_change_reruns_evaluation_not_tra
     shutil.copytree(ROOT / "profiles", code / "profiles")
     shutil.copytree(ROOT / "covpipe", code / "covpipe", ignore=shutil.ignore_patterns("__pycache__"))
     mini_config_writer(work, mini_config())
-    run = subprocess.run([sys.executable, "-c", LAUNCH, str(code), "-s", str(code / "Snakefile"), "--directory",
-                          str(work), "--cores", "2"], capture_output=True, text=True, timeout=900)
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            LAUNCH,
+            str(code),
+            "-s",
+            str(code / "Snakefile"),
+            "--directory",
+            str(work),
+            "--cores",
+            "2",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert run.returncode == 0, run.stderr[-5000:]
     assert _plan(code, work) == {}
 

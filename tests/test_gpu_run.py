@@ -19,8 +19,19 @@ ROOT = Path(__file__).parents[1]
 GPU = ROOT / "config" / "gpu.yaml"
 MINI = ROOT / "config" / "gpu-mini.yaml"
 SCRIPT = ROOT / "scripts" / "gpu-run.sh"
-SIZES = {"seeds", "n_train", "n_eval", "steps", "checkpoints", "batch_size", "layers", "heads", "width", "n_select",
-         "offset_prompts"}
+SIZES = {
+    "seeds",
+    "n_train",
+    "n_eval",
+    "steps",
+    "checkpoints",
+    "batch_size",
+    "layers",
+    "heads",
+    "width",
+    "n_select",
+    "offset_prompts",
+}
 
 
 def _load(path):
@@ -36,7 +47,12 @@ def test_gpu_config_validates_with_the_gpu_check_deferred():
     for study in (fig1, fig2):  # the paper's format and model
         assert study["teacher"]["prompt_format"] == "edges" and study["teacher"]["response_format"] == "path"
         assert study["models"]["transformer"] | {"dropout": 0.0} == {
-            "class": "transformer", "layers": 6, "heads": 4, "width": 384, "dropout": 0.0}
+            "class": "transformer",
+            "layers": 6,
+            "heads": 4,
+            "width": 384,
+            "dropout": 0.0,
+        }
         assert study["train"]["optimizer"] == "adamw" and study["train"]["batch_size"] == 128
     assert fig2["horizons"] == [8, 16, 24] and set(fig2["teacher"]["classes"]) == {"single", "xor", "uniform16"}
     assert fig1["finetune"]["teacher"]["classes"] == {"match": 0.9, "mismatch": 0.1}
@@ -73,25 +89,58 @@ def test_gpu_mini_differs_from_gpu_in_sizes_only():
 def test_gpu_run_script_publishes_reference_on_cpu(tmp_path):
     out = tmp_path / "out"
     env = {**os.environ, "OUT": str(out)}
-    proc = subprocess.run(["bash", str(SCRIPT), "--config", str(MINI), "--device", "cpu", "--workdir",
-                           str(tmp_path / "run"), "--out", str(tmp_path / "reference"), "--cores", "2"],
-                          capture_output=True, text=True, timeout=1500, env=env)
+    proc = subprocess.run(
+        [
+            "bash",
+            str(SCRIPT),
+            "--config",
+            str(MINI),
+            "--device",
+            "cpu",
+            "--workdir",
+            str(tmp_path / "run"),
+            "--out",
+            str(tmp_path / "reference"),
+            "--cores",
+            "2",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=1500,
+        env=env,
+    )
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     cfg = _load(MINI)
-    for study, figures in [("graph_horizon_gpu", {"over_training.png", "coverage_profile.png", "per_class.md"}),
-                           ("graph_finetune_gpu", {"fig1_training.png", "fig1_scatter.png", "selection.md"})]:
+    for study, figures in [
+        ("graph_horizon_gpu", {"over_training.png", "coverage_profile.png", "per_class.md"}),
+        ("graph_finetune_gpu", {"fig1_training.png", "fig1_scatter.png", "selection.md"}),
+    ]:
         ref = tmp_path / "reference" / study
-        tables = {"metrics.parquet", "train_log.parquet"} | ({"selection.parquet"} if "selection" in cfg["studies"][study]
-                                                               else set())
+        tables = {"metrics.parquet", "train_log.parquet"} | (
+            {"selection.parquet"} if "selection" in cfg["studies"][study] else set()
+        )
         assert tables <= {p.name for p in ref.glob("*.parquet")}
         assert figures <= {p.name for p in (ref / "figures").iterdir()}
-        assert (ref / "figures" / "fig1_training.png" if "finetune" in study else ref / "figures" / "over_training.png"
-                ).read_bytes()[:4] == b"\x89PNG"
+        assert (
+            ref / "figures" / "fig1_training.png" if "finetune" in study else ref / "figures" / "over_training.png"
+        ).read_bytes()[:4] == b"\x89PNG"
         metrics = pl.read_parquet(ref / "metrics.parquet")
         assert set(metrics["study"]) == {study} and set(metrics["model"]) == set(cfg["studies"][study]["models"])
         prov = json.loads((ref / "provenance.json").read_text())
-        for key in ("command", "config", "config_file", "config_sha256", "machine", "wall_seconds", "covpipe_version",
-                    "git_commit", "exit_code", "complete", "files", "stage_seconds"):
+        for key in (
+            "command",
+            "config",
+            "config_file",
+            "config_sha256",
+            "machine",
+            "wall_seconds",
+            "covpipe_version",
+            "git_commit",
+            "exit_code",
+            "complete",
+            "files",
+            "stage_seconds",
+        ):
             assert key in prov, key
         assert prov["complete"] and prov["exit_code"] == 0 and prov["missing"] == []
         assert prov["config"]["models"].keys() == cfg["studies"][study]["models"].keys()
@@ -110,8 +159,9 @@ def test_gpu_run_script_publishes_reference_on_cpu(tmp_path):
 
 
 def test_gpu_run_script_names_a_bad_device_before_running(tmp_path):
-    proc = subprocess.run(["bash", str(SCRIPT), "--device", "tpu", "--workdir", str(tmp_path)],
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        ["bash", str(SCRIPT), "--device", "tpu", "--workdir", str(tmp_path)], capture_output=True, text=True, timeout=60
+    )
     assert proc.returncode == 2 and "--device: 'tpu'; known: cuda, cpu" in proc.stderr
     assert not (tmp_path / "results").exists()
 
@@ -125,8 +175,10 @@ def test_publish_marks_a_study_with_missing_outputs_incomplete(tmp_path):
     config = tmp_path / "config.yaml"
     config.write_text(yaml.safe_dump(cfg))
     results = tmp_path / "results"
-    for study, tables in [("graph_horizon_gpu", ["metrics.parquet", "train_log.parquet"]),
-                          ("graph_finetune_gpu", ["metrics.parquet", "train_log.parquet"])]:
+    for study, tables in [
+        ("graph_horizon_gpu", ["metrics.parquet", "train_log.parquet"]),
+        ("graph_finetune_gpu", ["metrics.parquet", "train_log.parquet"]),
+    ]:
         (results / study / "figures").mkdir(parents=True)
         for t in tables:
             (results / study / t).write_bytes(b"PAR1")
@@ -138,4 +190,9 @@ def test_publish_marks_a_study_with_missing_outputs_incomplete(tmp_path):
     assert done["graph_finetune_gpu"]["missing"] == ["selection.parquet"]
     assert done["graph_horizon_gpu"]["missing"] == [] and not done["graph_horizon_gpu"]["complete"]  # exit 124
     assert sorted(p.name for p in (tmp_path / "ref" / "graph_finetune_gpu").rglob("*")) == [
-        "a.png", "figures", "metrics.parquet", "provenance.json", "train_log.parquet"]
+        "a.png",
+        "figures",
+        "metrics.parquet",
+        "provenance.json",
+        "train_log.parquet",
+    ]

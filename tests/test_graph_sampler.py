@@ -28,14 +28,37 @@ P_MIN = 1e-4
 CASES = {
     # 19 labels for 4H + 2 = 18 nodes: a swap takes the one spare label or, half the time, a dead end.
     "fig1-tight": ({"name": "graph", "num_nodes": 19, "classes": {"match": 0.4, "mismatch": 0.3, "uniform4": 0.3}}, 4),
-    "fig1-rule-pairs": ({"name": "graph", "num_nodes": 24, "pair_order": "rule", "response_format": "pairs",
-                         "classes": {"match": 0.5, "mismatch": 0.2, "uniform4": 0.3}}, 4),
+    "fig1-rule-pairs": (
+        {
+            "name": "graph",
+            "num_nodes": 24,
+            "pair_order": "rule",
+            "response_format": "pairs",
+            "classes": {"match": 0.5, "mismatch": 0.2, "uniform4": 0.3},
+        },
+        4,
+    ),
     "fig2": ({"name": "graph", "num_nodes": 35, "classes": {"single": 0.3, "xor": 0.4, "uniform16": 0.3}}, 8),
-    "edges": ({"name": "graph", "num_nodes": 20, "prompt_format": "edges", "response_format": "pairs",
-               "classes": {"single": 0.25, "uniform16": 0.25, "match": 0.25, "uniform4": 0.25}}, 4),
+    "edges": (
+        {
+            "name": "graph",
+            "num_nodes": 20,
+            "prompt_format": "edges",
+            "response_format": "pairs",
+            "classes": {"single": 0.25, "uniform16": 0.25, "match": 0.25, "uniform4": 0.25},
+        },
+        4,
+    ),
     # Every layer branches and no label is spare: every swap is with a dead end, which the edge list shows.
-    "fig1-no-spare": ({"name": "graph", "num_nodes": 10, "prompt_format": "edges",
-                       "classes": {"match": 0.3, "mismatch": 0.3, "uniform4": 0.4}}, 2),
+    "fig1-no-spare": (
+        {
+            "name": "graph",
+            "num_nodes": 10,
+            "prompt_format": "edges",
+            "classes": {"match": 0.3, "mismatch": 0.3, "uniform4": 0.4},
+        },
+        2,
+    ),
 }
 # Not mixed here: xor or uniform16 with a Fig. 1 kind of as many branching layers (xor at H = 4).
 # pi_D's posterior then treats the swapped s of the Fig. 1 kinds as if drawn like the others' s
@@ -51,8 +74,11 @@ def cases():
 def draw(spec, horizon, seed=0):
     """(teacher, reference batch, batched batch), each from its own stream."""
     t = build_teacher(spec)
-    return t, t._sample_loop(N_REFERENCE, horizon, np.random.default_rng(seed)), \
-        t.sample(N_BATCHED, horizon, np.random.default_rng(seed + 1))
+    return (
+        t,
+        t._sample_loop(N_REFERENCE, horizon, np.random.default_rng(seed)),
+        t.sample(N_BATCHED, horizon, np.random.default_rng(seed + 1)),
+    )
 
 
 def features(t, batch):
@@ -68,8 +94,9 @@ def features(t, batch):
         "parity bit": prompt_parity(s, passable),
         "s label": s,
         "t label": tt,
-        "parities of s, t and the passable nodes": s % 2 + 2 * (tt % 2) + 4 * (np.where(passable >= 0, passable % 2, 0)
-                                                                                .sum((1, 2)) % 2),
+        "parities of s, t and the passable nodes": s % 2
+        + 2 * (tt % 2)
+        + 4 * (np.where(passable >= 0, passable % 2, 0).sum((1, 2)) % 2),
         "labels of layer 1": passable[:, 0, 0] * (m + 1) + passable[:, 0, 1] + 1,
         "labels of layer H": passable[:, -1, 0] * (m + 1) + passable[:, -1, 1] + 1,
         "choices": ((path == passable[..., 0]) * 2 ** np.arange(horizon)).sum(1),
@@ -85,9 +112,11 @@ def features(t, batch):
         # Parities of the dead ends show here: the dead-end swap gives the first layer with a dead end
         # of the other parity one more node of the old s's parity (so, with the new s's parity).
         out["even labels in layer 1, parity of s"] = s % 2 + 2 * np.array(
-            [(e[e[:, 0] == sj, 1] % 2 == 0).sum() for e, sj in zip(edges, s)])
+            [(e[e[:, 0] == sj, 1] % 2 == 0).sum() for e, sj in zip(edges, s)]
+        )
         out["even labels in layer H, parity of s"] = s % 2 + 2 * np.array(
-            [(e[e[:, 0] == pj, 1] % 2 == 0).sum() for e, pj in zip(edges, passable[:, -2, 0])])
+            [(e[e[:, 0] == pj, 1] % 2 == 0).sum() for e, pj in zip(edges, passable[:, -2, 0])]
+        )
         out["even labels"] = np.array([len(np.unique(e[e % 2 == 0])) for e in edges])
     return {name: cls * 10**9 + v for name, v in out.items()}
 
@@ -96,8 +125,9 @@ def two_sample_p(a, b):
     """Chi-square test that codes a and b come from one distribution; values with fewer than 10
     draws in both together are pooled."""
     values, inverse = np.unique(np.concatenate([a, b]), return_inverse=True)
-    counts = np.stack([np.bincount(inverse[: len(a)], minlength=len(values)),
-                       np.bincount(inverse[len(a) :], minlength=len(values))])  # (2, K)
+    counts = np.stack(
+        [np.bincount(inverse[: len(a)], minlength=len(values)), np.bincount(inverse[len(a) :], minlength=len(values))]
+    )  # (2, K)
     rare = counts.sum(0) < 10
     table = np.concatenate([counts[:, ~rare], counts[:, rare].sum(1, keepdims=True)], axis=1)
     table = table[:, table.sum(0) > 0]
@@ -127,7 +157,10 @@ def test_batched_graphs_have_the_known_structure(spec, horizon):
     batch = t.sample(N_BATCHED, horizon, np.random.default_rng(3))
     s, tt, passable = t.parse(batch.prompt)
     n, m = len(batch), t.params.num_nodes
-    assert batch.prompt.shape == (n, t.prompt_length_for(horizon)) and batch.response.shape == (n, t.response_length(horizon))
+    assert batch.prompt.shape == (n, t.prompt_length_for(horizon)) and batch.response.shape == (
+        n,
+        t.response_length(horizon),
+    )
     branching = passable[..., 1] >= 0
     assert (passable[..., 0][branching] % 2 == 0).all() and (passable[..., 1][branching] % 2 == 1).all()
     # Labels lie in [0, m) and are distinct within a graph: the nodes the layers prompt shows, or
@@ -176,8 +209,9 @@ def test_batched_paths_follow_pi_d(spec, horizon):
     batch = t.sample(n, horizon, np.random.default_rng(4))
     assert np.isfinite(t.sequence_log_probs(batch.prompt, batch.response)).all()
     correct = t.correct_responses(batch.prompt, batch.cls)
-    index = np.array([np.flatnonzero((r == y).all(1))[0] if (r == y).all(1).any() else -1
-                      for r, y in zip(correct, batch.response)])
+    index = np.array(
+        [np.flatnonzero((r == y).all(1))[0] if (r == y).all(1).any() else -1 for r, y in zip(correct, batch.response)]
+    )
     assert (index >= 0).all()  # the class's rule allows the path
     for c in range(len(t.class_names)):
         rows = (batch.cls == c) & (np.array([len(r) for r in correct]) > 1)
@@ -200,8 +234,16 @@ def test_a_class_mix_whose_pi_d_would_not_be_exact_is_refused():
     # parity bit; the posterior over kinds would ignore that, so the mix is refused by name.
     from covpipe.config import ConfigError, validate_config
 
-    cfg = {"studies": {"g": {"teacher": {"name": "graph", "num_nodes": 30, "classes": {"xor": 0.5, "match": 0.5}},
-                             "horizons": [4, 6], "seeds": 1, "models": {"u": {"class": "valid_uniform"}}}}}
+    cfg = {
+        "studies": {
+            "g": {
+                "teacher": {"name": "graph", "num_nodes": 30, "classes": {"xor": 0.5, "match": 0.5}},
+                "horizons": [4, 6],
+                "seeds": 1,
+                "models": {"u": {"class": "valid_uniform"}},
+            }
+        }
+    }
     with pytest.raises(ConfigError, match=r"studies\.g\.teacher\.classes: 'xor' has 2 branching layers at horizon 4"):
         validate_config(cfg)
     cfg["studies"]["g"]["horizons"] = [6]  # 3 branching layers: the prompt tells the kinds apart

@@ -6,12 +6,11 @@ import math
 import numpy as np
 import polars as pl
 import pytest
+from workflow_helpers import mini_config_writer, planned_jobs, snakemake
 
 from covpipe import metrics
 from covpipe.models import Vocab, build_model
 from covpipe.teachers import build_teacher
-
-from workflow_helpers import mini_config_writer, planned_jobs, snakemake
 
 TEACHER = {"name": "graph", "num_nodes": 30, "classes": {"single": 0.9, "xor": 0.05, "uniform16": 0.05}}
 GRAPH = {
@@ -45,24 +44,38 @@ def test_graph_study_runs_and_reports_exact_pass_at_n(tmp_path):
     table = (results / "figures" / "per_class.md").read_text()
     assert "| consistent_branch | 6 | xor | 0.693 [0.693, 0.693] |" in table
     m = pl.read_parquet(results / "metrics.parquet")
-    ref = m.filter((pl.col("model") == "consistent_branch") & (pl.col("metric") == "pass_at_n") & (pl.col("class") == "xor")
-                   & (pl.col("horizon") == 6) & (pl.col("seed") == 0))
+    ref = m.filter(
+        (pl.col("model") == "consistent_branch")
+        & (pl.col("metric") == "pass_at_n")
+        & (pl.col("class") == "xor")
+        & (pl.col("horizon") == 6)
+        & (pl.col("seed") == 0)
+    )
     # Knowing validity but not the bit: the correct path has probability 1/2, so Pass@N = 1 - 2^-N.
     assert ref.sort("level")["value"].to_list() == pytest.approx([0.5, 1 - 2**-4])
-    uni = m.filter((pl.col("model") == "valid_uniform") & (pl.col("metric") == "pass_at_n") & (pl.col("class") == "uniform16"))
+    uni = m.filter(
+        (pl.col("model") == "valid_uniform") & (pl.col("metric") == "pass_at_n") & (pl.col("class") == "uniform16")
+    )
     assert uni["value"].to_list() == pytest.approx([1.0] * uni.height)  # every valid path is correct there
     # Independent oracles through the workflow: the reference models' every reported number.
     weights = {"single": 0.9, "xor": 0.05, "uniform16": 0.05}
     last = m.filter((pl.col("seed") == 0) & (pl.col("step") == pl.col("step").max().over("model", "horizon")))
-    v = {(r["model"], r["horizon"], r["class"], r["metric"], r["level"]): r["value"] for r in last.iter_rows(named=True)}
+    v = {
+        (r["model"], r["horizon"], r["class"], r["metric"], r["level"]): r["value"] for r in last.iter_rows(named=True)
+    }
     for h in (4, 6):
         k = h // 2  # xor branching layers; valid_uniform pays ln 2 at each, consistent_branch once
-        for model, x_xor, p_xor in (("valid_uniform", k * math.log(2), 2.0**-k), ("consistent_branch", math.log(2), 0.5)):
-            per_class = {"kl": {"single": 0, "xor": x_xor, "uniform16": 0},
-                         ("coverage", 2.0): {"single": 0, "xor": 1, "uniform16": 0},
-                         ("coverage", 16.0): {"single": 0, "xor": 0, "uniform16": 0},  # 2^k < 16
-                         ("stopped_kl", 16.0): {"single": 0, "xor": x_xor, "uniform16": 0},
-                         ("pass_at_n", 4.0): {"single": 1, "xor": 1 - (1 - p_xor) ** 4, "uniform16": 1}}
+        for model, x_xor, p_xor in (
+            ("valid_uniform", k * math.log(2), 2.0**-k),
+            ("consistent_branch", math.log(2), 0.5),
+        ):
+            per_class = {
+                "kl": {"single": 0, "xor": x_xor, "uniform16": 0},
+                ("coverage", 2.0): {"single": 0, "xor": 1, "uniform16": 0},
+                ("coverage", 16.0): {"single": 0, "xor": 0, "uniform16": 0},  # 2^k < 16
+                ("stopped_kl", 16.0): {"single": 0, "xor": x_xor, "uniform16": 0},
+                ("pass_at_n", 4.0): {"single": 1, "xor": 1 - (1 - p_xor) ** 4, "uniform16": 1},
+            }
             for key, want in per_class.items():
                 metric, level = key if isinstance(key, tuple) else (key, None)
                 for c, value in want.items():

@@ -15,11 +15,10 @@ from pathlib import Path
 
 import pytest
 import yaml
+from helpers import mini_config
 
 from covpipe import strict_yaml
 from covpipe.config import ConfigError, load_config, validate_config
-
-from helpers import mini_config
 
 COVPIPE = [sys.executable, "-m", "covpipe.cli"]
 
@@ -48,29 +47,63 @@ MINI = mini_yaml()
 STUDY = "studies:\n  mini:\n"
 
 YAML_CASES = [
-    ("duplicate top-level key", MINI + "execution: {backend: ray}\n",
-     r"c.yaml: line \d+: execution: duplicate key \(also on line 1\)"),
+    (
+        "duplicate top-level key",
+        MINI + "execution: {backend: ray}\n",
+        r"c.yaml: line \d+: execution: duplicate key \(also on line 1\)",
+    ),
     ("duplicate study (a whole study would vanish)", MINI + "studies: {}\n", r"line \d+: studies: duplicate key"),
-    ("duplicate key deep inside", MINI.replace("      order: 1\n", "      order: 1\n      order: 2\n", 1),
-     r"line \d+: order: duplicate key"),
-    ("duplicate key in a flow mapping", MINI.replace("data:\n      n_train: 32\n", "data: {n_train: 4, n_train: 8}\n    x:\n"),
-     r"n_train: duplicate key"),
+    (
+        "duplicate key deep inside",
+        MINI.replace("      order: 1\n", "      order: 1\n      order: 2\n", 1),
+        r"line \d+: order: duplicate key",
+    ),
+    (
+        "duplicate key in a flow mapping",
+        MINI.replace("data:\n      n_train: 32\n", "data: {n_train: 4, n_train: 8}\n    x:\n"),
+        r"n_train: duplicate key",
+    ),
     ("octal-looking integer", MINI.replace("seeds: 2", "seeds: 010"), r"line \d+: 010: an integer with a leading zero"),
     ("octal-looking integer in a list", MINI.replace("- 4\n", "- 04\n", 1), r"04: an integer with a leading zero"),
-    ("yes as a boolean", MINI.replace("n_eval: 64", "n_eval: 64\n      shared_across_seeds: yes"),
-     r"studies\.mini\.data\.shared_across_seeds: Input should be a valid boolean, got yes"),
-    ("true as a number", MINI.replace("seeds: 2", "seeds: true"),
-     r"studies\.mini\.seeds: Input should be a valid integer, got True"),
-    ("false as a number in a model", MINI.replace("hidden: 4", "hidden: false"),
-     r"studies\.mini\.models\.gru\.hidden: Input should be a valid integer, got False"),
+    (
+        "yes as a boolean",
+        MINI.replace("n_eval: 64", "n_eval: 64\n      shared_across_seeds: yes"),
+        r"studies\.mini\.data\.shared_across_seeds: Input should be a valid boolean, got yes",
+    ),
+    (
+        "true as a number",
+        MINI.replace("seeds: 2", "seeds: true"),
+        r"studies\.mini\.seeds: Input should be a valid integer, got True",
+    ),
+    (
+        "false as a number in a model",
+        MINI.replace("hidden: 4", "hidden: false"),
+        r"studies\.mini\.models\.gru\.hidden: Input should be a valid integer, got False",
+    ),
     ("quoted number", MINI.replace("seeds: 2", "seeds: '2'"), r"studies\.mini\.seeds: Input should be a valid integer"),
-    ("float for an integer", MINI.replace("seeds: 2", "seeds: 2.0"), r"studies\.mini\.seeds: Input should be a valid integer"),
-    ("sexagesimal", MINI.replace("seeds: 2", "seeds: 1:30"), r"studies\.mini\.seeds: Input should be a valid integer, got 1:30"),
-    ("python tag", MINI + "x: !!python/object/apply:os.system ['true']\n", r"c.yaml: not valid YAML: could not determine a constructor"),
+    (
+        "float for an integer",
+        MINI.replace("seeds: 2", "seeds: 2.0"),
+        r"studies\.mini\.seeds: Input should be a valid integer",
+    ),
+    (
+        "sexagesimal",
+        MINI.replace("seeds: 2", "seeds: 1:30"),
+        r"studies\.mini\.seeds: Input should be a valid integer, got 1:30",
+    ),
+    (
+        "python tag",
+        MINI + "x: !!python/object/apply:os.system ['true']\n",
+        r"c.yaml: not valid YAML: could not determine a constructor",
+    ),
     ("yte templating header", "__use_yte__: true\n" + MINI, r"c.yaml: __use_yte__: unknown top-level key"),
     ("not UTF-8", MINI.encode() + b"# \xff\xfe\n", r"c.yaml: not UTF-8 text \(byte 0xff at offset \d+\)"),
     ("not a mapping", "- 1\n- 2\n", r"c.yaml: expected a mapping at the top level, got list"),
-    ("non-string key", MINI.replace("seeds: 2", "seeds: 2\n    1: x"), r"studies\.mini\.1: keys must be strings, got int"),
+    (
+        "non-string key",
+        MINI.replace("seeds: 2", "seeds: 2\n    1: x"),
+        r"studies\.mini\.1: keys must be strings, got int",
+    ),
 ]
 
 
@@ -87,16 +120,22 @@ def test_merge_keys_and_anchors_still_work(tmp_path):
 
 
 def test_yaml_1_2_scalars(tmp_path):
-    assert strict_yaml.loads(b"a: 1e6\nb: yes\nc: 0x10\nd: 1_000\ne: ~\n") == \
-        {"a": 1e6, "b": "yes", "c": 16, "d": "1_000", "e": None}
+    assert strict_yaml.loads(b"a: 1e6\nb: yes\nc: 0x10\nd: 1_000\ne: ~\n") == {
+        "a": 1e6,
+        "b": "yes",
+        "c": 16,
+        "d": "1_000",
+        "e": None,
+    }
 
 
 # ---- class 1: validation whose cost would grow with the input ---------------------------------
 
+
 def alias_bomb(levels=9) -> str:
     lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
     lines += [f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 10) + "]" for i in range(1, levels)]
-    return "\n".join(lines) + "\nstudies: {mini: {horizons: *a%d}}\n" % (levels - 1)
+    return "\n".join(lines) + f"\nstudies: {{mini: {{horizons: *a{levels - 1:d}}}}}\n"
 
 
 HUGE = [
@@ -104,7 +143,11 @@ HUGE = [
     ("recursive alias", "studies: &s {mini: *s}\n", r"c.yaml: line 1: an alias refers to a value that contains it"),
     ("deep nesting", "studies: " + "[" * 3000 + "]" * 3000 + "\n", r"c.yaml: nested deeper than 64 levels"),
     ("deep but short nesting", "studies: " + "[" * 80 + "]" * 80 + "\n", r"nested deeper than 64 levels"),
-    ("oversized file", MINI + "# " + "x" * (2 << 20) + "\n", r"c.yaml: \d+ bytes; a config file is at most 1048576 bytes"),
+    (
+        "oversized file",
+        MINI + "# " + "x" * (2 << 20) + "\n",
+        r"c.yaml: \d+ bytes; a config file is at most 1048576 bytes",
+    ),
 ]
 
 
@@ -141,6 +184,7 @@ def test_a_huge_value_is_never_printed_whole():
 
 # ---- class 2: sizes without limits ----------------------------------------------------------
 
+
 def with_execution(**execution):
     cfg = mini_config()
     cfg["execution"] = {"backend": "serial", **execution}
@@ -149,28 +193,59 @@ def with_execution(**execution):
 
 LIMIT = r"; the limit is [\d.e+]+ GiB \(execution\.memory_gb"
 SIZES = [
-    ("horizon 1e9", mini_config(horizons=[2, 10**9], models={"g": {"class": "gru"}}),
-     r"studies\.mini\.horizons: the data job at horizon 1000000000 would need about .* GiB, mostly teacher log-probs"),
-    ("transformer at horizon 1e6", mini_config(horizons=[2, 10**6], models={"t": {"class": "transformer"}}),
-     r"studies\.mini\.horizons: the train job at horizon 1000000 would need about"),
+    (
+        "horizon 1e9",
+        mini_config(horizons=[2, 10**9], models={"g": {"class": "gru"}}),
+        r"studies\.mini\.horizons: the data job at horizon 1000000000 would need about .* GiB, mostly teacher log-probs",
+    ),
+    (
+        "transformer at horizon 1e6",
+        mini_config(horizons=[2, 10**6], models={"t": {"class": "transformer"}}),
+        r"studies\.mini\.horizons: the train job at horizon 1000000 would need about",
+    ),
     ("n_eval 1e12", mini_config(data={"n_train": 32, "n_eval": 10**12}), r"studies\.mini\.data\.n_eval: the data job"),
-    ("n_train 1e10", mini_config(data={"n_train": 10**10, "n_eval": 64}), r"studies\.mini\.data\.n_train: the data job"),
+    (
+        "n_train 1e10",
+        mini_config(data={"n_train": 10**10, "n_eval": 64}),
+        r"studies\.mini\.data\.n_train: the data job",
+    ),
     ("seeds 1e9", mini_config(seeds=10**9), r"studies\.mini\.seeds: the data job"),
-    ("batch size 1e9", mini_config(train={"batch_size": 10**9}),
-     r"studies\.mini\.train\.batch_size: the train job at horizon 2 would need about"),
-    ("a model's own batch size", mini_config(models={"g": {"class": "gru", "train": {"batch_size": 10**8}}}),
-     r"studies\.mini\.models\.g\.train\.batch_size: the train job"),
-    ("gru hidden 1e6", mini_config(models={"g": {"class": "gru", "hidden": 10**6}}),
-     r"studies\.mini\.models\.g: the train job at horizon 2 would need about .* mostly model parameters"),
-    ("transformer width 2^20", mini_config(models={"t": {"class": "transformer", "width": 2**20}}),
-     r"studies\.mini\.models\.t: the train job"),
-    ("teacher dimension 1e9", mini_config(teacher={"name": "ar_linear", "dim": 10**9}),
-     r"studies\.mini\.teacher: building this teacher needs about 4e\+02 GiB; the limit is"),
-    ("model feature dimension 1e9", mini_config(models={"a": {"class": "ar_linear", "dim": 10**9}}),
-     r"studies\.mini\.models\.a: building this model at horizon 2 needs about"),
-    ("a limit the mini study exceeds", with_execution(memory_gb=1e-5),
-     r"studies\.mini\.data\.n_train: the data job at horizon 2 would need about 1.7e-05 GiB, mostly teacher log-probs: "
-     r".*; the limit is 1e-05 GiB \(execution\.memory_gb\)$"),
+    (
+        "batch size 1e9",
+        mini_config(train={"batch_size": 10**9}),
+        r"studies\.mini\.train\.batch_size: the train job at horizon 2 would need about",
+    ),
+    (
+        "a model's own batch size",
+        mini_config(models={"g": {"class": "gru", "train": {"batch_size": 10**8}}}),
+        r"studies\.mini\.models\.g\.train\.batch_size: the train job",
+    ),
+    (
+        "gru hidden 1e6",
+        mini_config(models={"g": {"class": "gru", "hidden": 10**6}}),
+        r"studies\.mini\.models\.g: the train job at horizon 2 would need about .* mostly model parameters",
+    ),
+    (
+        "transformer width 2^20",
+        mini_config(models={"t": {"class": "transformer", "width": 2**20}}),
+        r"studies\.mini\.models\.t: the train job",
+    ),
+    (
+        "teacher dimension 1e9",
+        mini_config(teacher={"name": "ar_linear", "dim": 10**9}),
+        r"studies\.mini\.teacher: building this teacher needs about 4e\+02 GiB; the limit is",
+    ),
+    (
+        "model feature dimension 1e9",
+        mini_config(models={"a": {"class": "ar_linear", "dim": 10**9}}),
+        r"studies\.mini\.models\.a: building this model at horizon 2 needs about",
+    ),
+    (
+        "a limit the mini study exceeds",
+        with_execution(memory_gb=1e-5),
+        r"studies\.mini\.data\.n_train: the data job at horizon 2 would need about 1.7e-05 GiB, mostly teacher log-probs: "
+        r".*; the limit is 1e-05 GiB \(execution\.memory_gb\)$",
+    ),
     ("zero limit", with_execution(memory_gb=0), r"execution\.memory_gb: Input should be greater than 0, got 0"),
 ]
 
@@ -196,6 +271,7 @@ def test_the_default_studies_fit_and_a_larger_limit_admits_more():
 
 # ---- class 3: names ---------------------------------------------------------------------------
 
+
 def renamed(study=None, model=None, classes=None):
     cfg = mini_config()
     if model is not None:
@@ -209,17 +285,31 @@ def renamed(study=None, model=None, classes=None):
 
 NAMES = [
     ("study name with a trailing newline", renamed(study="mini\n"), r"studies\.'mini\\n': names must match"),
-    ("model name with a trailing newline", renamed(model="gru\n"), r"studies\.mini\.models\.'gru\\n': names must match"),
-    ("model name too long", renamed(model="m" * 65), r"studies\.mini\.models\.m+\.\.\.: names must match .* at most 64"),
+    (
+        "model name with a trailing newline",
+        renamed(model="gru\n"),
+        r"studies\.mini\.models\.'gru\\n': names must match",
+    ),
+    (
+        "model name too long",
+        renamed(model="m" * 65),
+        r"studies\.mini\.models\.m+\.\.\.: names must match .* at most 64",
+    ),
     ("model name with a slash", renamed(model="a/b"), r"studies\.mini\.models\.a/b: names must match"),
     ("model name with a tilde", renamed(model="a~b"), r"names must match"),
     ("model name starting with a digit", renamed(model="1gru"), r"names must match"),
     ("non-ASCII study name", renamed(study="mïni"), r"studies\.mïni: names must match"),
     ("empty model name", renamed(model=""), r"studies\.mini\.models\.: names must match"),
-    ("class named like covpipe's mixture label", renamed(classes={"all": 0.5, "b": 0.5}),
-     r"studies\.mini\.teacher\.classes\.all: 'all' is a label covpipe writes itself; choose another name"),
-    ("class name with a space", renamed(classes={"a b": 0.5, "b": 0.5}),
-     r"studies\.mini\.teacher\.classes\.a b: class names must match"),
+    (
+        "class named like covpipe's mixture label",
+        renamed(classes={"all": 0.5, "b": 0.5}),
+        r"studies\.mini\.teacher\.classes\.all: 'all' is a label covpipe writes itself; choose another name",
+    ),
+    (
+        "class name with a space",
+        renamed(classes={"a b": 0.5, "b": 0.5}),
+        r"studies\.mini\.teacher\.classes\.a b: class names must match",
+    ),
 ]
 
 
@@ -237,19 +327,40 @@ def test_a_64_character_name_is_fine():
 
 NONFINITE = [
     ("nan teacher alpha", mini_config(teacher={"name": "markov", "alpha": math.nan}), r"studies\.mini\.teacher\.alpha"),
-    ("inf teacher scale", mini_config(teacher={"name": "ar_linear", "scale": math.inf}), r"studies\.mini\.teacher\.scale"),
-    ("inf class weight", mini_config(teacher={"name": "markov", "classes": {"a": math.inf}}),
-     r"studies\.mini\.teacher\.classes\.a"),
-    ("nan model smoothing", mini_config(models={"t": {"class": "ngram", "smoothing": math.nan}}),
-     r"studies\.mini\.models\.t\.smoothing"),
-    ("-inf model scale", mini_config(models={"a": {"class": "ar_linear", "scale": -math.inf}}),
-     r"studies\.mini\.models\.a\.scale"),
-    ("nan learner eta", mini_config(teacher={"name": "ar_linear"},
-                                    models={"a": {"class": "ar_linear", "learner": {"name": "adam", "eta": math.nan}}}),
-     r"studies\.mini\.models\.a\.learner\.eta"),
+    (
+        "inf teacher scale",
+        mini_config(teacher={"name": "ar_linear", "scale": math.inf}),
+        r"studies\.mini\.teacher\.scale",
+    ),
+    (
+        "inf class weight",
+        mini_config(teacher={"name": "markov", "classes": {"a": math.inf}}),
+        r"studies\.mini\.teacher\.classes\.a",
+    ),
+    (
+        "nan model smoothing",
+        mini_config(models={"t": {"class": "ngram", "smoothing": math.nan}}),
+        r"studies\.mini\.models\.t\.smoothing",
+    ),
+    (
+        "-inf model scale",
+        mini_config(models={"a": {"class": "ar_linear", "scale": -math.inf}}),
+        r"studies\.mini\.models\.a\.scale",
+    ),
+    (
+        "nan learner eta",
+        mini_config(
+            teacher={"name": "ar_linear"},
+            models={"a": {"class": "ar_linear", "learner": {"name": "adam", "eta": math.nan}}},
+        ),
+        r"studies\.mini\.models\.a\.learner\.eta",
+    ),
     ("inf level", mini_config(evaluate={"levels": [2, math.inf]}), r"studies\.mini\.evaluate\.levels\[1\]"),
-    ("nan in a finetune teacher", mini_config(finetune={"teacher": {"alpha": math.nan}, "train": {}}),
-     r"studies\.mini\.finetune\.teacher\.alpha"),
+    (
+        "nan in a finetune teacher",
+        mini_config(finetune={"teacher": {"alpha": math.nan}, "train": {}}),
+        r"studies\.mini\.finetune\.teacher\.alpha",
+    ),
 ]
 
 
@@ -260,8 +371,11 @@ def test_non_finite_numbers_are_refused_in_every_section(cfg, message):
 
 
 def test_selection_on_a_teacher_without_a_reward_is_refused():
-    with pytest.raises(ConfigError, match=r"c.yaml: studies\.mini: selection: teacher 'markov' has no notion of a "
-                                          r"correct response"):
+    with pytest.raises(
+        ConfigError,
+        match=r"c.yaml: studies\.mini: selection: teacher 'markov' has no notion of a "
+        r"correct response",
+    ):
         validate_config(mini_config(selection={}), source="c.yaml")
 
 
@@ -305,14 +419,17 @@ def closed_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.mark.parametrize("address,message", [
-    ("http://head:6379", r"'http://head:6379': expected 'local', 'run', 'auto' or host:port of a Ray cluster"),
-    ("head", r"'head': expected 'local', 'run', 'auto' or host:port"),
-    ("head:99999", r"'head:99999': expected"),
-    ("head:6379; rm -rf /", r"'head:6379; rm -rf /': expected 'local', 'run', 'auto' or host:port"),
-    ("auto", r"'auto' but RAY_ADDRESS is unset and no Ray cluster runs on this machine"),
-    ("no-such-host.invalid:6379", r"no-such-host.invalid:6379: no Ray cluster answers there"),
-])
+@pytest.mark.parametrize(
+    "address,message",
+    [
+        ("http://head:6379", r"'http://head:6379': expected 'local', 'run', 'auto' or host:port of a Ray cluster"),
+        ("head", r"'head': expected 'local', 'run', 'auto' or host:port"),
+        ("head:99999", r"'head:99999': expected"),
+        ("head:6379; rm -rf /", r"'head:6379; rm -rf /': expected 'local', 'run', 'auto' or host:port"),
+        ("auto", r"'auto' but RAY_ADDRESS is unset and no Ray cluster runs on this machine"),
+        ("no-such-host.invalid:6379", r"no-such-host.invalid:6379: no Ray cluster answers there"),
+    ],
+)
 def test_a_malformed_or_unreachable_ray_address_is_refused(no_ray_cluster, address, message):
     for backend in ("ray", "auto"):
         with pytest.raises(ConfigError, match=r"c.yaml: execution\.ray_address: " + message):
@@ -322,8 +439,10 @@ def test_a_malformed_or_unreachable_ray_address_is_refused(no_ray_cluster, addre
 
 @pytest.mark.workflow
 def test_an_unreachable_ray_cluster_is_refused_within_seconds(no_ray_cluster, silent_port):
-    for address, message in ((f"127.0.0.1:{closed_port()}", "no Ray cluster answers there"),
-                             (f"127.0.0.1:{silent_port}", "something listens there but it is not a Ray cluster")):
+    for address, message in (
+        (f"127.0.0.1:{closed_port()}", "no Ray cluster answers there"),
+        (f"127.0.0.1:{silent_port}", "something listens there but it is not a Ray cluster"),
+    ):
         started = time.monotonic()
         with pytest.raises(ConfigError, match=r"execution\.ray_address: .*" + message):
             validate_config(with_execution(backend="ray", ray_address=address), source="c.yaml")
@@ -331,6 +450,7 @@ def test_an_unreachable_ray_cluster_is_refused_within_seconds(no_ray_cluster, si
 
 
 # ---- class 7: messages ----------------------------------------------------------------------
+
 
 def test_a_config_path_that_is_a_directory_names_it(tmp_path):
     with pytest.raises(ConfigError, match=r": not a file$"):
@@ -463,8 +583,10 @@ def test_an_override_may_complete_what_the_files_alone_lack(tmp_path):
     if torch.cuda.is_available():
         pytest.skip("this host has a GPU: device: cuda is valid here with or without the override")
     path = tmp_path / "c.yaml"
-    path.write_text("execution: {device: cuda}\nstudies:\n  s:\n    teacher: {name: markov, vocab_size: 4, order: 1}\n"
-                    "    horizons: [4]\n    seeds: 1\n    models: {m: {class: ngram}}\n")
+    path.write_text(
+        "execution: {device: cuda}\nstudies:\n  s:\n    teacher: {name: markov, vocab_size: 4, order: 1}\n"
+        "    horizons: [4]\n    seeds: 1\n    models: {m: {class: ngram}}\n"
+    )
     with pytest.raises(ConfigError, match=r"c\.yaml: execution\.device: 'cuda' requested but torch sees no GPU"):
         load_config(path)
     cfg = load_config(path, overrides={"execution": {"device_check": "in_jobs"}})

@@ -4,7 +4,6 @@ interventions figure."""
 
 import polars as pl
 import pytest
-
 from workflow_helpers import mini_config_writer, snakemake
 
 pytestmark = pytest.mark.workflow
@@ -54,13 +53,20 @@ def test_interventions_study_runs_end_to_end(tmp_path):
 
 
 def test_interventions_config_validates_and_plans_only_its_own_studies(tmp_path):
-    from covpipe.config import load_config
     from workflow_helpers import ROOT
+
+    from covpipe.config import load_config
 
     config = ROOT / "config" / "interventions.yaml"
     lower_bound = {f"lb_{lemma}_h{h}" for lemma in ("i6", "i7") for h in (8, 64, 256)}
-    assert set(load_config(config)["studies"]) == {"interventions_rate", "interventions_horizon", "interventions_pivotal",
-                                                   "kl_lower_bound", "sgd_two_scales", *lower_bound}
+    assert set(load_config(config)["studies"]) == {
+        "interventions_rate",
+        "interventions_horizon",
+        "interventions_pivotal",
+        "kl_lower_bound",
+        "sgd_two_scales",
+        *lower_bound,
+    }
     out = snakemake(tmp_path, "-n", "--configfile", str(config), "--replace-workflow-config").stdout
     table = out.split("Job stats:")[1]
     import re

@@ -45,8 +45,15 @@ THETA = np.array([0.3, -0.2])
 
 
 def test_every_learner_is_tested_below():
-    assert set(LEARNERS) == {"mle_exact", "seq_sgd", "normalized_sgd", "sign_sgd", "adam", "token_sgd",
-                             "distill_truncated"}
+    assert set(LEARNERS) == {
+        "mle_exact",
+        "seq_sgd",
+        "normalized_sgd",
+        "sign_sgd",
+        "adam",
+        "token_sgd",
+        "distill_truncated",
+    }
 
 
 def test_linear_gradients_match_autograd():
@@ -125,7 +132,9 @@ def test_distill_truncated_step_weights_token_gradients_by_the_kl_budget():
     teacher_steps = t.step_log_probs(view.prompt.numpy(), view.response.numpy())
     lrn = learner({"name": "distill_truncated", "eta": 0.4, "level": 1.5}, teacher_steps=lambda: teacher_steps)
     state = lrn.init_state(view, THETA[None])
-    got = lrn.update(view, THETA[None], state, np.array([2]), {"eta": np.array([0.4]), "budget_nats": np.array([np.log(1.5)])})[0]
+    got = lrn.update(
+        view, THETA[None], state, np.array([2]), {"eta": np.array([0.4]), "budget_nats": np.array([np.log(1.5)])}
+    )[0]
     phi, y, g, spent = view.phi([2])[0], view.y[2], np.zeros(2), 0.0
     for h in range(4):
         p = np.exp(phi[h] @ THETA)
@@ -219,7 +228,9 @@ def test_ttt_is_evaluated_as_its_own_model_for_token_sgd_only():
 def test_budget_dependent_rules_give_each_checkpoint_its_own_run():
     _, _, view = tiny(n=16, horizon=3)
     (out,) = learner({"name": "token_sgd"}, sigma2=100.0).run(view, np.zeros(2), [4, 16])
-    assert out[4].hyper["eta"] == pytest.approx(0.05) and out[16].hyper["eta"] == pytest.approx(0.025)  # (sigma2 T)^-1/2
+    assert out[4].hyper["eta"] == pytest.approx(0.05) and out[16].hyper["eta"] == pytest.approx(
+        0.025
+    )  # (sigma2 T)^-1/2
     for s in (4, 16):  # each checkpoint is the run with eta(T = s) over the first s sequences
         (alone,) = learner({"name": "token_sgd", "eta": out[s].hyper["eta"]}).run(view, np.zeros(2), [s])
         assert out[s].theta == pytest.approx(alone[s].theta, abs=1e-12)
@@ -227,8 +238,14 @@ def test_budget_dependent_rules_give_each_checkpoint_its_own_run():
 
 def test_fit_returns_checkpoints_log_and_resolved_hyperparameters():
     t, model, view = tiny(n=16, horizon=3)
-    spec = {"study": "s", "teacher": TINY, "model_name": "m", "model": {"class": "ar_linear"}, "horizon": 3,
-            "train": {"steps": 16, "checkpoints": [8, 16], "learner": {"name": "seq_sgd"}}}
+    spec = {
+        "study": "s",
+        "teacher": TINY,
+        "model_name": "m",
+        "model": {"class": "ar_linear"},
+        "horizon": 3,
+        "train": {"steps": 16, "checkpoints": [8, 16], "learner": {"name": "seq_sgd"}},
+    }
     out = fit(spec, model, t, view.prompt, view.response, seed=0)
     # step 0 is the start (theta = 0, the uniform model): what "learns" is measured against
     assert sorted(out["checkpoints"]) == [0, 8, 16] and [r["step"] for r in out["log"]] == [0, 8, 16]
@@ -238,40 +255,65 @@ def test_fit_returns_checkpoints_log_and_resolved_hyperparameters():
 
 
 def study(model_entry, **changes):
-    base = {"teacher": TINY, "horizons": [3], "seeds": 1, "data": {"n_train": 16, "n_eval": 8},
-            "models": {"m": model_entry}, "train": {"steps": 16, "checkpoints": [8, 16]}}
+    base = {
+        "teacher": TINY,
+        "horizons": [3],
+        "seeds": 1,
+        "data": {"n_train": 16, "n_eval": 8},
+        "models": {"m": model_entry},
+        "train": {"steps": 16, "checkpoints": [8, 16]},
+    }
     return {"studies": {"s": {**base, **changes}}}
 
 
 LEARNER_ERRORS = [
-    (study({"class": "ar_linear", "learner": {"name": "seq_sdg"}}),
-     "studies.s.models.m.learner.name: unknown learner 'seq_sdg'; known: adam, distill_truncated, mle_exact, "
-     "normalized_sgd, seq_sgd, sign_sgd, token_sgd"),
+    (
+        study({"class": "ar_linear", "learner": {"name": "seq_sdg"}}),
+        "studies.s.models.m.learner.name: unknown learner 'seq_sdg'; known: adam, distill_truncated, mle_exact, "
+        "normalized_sgd, seq_sgd, sign_sgd, token_sgd",
+    ),
     (study({"class": "ar_linear", "learner": {"eta": 0.1}}), "studies.s.models.m.learner.name: missing; known: adam"),
-    (study({"class": "ar_linear", "learner": {"name": "seq_sgd", "eta": "fast"}}),
-     "studies.s.models.m.learner.eta: expected 'paper' or a positive number, got 'fast'"),
-    (study({"class": "ar_linear", "learner": {"name": "adam", "eta": -1}}),
-     "studies.s.models.m.learner.eta: Input should be greater than 0, got -1"),
-    (study({"class": "ar_linear", "learner": {"name": "sign_sgd", "momentum": 0.9}}),
-     "studies.s.models.m.learner.momentum: unknown key"),
-    (study({"class": "ar_linear", "train": {"learner": {"name": "normalized_sgd", "batch_size": 3}}}),
-     "studies.s.models.m.train.learner.batch_size: checkpoints count sequences and must be multiples of K=3, got 8"),
-    (study({"class": "ar_linear"}, train={"steps": 32, "checkpoints": [32], "learner": {"name": "seq_sgd"}}),
-     "studies.s.train.learner.name: learners make one pass over the sample: train.steps=32 sequences exceeds "
-     "data.n_train=16"),
-    (study({"class": "gru", "learner": {"name": "token_sgd"}}),
-     "studies.s.models.m.learner.eta: the paper's rule needs a model with a feature bound B (ar_linear); give a number"),
-    (study({"class": "table_per_position", "learner": {"name": "mle_exact"}}),
-     "studies.s.models.m.learner.name: mle_exact needs a model trained by gradients; class 'table_per_position' "
-     "is fitted by counting"),
-    (study({"class": "ar_linear", "learner": {"name": "seq_sgd"}},
-           teacher={"name": "markov", "vocab_size": 3}),
-     "studies.s.models.m.learner.eta: the paper's rule needs sigma*^2, which teacher 'markov' does not compute; "
-     "give a number"),
+    (
+        study({"class": "ar_linear", "learner": {"name": "seq_sgd", "eta": "fast"}}),
+        "studies.s.models.m.learner.eta: expected 'paper' or a positive number, got 'fast'",
+    ),
+    (
+        study({"class": "ar_linear", "learner": {"name": "adam", "eta": -1}}),
+        "studies.s.models.m.learner.eta: Input should be greater than 0, got -1",
+    ),
+    (
+        study({"class": "ar_linear", "learner": {"name": "sign_sgd", "momentum": 0.9}}),
+        "studies.s.models.m.learner.momentum: unknown key",
+    ),
+    (
+        study({"class": "ar_linear", "train": {"learner": {"name": "normalized_sgd", "batch_size": 3}}}),
+        "studies.s.models.m.train.learner.batch_size: checkpoints count sequences and must be multiples of K=3, got 8",
+    ),
+    (
+        study({"class": "ar_linear"}, train={"steps": 32, "checkpoints": [32], "learner": {"name": "seq_sgd"}}),
+        "studies.s.train.learner.name: learners make one pass over the sample: train.steps=32 sequences exceeds "
+        "data.n_train=16",
+    ),
+    (
+        study({"class": "gru", "learner": {"name": "token_sgd"}}),
+        "studies.s.models.m.learner.eta: the paper's rule needs a model with a feature bound B (ar_linear); give a number",
+    ),
+    (
+        study({"class": "table_per_position", "learner": {"name": "mle_exact"}}),
+        "studies.s.models.m.learner.name: mle_exact needs a model trained by gradients; class 'table_per_position' "
+        "is fitted by counting",
+    ),
+    (
+        study({"class": "ar_linear", "learner": {"name": "seq_sgd"}}, teacher={"name": "markov", "vocab_size": 3}),
+        "studies.s.models.m.learner.eta: the paper's rule needs sigma*^2, which teacher 'markov' does not compute; "
+        "give a number",
+    ),
 ]
 
 
-@pytest.mark.parametrize("cfg,message", LEARNER_ERRORS, ids=[m.split(": ")[0] + str(i) for i, (_, m) in enumerate(LEARNER_ERRORS)])
+@pytest.mark.parametrize(
+    "cfg,message", LEARNER_ERRORS, ids=[m.split(": ")[0] + str(i) for i, (_, m) in enumerate(LEARNER_ERRORS)]
+)
 def test_bad_learner_config_gets_one_line_naming_the_key(cfg, message):
     with pytest.raises(ConfigError) as err:
         validate_config(cfg, source="c.yaml")

@@ -11,8 +11,9 @@ from hypothesis.extra.numpy import arrays
 
 from covpipe import metrics as M
 
-settings.register_profile("ci", max_examples=60, deadline=None, derandomize=True,
-                          suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile(
+    "ci", max_examples=60, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow]
+)
 settings.load_profile("ci")
 
 finite = st.floats(-50, 50, allow_nan=False)
@@ -43,8 +44,10 @@ def test_coverage_is_non_increasing_in_n_and_within_unit_interval(x, lv):
     assert (np.diff(cov) <= 1e-12).all()
 
 
-@given(arrays(np.float64, st.integers(1, 20), elements=st.floats(0, 1)),
-       arrays(np.float64, st.integers(1, 6), elements=st.floats(1, 1e6)))
+@given(
+    arrays(np.float64, st.integers(1, 20), elements=st.floats(0, 1)),
+    arrays(np.float64, st.integers(1, 6), elements=st.floats(1, 1e6)),
+)
 def test_pass_at_n_is_non_decreasing_in_n_and_within_unit_interval(p, ns):
     ns = np.sort(ns)
     out = M.pass_at_n_exact(p, ns)

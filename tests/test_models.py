@@ -104,8 +104,13 @@ def test_samples_follow_the_models_own_probabilities(name):
     else:
         grid = np.unique(ys, axis=0)
     with torch.inference_mode():
-        probs = model.token_log_probs(as_tensor(np.repeat(batch.prompt[:1], len(grid), axis=0)),
-                                      as_tensor(grid)).double().sum(1).exp().numpy()
+        probs = (
+            model.token_log_probs(as_tensor(np.repeat(batch.prompt[:1], len(grid), axis=0)), as_tensor(grid))
+            .double()
+            .sum(1)
+            .exp()
+            .numpy()
+        )
     counts = (ys[:, None, :] == grid[None]).all(-1).sum(0)  # (len(grid),)
     assert counts.sum() == draws
     assert probs.sum() == pytest.approx(1.0, abs=1e-4 if len(grid) < draws else 0.03)
@@ -141,9 +146,21 @@ def test_well_specified_ar_linear_reaches_the_parametric_rate():
     teacher = build_teacher(teacher_spec)
     n_seq, horizon, steps = 512, 8, 300
     batch = teacher.sample(n_seq, horizon, np.random.default_rng(0))
-    spec = {"study": "t", "teacher": teacher_spec, "model_name": "m", "model": {"class": "ar_linear"},
-            "horizon": horizon, "train": {"optimizer": "adam", "lr": 0.05, "batch_size": 64, "steps": steps,
-                                          "weight_decay": 0.0, "checkpoints": [steps]}}
+    spec = {
+        "study": "t",
+        "teacher": teacher_spec,
+        "model_name": "m",
+        "model": {"class": "ar_linear"},
+        "horizon": horizon,
+        "train": {
+            "optimizer": "adam",
+            "lr": 0.05,
+            "batch_size": 64,
+            "steps": steps,
+            "weight_decay": 0.0,
+            "checkpoints": [steps],
+        },
+    }
     out = train_trial(spec, 0, batch)
     model = build_model({"class": "ar_linear"}, Vocab.of(teacher, horizon), teacher=teacher)
     model.load_state_dict(out["checkpoints"][steps])
@@ -157,7 +174,9 @@ def test_well_specified_ar_linear_reaches_the_parametric_rate():
 
 
 def test_graph_references_score_as_documented():
-    teacher = build_teacher({"name": "graph", "num_nodes": 100, "classes": {"single": 0.94, "xor": 0.05, "uniform16": 0.01}})
+    teacher = build_teacher(
+        {"name": "graph", "num_nodes": 100, "classes": {"single": 0.94, "xor": 0.05, "uniform16": 0.01}}
+    )
     for h in (10, 16):  # xor has H/2 != 4 branching layers here, so the prompt tells the class
         batch = teacher.sample(300, h, np.random.default_rng(h))
         tlp = teacher.sequence_log_probs(batch.prompt, batch.response)
@@ -165,7 +184,9 @@ def test_graph_references_score_as_documented():
         scores = {}
         for name in ("valid_uniform", "consistent_branch"):
             model = build_model({"class": name}, vocab, teacher=teacher)
-            scores[name] = tlp - model.token_log_probs(as_tensor(batch.prompt), as_tensor(batch.response)).sum(1).numpy()
+            scores[name] = (
+                tlp - model.token_log_probs(as_tensor(batch.prompt), as_tensor(batch.response)).sum(1).numpy()
+            )
         xor, single, uni = batch.cls == 1, batch.cls == 0, batch.cls == 2
         assert np.allclose(scores["consistent_branch"][xor], np.log(2))  # ln 2 once, at any H
         assert np.allclose(scores["consistent_branch"][~xor], 0)

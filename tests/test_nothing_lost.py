@@ -7,13 +7,12 @@ import time
 
 import polars as pl
 import pytest
+from helpers import mini_config
 from polars.testing import assert_frame_equal
+from workflow_helpers import SNAKEMAKE, mini_config_writer
 
 from covpipe import data, evaluate, io, specs, train
 from covpipe.config import validate_config
-
-from helpers import mini_config
-from workflow_helpers import SNAKEMAKE, mini_config_writer
 
 WRITER = """
 import sys, time, polars as pl
@@ -48,15 +47,20 @@ def test_a_failing_block_removes_its_temporary_file(tmp_path):
 @pytest.mark.workflow
 def test_a_second_concurrent_run_stops_at_the_lock_and_the_first_finishes(tmp_path):
     mini_config_writer(tmp_path, mini_config())
-    first = subprocess.Popen([*SNAKEMAKE, "--directory", str(tmp_path), "--cores", "1"],
-                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    first = subprocess.Popen(
+        [*SNAKEMAKE, "--directory", str(tmp_path), "--cores", "1"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     lock_dir = tmp_path / ".snakemake" / "locks"
     deadline = time.time() + 120
     while not (lock_dir.exists() and any(lock_dir.iterdir())):
         assert first.poll() is None and time.time() < deadline, "first run never took the lock"
         time.sleep(0.2)
-    second = subprocess.run([*SNAKEMAKE, "--directory", str(tmp_path), "--cores", "1"],
-                            capture_output=True, text=True, timeout=300)
+    second = subprocess.run(
+        [*SNAKEMAKE, "--directory", str(tmp_path), "--cores", "1"], capture_output=True, text=True, timeout=300
+    )
     assert second.returncode != 0
     assert "Directory cannot be locked" in second.stdout + second.stderr
     out, _ = first.communicate(timeout=600)
@@ -69,11 +73,15 @@ def test_a_second_concurrent_run_stops_at_the_lock_and_the_first_finishes(tmp_pa
 
 # Large enough that two threads split its work: a matmul of (64 sequences x 64 positions) x 96
 # hidden units, and an evaluation batch of 128 sequences (two chunks of 64).
-SPLITTABLE = dict(teacher={"name": "markov", "vocab_size": 8, "order": 1, "classes": {"a": 0.7, "b": 0.3}},
-                  data={"n_train": 256, "n_eval": 128},
-                  models={"tpp": {"class": "table_per_position", "order": 1},
-                          "gru": {"class": "gru", "hidden": 96, "embed": 32, "train": {"steps": 10, "checkpoints": [10]}}},
-                  train={"steps": 10, "batch_size": 64, "lr": 0.05, "checkpoints": [10]})
+SPLITTABLE = dict(
+    teacher={"name": "markov", "vocab_size": 8, "order": 1, "classes": {"a": 0.7, "b": 0.3}},
+    data={"n_train": 256, "n_eval": 128},
+    models={
+        "tpp": {"class": "table_per_position", "order": 1},
+        "gru": {"class": "gru", "hidden": 96, "embed": 32, "train": {"steps": 10, "checkpoints": [10]}},
+    },
+    train={"steps": 10, "batch_size": 64, "lr": 0.05, "checkpoints": [10]},
+)
 
 
 def _tables(tmp, threads):
@@ -87,10 +95,20 @@ def _tables(tmp, threads):
     for model in study["models"]:
         spec = specs.train_spec("mini", study, model, horizon)
         train.run(tmp / "train.parquet", tmp / "c.pt", tmp / "l.parquet", spec, threads=threads, backend="serial")
-        evaluate.run(tmp / "eval.parquet", tmp / "c.pt", tmp / "m.parquet", tmp / "r.parquet",
-                     specs.evaluate_spec(spec, study["evaluate"]), threads=threads, backend="serial")
-        out += [pl.read_parquet(tmp / "m.parquet"), pl.read_parquet(tmp / "r.parquet"),
-                pl.read_parquet(tmp / "l.parquet").drop("seconds")]
+        evaluate.run(
+            tmp / "eval.parquet",
+            tmp / "c.pt",
+            tmp / "m.parquet",
+            tmp / "r.parquet",
+            specs.evaluate_spec(spec, study["evaluate"]),
+            threads=threads,
+            backend="serial",
+        )
+        out += [
+            pl.read_parquet(tmp / "m.parquet"),
+            pl.read_parquet(tmp / "r.parquet"),
+            pl.read_parquet(tmp / "l.parquet").drop("seconds"),
+        ]
     return out
 
 

@@ -29,8 +29,13 @@ atexit.register(lambda: print("LOADED " + json.dumps(sorted(m for m in {heavy!r}
 
 
 def _loaded(code: str, cwd: Path) -> list[str]:
-    proc = subprocess.run([sys.executable, "-c", PROBE.format(heavy=HEAVY, code=code)], cwd=cwd,
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-c", PROBE.format(heavy=HEAVY, code=code)],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     lines = [line for line in proc.stdout.splitlines() if line.startswith("LOADED ")]
     assert lines, f"the probe did not finish:\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}"
     return json.loads(lines[-1].removeprefix("LOADED "))
@@ -41,21 +46,25 @@ def _loaded(code: str, cwd: Path) -> list[str]:
 def test_the_dry_run_imports_no_torch(config, tmp_path):
     (tmp_path / "config").mkdir()
     (tmp_path / "config" / "config.yaml").write_text((ROOT / config).read_text())
-    code = ("from snakemake.cli import main\n"
-            f"main(['-s', {str(ROOT / 'Snakefile')!r}, '--directory', {str(tmp_path)!r}, '-n', '--cores', '2', "
-            "'--quiet', 'rules'])")
+    code = (
+        "from snakemake.cli import main\n"
+        f"main(['-s', {str(ROOT / 'Snakefile')!r}, '--directory', {str(tmp_path)!r}, '-n', '--cores', '2', "
+        "'--quiet', 'rules'])"
+    )
     assert _loaded(code, tmp_path) == []
 
 
 def test_validating_and_building_every_teacher_imports_no_torch():
-    code = ("from covpipe.config import load_config\n"
-            "from covpipe.teachers import TEACHERS, build_teacher\n"
-            "for f in ['config/config.yaml', 'config/interventions.yaml']:  # the GPU configs check for a GPU\n"
-            "    load_config([f])\n"
-            "for name in TEACHERS:\n"
-            "    build_teacher({'name': name, **({'lemma': 'I.7', 'horizon': 8, 'n': 64} if name == 'sgd_lower_bound' "
-            "else {})})\n"
-            "import covpipe.learners, covpipe.models, covpipe.specs, covpipe.cli, covpipe.plots, covpipe.distribute")
+    code = (
+        "from covpipe.config import load_config\n"
+        "from covpipe.teachers import TEACHERS, build_teacher\n"
+        "for f in ['config/config.yaml', 'config/interventions.yaml']:  # the GPU configs check for a GPU\n"
+        "    load_config([f])\n"
+        "for name in TEACHERS:\n"
+        "    build_teacher({'name': name, **({'lemma': 'I.7', 'horizon': 8, 'n': 64} if name == 'sgd_lower_bound' "
+        "else {})})\n"
+        "import covpipe.learners, covpipe.models, covpipe.specs, covpipe.cli, covpipe.plots, covpipe.distribute"
+    )
     assert _loaded(code, ROOT) == []
 
 
@@ -101,7 +110,10 @@ def test_numel_counts_the_built_models_state(name):
         spec = MODELS[name]
         model = build_model({"class": name, **params}, vocab, teacher=teacher)
         built = sum(t.numel() for t in model.parameters()) + sum(t.numel() for t in model.buffers())
-        assert spec.numel(spec.Params.model_validate({"class": name, **params}), vocab, teacher) == built, (params, vocab)
+        assert spec.numel(spec.Params.model_validate({"class": name, **params}), vocab, teacher) == built, (
+            params,
+            vocab,
+        )
 
 
 def test_numel_of_ar_linear_follows_the_teachers_feature_map():

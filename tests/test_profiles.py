@@ -62,7 +62,9 @@ def test_profiles_cap_and_set_only_resources_the_rules_declare(name):
     declared = set().union(*declared_resources().values())
     own = {"ray_drivers", "mem_mb", "runtime", "slurm_account", "slurm_partition", "cpus_per_task"}
     capped = {item.split("=")[0] for item in p.get("resources", [])}
-    assert capped <= declared | own, f"profiles/{name}: resources {sorted(capped - declared - own)} are declared by no rule"
+    assert capped <= declared | own, (
+        f"profiles/{name}: resources {sorted(capped - declared - own)} are declared by no rule"
+    )
     for rule, values in (p.get("set-resources") or {}).items():
         assert rule in rule_blocks(), f"profiles/{name}: set-resources: no rule '{rule}'"
         unknown = set(values) - declared - own
@@ -80,4 +82,6 @@ def test_gpu_profile_caps_the_gpu_for_every_job_that_can_use_it():
 def test_ray_profile_counts_every_job_that_drives_the_cluster():
     p = profile("ray")
     for rule in trial_rules():
-        assert p["set-resources"].get(rule, {}).get("ray_drivers") == 1, f"profiles/ray: set-resources.{rule}.ray_drivers"
+        assert p["set-resources"].get(rule, {}).get("ray_drivers") == 1, (
+            f"profiles/ray: set-resources.{rule}.ray_drivers"
+        )

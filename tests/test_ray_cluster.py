@@ -17,12 +17,11 @@ import polars as pl
 import psutil
 import pytest
 import ray.cloudpickle
+from helpers import mini_config
 from polars.testing import assert_frame_equal
+from workflow_helpers import mini_config_writer, snakemake
 
 from covpipe.distribute import TrialsFailed, run_trials
-
-from helpers import mini_config
-from workflow_helpers import mini_config_writer, snakemake
 
 ROOT = Path(__file__).parents[1]
 RAY = Path(sys.executable).parent / "ray"
@@ -49,17 +48,37 @@ def ray_cluster():
     temp = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # short: Ray's socket paths must fit 107 bytes
     env = {**{k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}, "RAY_USAGE_STATS_ENABLED": "0"}
     head = subprocess.Popen(
-        [str(RAY), "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={gcs}",
-         "--num-cpus=2", f"--object-store-memory={128 * 1024**2}", "--include-dashboard=false",
-         f"--temp-dir={temp}", f"--node-manager-port={node_manager}", f"--object-manager-port={object_manager}",
-         f"--dashboard-agent-listen-port={agent}",
-         f"--dashboard-agent-grpc-port={agent_grpc}", f"--metrics-export-port={metrics}",
-         f"--runtime-env-agent-port={runtime_env}", "--disable-usage-stats"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, start_new_session=True)
+        [
+            str(RAY),
+            "start",
+            "--head",
+            "--block",
+            "--node-ip-address=127.0.0.1",
+            f"--port={gcs}",
+            "--num-cpus=2",
+            f"--object-store-memory={128 * 1024**2}",
+            "--include-dashboard=false",
+            f"--temp-dir={temp}",
+            f"--node-manager-port={node_manager}",
+            f"--object-manager-port={object_manager}",
+            f"--dashboard-agent-listen-port={agent}",
+            f"--dashboard-agent-grpc-port={agent_grpc}",
+            f"--metrics-export-port={metrics}",
+            f"--runtime-env-agent-port={runtime_env}",
+            "--disable-usage-stats",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+        start_new_session=True,
+    )
     address = f"127.0.0.1:{gcs}"
     try:
-        probe = "import ray; ray.init(address='%s', logging_level='ERROR'); " \
-                "print(ray.get_runtime_context().get_node_id()); ray.shutdown()" % address
+        probe = (
+            f"import ray; ray.init(address='{address}', logging_level='ERROR'); "
+            "print(ray.get_runtime_context().get_node_id()); ray.shutdown()"
+        )
         deadline = time.time() + 180
         while True:
             assert head.poll() is None, f"ray start failed:\n{head.stdout.read()}"
@@ -94,8 +113,10 @@ def _stop(head, temp):
 def _tables(directory):
     """The horizon-4 cells' tables of a finished mini study."""
     results = directory / "results" / "mini"
-    out = {name: pl.read_parquet(results / f"{name}.parquet").filter(pl.col("horizon") == 4)
-           for name in ("metrics", "train_log")}
+    out = {
+        name: pl.read_parquet(results / f"{name}.parquet").filter(pl.col("horizon") == 4)
+        for name in ("metrics", "train_log")
+    }
     out["train_log"] = out["train_log"].drop("seconds")
     for path in sorted(results.glob("eval/*/horizon~4/log_ratios.parquet")):
         out[str(path.relative_to(results))] = pl.read_parquet(path)
@@ -108,9 +129,24 @@ def test_the_mini_study_runs_on_an_existing_ray_cluster_with_identical_tables(ra
     cfg["execution"] = {"backend": "serial"}  # profiles/ray overrides it: backend ray, address from RAY_ADDRESS
     mini_config_writer(tmp_path, cfg)
     proc = subprocess.run(
-        [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "--directory", str(tmp_path),
-         "--workflow-profile", str(ROOT / "profiles" / "ray"), "--cores", "2"],
-        capture_output=True, text=True, timeout=900, env={**os.environ, "RAY_ADDRESS": address})
+        [
+            sys.executable,
+            "-m",
+            "snakemake",
+            "-s",
+            str(ROOT / "Snakefile"),
+            "--directory",
+            str(tmp_path),
+            "--workflow-profile",
+            str(ROOT / "profiles" / "ray"),
+            "--cores",
+            "2",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env={**os.environ, "RAY_ADDRESS": address},
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
     logs = [p for stage in ("train", "evaluate") for p in (tmp_path / "logs" / "mini" / stage).rglob("*.log")]
     assert len(logs) == 4  # (tpp, gru) x (train, evaluate)
@@ -145,7 +181,12 @@ def test_a_trial_that_fails_fails_its_job_with_the_trial_error_in_the_job_log(ra
     address, _ = ray_cluster
     cfg = mini_config(horizons=[2])
     # SGD at lr 1e38 overflows the GRU's weights: the loss is inf at step 2, a real failure.
-    cfg["studies"]["mini"]["models"]["gru"]["train"] = {"optimizer": "sgd", "lr": 1e38, "steps": 20, "checkpoints": [20]}
+    cfg["studies"]["mini"]["models"]["gru"]["train"] = {
+        "optimizer": "sgd",
+        "lr": 1e38,
+        "steps": 20,
+        "checkpoints": [20],
+    }
     cfg["execution"] = {"backend": "ray", "ray_address": address}
     mini_config_writer(tmp_path, cfg)
     target = "results/mini/train/model~gru/horizon~2/checkpoints.pt"

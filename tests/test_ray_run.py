@@ -12,12 +12,11 @@ import time
 import polars as pl
 import psutil
 import pytest
+from helpers import mini_config
 from polars.testing import assert_frame_equal
+from workflow_helpers import SNAKEMAKE, mini_config_writer, snakemake
 
 from covpipe import distribute
-
-from helpers import mini_config
-from workflow_helpers import SNAKEMAKE, mini_config_writer, snakemake
 
 pytestmark = pytest.mark.workflow
 
@@ -59,8 +58,10 @@ def _config():
 
 def _tables(directory):
     results = directory / "results" / "mini"
-    return (pl.read_parquet(results / "metrics.parquet"),
-            pl.read_parquet(results / "train_log.parquet").drop("seconds"))
+    return (
+        pl.read_parquet(results / "metrics.parquet"),
+        pl.read_parquet(results / "train_log.parquet").drop("seconds"),
+    )
 
 
 def _attached(directory) -> set[str]:
@@ -69,14 +70,16 @@ def _attached(directory) -> set[str]:
     return set(re.findall(r"attached to the run's instance (\S+)", text))
 
 
-def test_a_run_on_its_own_ray_instance_gives_the_serial_tables_and_a_killed_runs_instance_is_stopped(finished,
-                                                                                                       tmp_path):
+def test_a_run_on_its_own_ray_instance_gives_the_serial_tables_and_a_killed_runs_instance_is_stopped(
+    finished, tmp_path
+):
     want = _tables(finished[0])
     state = tmp_path / ".snakemake" / "covpipe-ray.json"
 
     mini_config_writer(tmp_path, _config())
-    proc = subprocess.Popen([*SNAKEMAKE, "--directory", str(tmp_path), "--cores", "2"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [*SNAKEMAKE, "--directory", str(tmp_path), "--cores", "2"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     deadline = time.time() + 300
     while not state.exists():
         assert proc.poll() is None and time.time() < deadline, "the run ended before its Ray instance started"

@@ -5,10 +5,9 @@ import re
 from pathlib import Path
 
 import pytest
+from workflow_helpers import snakemake
 
 from covpipe import plots
-
-from workflow_helpers import snakemake
 
 CAPTIONS = Path(__file__).parents[1] / "workflow" / "report" / "figures.rst"
 
@@ -31,8 +30,12 @@ def test_report_is_self_contained_with_every_figure_its_caption_and_the_config(f
         assert match, f"{name} is not embedded in the report"
         assert base64.b64decode(match.group(1))[:8] == b"\x89PNG\r\n\x1a\n"
     # one caption per figure, each its own text (the first words of its branch in figures.rst)
-    for opening in ["Sequence KL divergence KL(pi_D || pi_hat)", "Coverage Cov_N = P[pi_D(y|x) / pi_hat(y|x) &gt;= N]",
-                    "The whole coverage profile at the end of training", "Held-out sequence KL (nats) over training steps"]:
+    for opening in [
+        "Sequence KL divergence KL(pi_D || pi_hat)",
+        "Coverage Cov_N = P[pi_D(y|x) / pi_hat(y|x) &gt;= N]",
+        "The whole coverage profile at the end of training",
+        "Held-out sequence KL (nats) over training steps",
+    ]:
         assert opening in html, opening
     assert "has no caption for this figure" not in html
     # the config the run used (rendered as JSON in the workflow description)

@@ -11,13 +11,12 @@ import polars as pl
 import psutil
 import pytest
 import torch
+from helpers import mini_config
 from polars.testing import assert_frame_equal
+from workflow_helpers import SNAKEMAKE, mini_config_writer, snakemake
 
 from covpipe import data, resume, specs, train
 from covpipe.config import validate_config
-
-from helpers import mini_config
-from workflow_helpers import SNAKEMAKE, mini_config_writer, snakemake
 
 STEPS = 1200  # about 3 s per seed here: time enough to kill seed 1 between its first two checkpoints
 TARGETS = ["results/mini/metrics.parquet", "results/mini/train_log.parquet"]
@@ -26,7 +25,12 @@ TARGETS = ["results/mini/metrics.parquet", "results/mini/train_log.parquet"]
 def _config():
     cfg = mini_config(horizons=[4])
     cfg["studies"]["mini"]["models"] = {
-        "gru": {"class": "gru", "hidden": 4, "embed": 3, "train": {"steps": STEPS, "checkpoints": [50, STEPS // 2, STEPS]}},
+        "gru": {
+            "class": "gru",
+            "hidden": 4,
+            "embed": 3,
+            "train": {"steps": STEPS, "checkpoints": [50, STEPS // 2, STEPS]},
+        },
     }
     return cfg
 
@@ -61,8 +65,11 @@ def test_a_killed_training_job_resumes_and_ends_identical_to_an_uninterrupted_ru
     snakemake(reference, *TARGETS)
 
     states = killed / "results" / "mini" / "train" / "model~gru" / "horizon~4" / "checkpoints.pt.resume"
-    proc = subprocess.Popen([*SNAKEMAKE, "--directory", str(killed), "--cores", "2", *TARGETS],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [*SNAKEMAKE, "--directory", str(killed), "--cores", "2", *TARGETS],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.time() + 300
     # Seed 0 has finished and seed 1 has saved its first state (step 50): kill mid-seed-1.
     while not (states / "seed~1.pt").exists():
@@ -100,7 +107,7 @@ def _cell(tmp_path):
     spec["train"] = {**spec["train"], "steps": 40, "checkpoints": [20, 40]}
     from covpipe import io
 
-    return spec, io.frame_tokens(io.read_parquet(tmp_path / "train.parquet").filter(pl.col("seed") == 0))
+    return spec, io.frame_to_batch(io.read_parquet(tmp_path / "train.parquet").filter(pl.col("seed") == 0))
 
 
 def test_a_state_of_other_settings_or_a_damaged_one_is_ignored(tmp_path):
@@ -145,11 +152,11 @@ def test_a_resumed_trial_matches_an_uninterrupted_one_from_every_saved_step(tmp_
 
 def test_a_resumed_finetuning_trial_matches_an_uninterrupted_one(tmp_path, caplog):
     """Fine-tuning resumes too: its online samples come from a numpy RNG, saved with the state."""
+    from test_selection import FIG1
+
     from covpipe import finetune
     from covpipe.models import Vocab, build_model
     from covpipe.teachers import build_teacher
-
-    from test_selection import FIG1
 
     spec = specs.finetune_spec("f1", validate_config(FIG1)["studies"]["f1"], "transformer", 4)
     teacher = build_teacher(spec["teacher"])

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-
 from helpers import mini_config
 from workflow_helpers import mini_config_writer, planned_inputs
 
@@ -48,7 +47,6 @@ def test_figures_wait_for_the_tables_they_are_drawn_from_only(tmp_path):
     assert all(inputs == {"results/mini/metrics.parquet"} for inputs in plots), plots
 
 
-
 @pytest.mark.workflow
 def test_a_fine_tuning_studys_training_log_aggregates_the_fine_tuning_steps(tmp_path):
     from test_selection import FIG1
@@ -63,18 +61,52 @@ def test_aggregate_keeps_pre_training_and_fine_tuning_steps_apart(tmp_path):
     from covpipe import aggregate, io
 
     def log(path, steps, loss):
-        io.write_parquet(pl.DataFrame({"study": "s", "model": "m", "horizon": 4, "seed": 0, "step": steps,
-                                       "train_loss": [loss] * len(steps), "seconds": 1.0}), path)
+        io.write_parquet(
+            pl.DataFrame(
+                {
+                    "study": "s",
+                    "model": "m",
+                    "horizon": 4,
+                    "seed": 0,
+                    "step": steps,
+                    "train_loss": [loss] * len(steps),
+                    "seconds": 1.0,
+                }
+            ),
+            path,
+        )
         return path
 
     metrics = tmp_path / "metrics.parquet"
-    io.write_parquet(pl.DataFrame({"model": ["m"], "horizon": [4], "seed": [0], "step": [0], "class": ["all"],
-                                   "metric": ["kl"], "level": [None], "value": [1.0]},
-                                  schema_overrides={"level": pl.Float64}), metrics)
-    aggregate.run([metrics], [log(tmp_path / "t.parquet", [10, 20], 2.0)], tmp_path / "m.parquet", tmp_path / "l.parquet",
-                  finetune_log_paths=[log(tmp_path / "f.parquet", [2, 4], 1.0)])
+    io.write_parquet(
+        pl.DataFrame(
+            {
+                "model": ["m"],
+                "horizon": [4],
+                "seed": [0],
+                "step": [0],
+                "class": ["all"],
+                "metric": ["kl"],
+                "level": [None],
+                "value": [1.0],
+            },
+            schema_overrides={"level": pl.Float64},
+        ),
+        metrics,
+    )
+    aggregate.run(
+        [metrics],
+        [log(tmp_path / "t.parquet", [10, 20], 2.0)],
+        tmp_path / "m.parquet",
+        tmp_path / "l.parquet",
+        finetune_log_paths=[log(tmp_path / "f.parquet", [2, 4], 1.0)],
+    )
     out = pl.read_parquet(tmp_path / "l.parquet")
-    assert out.select("stage", "step", "train_loss").rows() == [("train", 10, 2.0), ("train", 20, 2.0),
-                                                                ("finetune", 2, 1.0), ("finetune", 4, 1.0)]
+    assert out.select("stage", "step", "train_loss").rows() == [
+        ("train", 10, 2.0),
+        ("train", 20, 2.0),
+        ("finetune", 2, 1.0),
+        ("finetune", 4, 1.0),
+    ]
     aggregate.run([metrics], [tmp_path / "t.parquet"], tmp_path / "m.parquet", tmp_path / "l.parquet")
     assert pl.read_parquet(tmp_path / "l.parquet")["stage"].to_list() == ["train", "train"]

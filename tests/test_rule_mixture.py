@@ -8,13 +8,18 @@ import pytest
 import torch
 
 from covpipe.config import ConfigError, validate_config
-from covpipe.specs import finetune_spec
 from covpipe.models import Vocab, build_model
 from covpipe.models.base import as_tensor
+from covpipe.specs import finetune_spec
 from covpipe.teachers import build_teacher
 
-FIG1 = {"name": "graph", "num_nodes": 50, "prompt_format": "layers", "response_format": "path",
-        "classes": {"match": 1 / 3, "mismatch": 1 / 3, "uniform4": 1 / 3}}
+FIG1 = {
+    "name": "graph",
+    "num_nodes": 50,
+    "prompt_format": "layers",
+    "response_format": "path",
+    "classes": {"match": 1 / 3, "mismatch": 1 / 3, "uniform4": 1 / 3},
+}
 
 
 def _model(teacher, weights=None, horizon=8):
@@ -111,12 +116,21 @@ def test_adam_on_finetuning_data_moves_the_weights_towards_the_majority_rule():
 
 
 def _study(**model):
-    return {"studies": {"ft": {
-        "teacher": FIG1, "horizons": [8], "seeds": 1,
-        "models": {"mix": {"class": "rule_mixture", **model}},
-        "train": {"optimizer": "adamw", "lr": 0.001, "steps": 10, "checkpoints": [10]},
-        "finetune": {"teacher": {"classes": {"match": 0.9, "mismatch": 0.1}},
-                     "train": {"optimizer": "adamw", "lr": 1e-5, "steps": 20, "checkpoints": [10, 20]}}}}}
+    return {
+        "studies": {
+            "ft": {
+                "teacher": FIG1,
+                "horizons": [8],
+                "seeds": 1,
+                "models": {"mix": {"class": "rule_mixture", **model}},
+                "train": {"optimizer": "adamw", "lr": 0.001, "steps": 10, "checkpoints": [10]},
+                "finetune": {
+                    "teacher": {"classes": {"match": 0.9, "mismatch": 0.1}},
+                    "train": {"optimizer": "adamw", "lr": 1e-5, "steps": 20, "checkpoints": [10, 20]},
+                },
+            }
+        }
+    }
 
 
 def test_a_model_may_carry_its_own_finetuning_settings():

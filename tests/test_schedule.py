@@ -21,9 +21,17 @@ def test_cosine_schedule_warms_up_linearly_then_decays_to_its_floor():
 
 
 def _study(**train):
-    return {"studies": {"s": {"teacher": {"name": "markov", "vocab_size": 4, "order": 1}, "horizons": [4], "seeds": 1,
-                              "models": {"m": {"class": "gru"}},
-                              "train": {"steps": 20, "checkpoints": [20], **train}}}}
+    return {
+        "studies": {
+            "s": {
+                "teacher": {"name": "markov", "vocab_size": 4, "order": 1},
+                "horizons": [4],
+                "seeds": 1,
+                "models": {"m": {"class": "gru"}},
+                "train": {"steps": 20, "checkpoints": [20], **train},
+            }
+        }
+    }
 
 
 def test_the_default_schedule_leaves_the_training_spec_unchanged():

@@ -7,13 +7,12 @@ import numpy as np
 import polars as pl
 import pytest
 import torch
+from workflow_helpers import mini_config_writer, planned_jobs, snakemake
 
 from covpipe import selection
 from covpipe.models import Vocab, build_model
 from covpipe.teachers import build_teacher
 from covpipe.teachers.graph import Graph
-
-from workflow_helpers import mini_config_writer, planned_jobs, snakemake
 
 
 def two_outcome_sample(n=1000, minority=10):
@@ -30,8 +29,9 @@ def test_min_ce_drops_the_minority_mode_and_the_tournament_keeps_it():
     y = two_outcome_sample()
     # A nearly ignores b (CE 0.070 nats), B covers it (CE 0.127 nats).
     logp = log_likelihoods(y, [0.001, 0.1])
-    assert selection.cross_entropies(logp) == pytest.approx([-(0.99 * math.log(0.999) + 0.01 * math.log(0.001)),
-                                                              -(0.99 * math.log(0.9) + 0.01 * math.log(0.1))])
+    assert selection.cross_entropies(logp) == pytest.approx(
+        [-(0.99 * math.log(0.999) + 0.01 * math.log(0.001)), -(0.99 * math.log(0.9) + 0.01 * math.log(0.1))]
+    )
     assert selection.min_ce(logp) == 0
     # At N = 4: B beats A by ln 100 on every b (S[A, B] = 0.01); A never beats B by ln 4 (S[B, A] = 0).
     assert selection.cover_matrix(logp, 4) == pytest.approx(np.array([[0, 0.01], [0, 0]]))
@@ -69,6 +69,7 @@ def test_ties_go_to_lower_cross_entropy_then_to_the_earlier_candidate():
 
 def test_selection_never_reads_pi_d(monkeypatch):
     """The stage's rules run with the teacher's likelihoods unavailable; the oracle reads only the evaluation table."""
+
     def forbidden(*args, **kwargs):
         raise AssertionError("selection read pi_D")
 
@@ -81,12 +82,30 @@ def test_selection_never_reads_pi_d(monkeypatch):
     for step in (0, 5):
         torch.manual_seed(step)
         states[step] = build_model(model_spec, Vocab.of(teacher, 4), teacher=teacher).state_dict()
-    truth = pl.DataFrame({"seed": [0] * 6, "step": [0, 5] * 3, "metric": ["pass_at_n"] * 2 + ["coverage"] * 2 + ["kl"] * 2,
-                          "level": [2.0, 2.0, 1.0, 1.0, None, None], "value": [0.3, 0.4, 0.5, 0.4, 3.0, 2.5]})
-    spec = {"study": "s", "teacher": spec_teacher, "model": model_spec, "model_name": "t", "horizon": 4,
-            "selection": {"pass_at": [2], "level_ratio": 0.5, "rules": ["min_ce", "tournament", "offset_tournament",
-                                                                          "oracle"],
-                          "tie_break": "ce", "offset_a": [0.0], "offset_prompts": 8}}
+    truth = pl.DataFrame(
+        {
+            "seed": [0] * 6,
+            "step": [0, 5] * 3,
+            "metric": ["pass_at_n"] * 2 + ["coverage"] * 2 + ["kl"] * 2,
+            "level": [2.0, 2.0, 1.0, 1.0, None, None],
+            "value": [0.3, 0.4, 0.5, 0.4, 3.0, 2.5],
+        }
+    )
+    spec = {
+        "study": "s",
+        "teacher": spec_teacher,
+        "model": model_spec,
+        "model_name": "t",
+        "horizon": 4,
+        "selection": {
+            "pass_at": [2],
+            "level_ratio": 0.5,
+            "rules": ["min_ce", "tournament", "offset_tournament", "oracle"],
+            "tie_break": "ce",
+            "offset_a": [0.0],
+            "offset_prompts": 8,
+        },
+    }
     rows = selection.select_trial(spec, 0, states, batch, truth)
     assert {r["rule"] for r in rows} == {"min_ce", "tournament", "offset_tournament", "oracle"}
     assert next(r for r in rows if r["rule"] == "oracle")["step"] == 5
@@ -98,8 +117,14 @@ def _tournament_by_loops(logp, level):
     beats j by a factor N; the lowest worst score wins, ties to the lower CE, then the earlier j."""
     k_count, n = len(logp), len(logp[0])
     ce = [-sum(row) / n for row in logp]
-    worst = [max(sum(logp[k][i] - logp[j][i] >= math.log(level) - 1e-12 for i in range(n)) / n
-                 for k in range(k_count) if k != j) for j in range(k_count)]
+    worst = [
+        max(
+            sum(logp[k][i] - logp[j][i] >= math.log(level) - 1e-12 for i in range(n)) / n
+            for k in range(k_count)
+            if k != j
+        )
+        for j in range(k_count)
+    ]
     return min(range(k_count), key=lambda j: (round(worst[j], 12), ce[j], j))
 
 
@@ -122,21 +147,50 @@ def test_select_trial_picks_what_an_independent_recomputation_picks():
                 p.normal_(0, 0.4)  # candidates far apart, so the tournament scores differ
         states[step] = m.state_dict()
     rng = np.random.default_rng(1)
-    truth = pl.DataFrame([{"seed": 0, "step": s, "metric": metric, "level": lv, "value": float(rng.uniform())}
-                          for s in steps for metric, lv in [("pass_at_n", 4.0), ("pass_at_n", 8.0), ("coverage", 2.0),
-                                                            ("coverage", 4.0), ("kl", None)]])
-    spec = {"study": "s", "teacher": spec_teacher, "model": model_spec, "model_name": "t", "horizon": 4,
-            "selection": {"pass_at": [4, 8], "level_ratio": 0.5, "rules": ["min_ce", "tournament", "oracle"],
-                          "tie_break": "ce", "offset_a": [0.0], "offset_prompts": 8}}
+    truth = pl.DataFrame(
+        [
+            {"seed": 0, "step": s, "metric": metric, "level": lv, "value": float(rng.uniform())}
+            for s in steps
+            for metric, lv in [
+                ("pass_at_n", 4.0),
+                ("pass_at_n", 8.0),
+                ("coverage", 2.0),
+                ("coverage", 4.0),
+                ("kl", None),
+            ]
+        ]
+    )
+    spec = {
+        "study": "s",
+        "teacher": spec_teacher,
+        "model": model_spec,
+        "model_name": "t",
+        "horizon": 4,
+        "selection": {
+            "pass_at": [4, 8],
+            "level_ratio": 0.5,
+            "rules": ["min_ce", "tournament", "oracle"],
+            "tie_break": "ce",
+            "offset_a": [0.0],
+            "offset_prompts": 8,
+        },
+    }
     rows = selection.select_trial(spec, 0, states, batch, truth)
     scorer = build_model(model_spec, vocab, teacher=teacher)
     logp = []
     for step in steps:
         scorer.load_state_dict(states[step])
         with torch.no_grad():
-            logp.append([float(scorer.token_log_probs(torch.from_numpy(batch.prompt[i:i + 1]),
-                                                      torch.from_numpy(batch.response[i:i + 1])).sum())
-                         for i in range(len(batch))])
+            logp.append(
+                [
+                    float(
+                        scorer.token_log_probs(
+                            torch.from_numpy(batch.prompt[i : i + 1]), torch.from_numpy(batch.response[i : i + 1])
+                        ).sum()
+                    )
+                    for i in range(len(batch))
+                ]
+            )
     ce = [-sum(row) / len(row) for row in logp]
     value = {(r["step"], r["metric"], r["level"]): r["value"] for r in truth.iter_rows(named=True)}
     picked = {(r["rule"], r["n"]): r for r in rows}
@@ -144,14 +198,20 @@ def test_select_trial_picks_what_an_independent_recomputation_picks():
     tournament_picks = set()
     for n, level in [(4.0, 2.0), (8.0, 4.0)]:
         best = max(steps, key=lambda s: value[(s, "pass_at_n", n)])
-        want = {"min_ce": steps[int(np.argmin(ce))], "tournament": steps[_tournament_by_loops(logp, level)],
-                "oracle": best}
+        want = {
+            "min_ce": steps[int(np.argmin(ce))],
+            "tournament": steps[_tournament_by_loops(logp, level)],
+            "oracle": best,
+        }
         tournament_picks.add(want["tournament"])
         for rule, step in want.items():
             r = picked[(rule, n)]
             assert r["step"] == step, (rule, n)
-            assert (r["pass_at_n"], r["kl"], r["coverage"]) == (value[(step, "pass_at_n", n)], value[(step, "kl", None)],
-                                                                value[(step, "coverage", level)])
+            assert (r["pass_at_n"], r["kl"], r["coverage"]) == (
+                value[(step, "pass_at_n", n)],
+                value[(step, "kl", None)],
+                value[(step, "coverage", level)],
+            )
             assert r["oracle_gap"] == pytest.approx(value[(best, "pass_at_n", n)] - value[(step, "pass_at_n", n)])
             assert r["level"] == level and r["candidates"] == 4
     # The case is not degenerate: the candidates' CEs differ, and the picks are not all the oracle's.
@@ -163,20 +223,31 @@ FIG1 = {
     "execution": {"backend": "serial"},
     "studies": {
         "f1": {
-            "teacher": {"name": "graph", "num_nodes": 20,
-                        "classes": {"match": 0.34, "mismatch": 0.33, "uniform4": 0.33}},
+            "teacher": {
+                "name": "graph",
+                "num_nodes": 20,
+                "classes": {"match": 0.34, "mismatch": 0.33, "uniform4": 0.33},
+            },
             "horizons": [4],
             "seeds": 2,
             "data": {"n_train": 200, "n_eval": 16, "shared_across_seeds": True},
-            "models": {"transformer": {"class": "transformer", "layers": 1, "heads": 2, "width": 16},
-                       "mix": {"class": "rule_mixture", "finetune": {"optimizer": "adam", "lr": 0.05}}},
+            "models": {
+                "transformer": {"class": "transformer", "layers": 1, "heads": 2, "width": 16},
+                "mix": {"class": "rule_mixture", "finetune": {"optimizer": "adam", "lr": 0.05}},
+            },
             "train": {"optimizer": "adamw", "lr": 0.003, "batch_size": 16, "steps": 20, "checkpoints": [20]},
-            "finetune": {"teacher": {"classes": {"match": 0.9, "mismatch": 0.1}},
-                         "train": {"optimizer": "adamw", "lr": 0.001, "batch_size": 8, "steps": 6,
-                                   "checkpoints": [2, 4, 6]}},
+            "finetune": {
+                "teacher": {"classes": {"match": 0.9, "mismatch": 0.1}},
+                "train": {"optimizer": "adamw", "lr": 0.001, "batch_size": 8, "steps": 6, "checkpoints": [2, 4, 6]},
+            },
             "evaluate": {"levels": [2, 4, 6], "stopped_kl_levels": [4], "pass_at": [1, 4, 8, 12]},
-            "selection": {"n_select": 32, "pass_at": [4, 8, 12], "offset_prompts": 8, "offset_a": [0, 0.05],
-                          "sensitivity": {"level_ratios": [0.25, 1], "tie_breaks": ["earliest"]}},
+            "selection": {
+                "n_select": 32,
+                "pass_at": [4, 8, 12],
+                "offset_prompts": 8,
+                "offset_a": [0, 0.05],
+                "sensitivity": {"level_ratios": [0.25, 1], "tie_breaks": ["earliest"]},
+            },
             "figures": ["finetune"],
         }
     },
@@ -195,7 +266,9 @@ def test_fig1_study_end_to_end_and_finetune_changes_never_rerun_pretraining(tmp_
     assert ((mass > 0) & (mass <= 1 + 1e-9)).all()
     logs = pl.read_parquet(out / "train_log.parquet")  # pre-training and fine-tuning steps, apart
     assert logs.group_by("stage").agg(pl.col("step").unique().sort()).sort("stage").rows() == [
-        ("finetune", [0, 2, 4, 6]), ("train", [20])]
+        ("finetune", [0, 2, 4, 6]),
+        ("train", [20]),
+    ]
     sel = pl.read_parquet(out / "selection.parquet")
     # models x seeds x N x (min_ce, oracle, tournament at 3 ratios x 2 ties, offset at 2 a x 3 ratios x 2 ties)
     assert sel.height == 2 * 2 * 3 * (2 + 6 + 12)
@@ -207,8 +280,12 @@ def test_fig1_study_end_to_end_and_finetune_changes_never_rerun_pretraining(tmp_
     assert offset.filter(pl.col("in_theorem"))["offset_a"].unique().to_list() == [0.05]
     assert set(offset.filter(pl.col("in_theorem"))["level"]) == {12.0}
     # the rule_mixture's weights moved towards the fine-tuning mixture (0.9, 0.1, 0): Pass@4 of G_2 fell
-    mix = m.filter((pl.col("model") == "mix") & (pl.col("class") == "mismatch") & (pl.col("metric") == "pass_at_n")
-                   & (pl.col("level") == 4.0))
+    mix = m.filter(
+        (pl.col("model") == "mix")
+        & (pl.col("class") == "mismatch")
+        & (pl.col("metric") == "pass_at_n")
+        & (pl.col("level") == 4.0)
+    )
     assert mix.filter(pl.col("step") == 6)["value"].max() < mix.filter(pl.col("step") == 0)["value"].min()
     for name in ("fig1_training.png", "fig1_scatter.png"):
         assert (out / "figures" / name).read_bytes()[:4] == b"\x89PNG"
@@ -219,8 +296,10 @@ def test_fig1_study_end_to_end_and_finetune_changes_never_rerun_pretraining(tmp_
     assert "| transformer | 0 | mismatch |" in (out / "figures" / "pretrain_check.md").read_text()
     # A fine-tuning setting reruns fine-tuning and what follows, never the data or pre-training.
     changed = {**FIG1, "studies": {"f1": {**FIG1["studies"]["f1"]}}}
-    changed["studies"]["f1"]["finetune"] = {**FIG1["studies"]["f1"]["finetune"],
-                                           "train": {**FIG1["studies"]["f1"]["finetune"]["train"], "lr": 0.002}}
+    changed["studies"]["f1"]["finetune"] = {
+        **FIG1["studies"]["f1"]["finetune"],
+        "train": {**FIG1["studies"]["f1"]["finetune"]["train"], "lr": 0.002},
+    }
     mini_config_writer(tmp_path, changed)
     jobs = planned_jobs(tmp_path)
     assert jobs.get("finetune") == 1 and jobs.get("select") == 1

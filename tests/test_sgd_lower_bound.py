@@ -51,8 +51,11 @@ def trajectory(t, units, batch):
 
 def cap_points(cap, sign, k=7):
     """A grid over the cap {sign theta_1 >= cap} of the unit ball: (m, 2)."""
-    pts = [(sign * r * math.cos(a), r * math.sin(a))
-           for r in np.linspace(cap, 1, k) for a in np.linspace(-math.acos(cap / r), math.acos(cap / r), k)]
+    pts = [
+        (sign * r * math.cos(a), r * math.sin(a))
+        for r in np.linspace(cap, 1, k)
+        for a in np.linspace(-math.acos(cap / r), math.acos(cap / r), k)
+    ]
     return np.array(pts)
 
 
@@ -103,7 +106,9 @@ def test_rare_frequency_keeps_the_rare_prompts_uncovered_with_probability_one_ha
     assert -t.params.theta_rare + R * t.step_bound + t.drift < t.theta_c
     start = np.array(t.params.start)
     uncovered = start + np.array([0.0, R * t.step_bound + t.drift])
-    assert t.coverage(uncovered, t.params.level)["rare"] >= math.exp(t.token_log_probs_at(t.theta.numpy())[1, 2]) - 1e-12
+    assert (
+        t.coverage(uncovered, t.params.level)["rare"] >= math.exp(t.token_log_probs_at(t.theta.numpy())[1, 2]) - 1e-12
+    )
     assert t.coverage(uncovered, t.params.level)["all"] >= t.floor - 1e-12
     # the floor is a constant fraction of H/(T log N), the paper's bound, at every horizon of the study
     assert t.floor >= 0.25 * min(horizon / (T * math.log(t.params.level)), 1)
@@ -156,15 +161,20 @@ def test_inherent_variance_is_at_most_one_by_brute_force(lemma, horizon):
         x = np.full((len(ys), 1), c, np.int64)
         p = np.exp(t.sequence_log_probs(x, ys))
         assert p.sum() == pytest.approx(1, abs=1e-12)
-        phi = t.features.candidates(t.features.contexts(x, ys, t.bos)).numpy()  # (n, H, V, d)
+        phi = t.features.candidates(t.features.position_inputs(x, ys, t.bos)).numpy()  # (n, H, V, d)
         q = np.exp(t.step_log_probs(x, ys))  # (n, H, V)
         mean = np.einsum("nhv,nhvd->nhd", q, phi)
         total += w * float(p @ np.einsum("nhv,nhv->n", q, ((phi - mean[:, :, None]) ** 2).sum(-1)))
     assert total <= 1
     # the teacher's own sigma*^2 terms, averaged over the enumeration, agree
-    mine = sum(w * float(np.exp(t.sequence_log_probs(np.full((len(ys), 1), c), ys))
-                         @ t.inherent_variance(np.full((len(ys), 1), c), ys).sum(1))
-               for c, w in enumerate(t.class_weights))
+    mine = sum(
+        w
+        * float(
+            np.exp(t.sequence_log_probs(np.full((len(ys), 1), c), ys))
+            @ t.inherent_variance(np.full((len(ys), 1), c), ys).sum(1)
+        )
+        for c, w in enumerate(t.class_weights)
+    )
     assert mine == pytest.approx(total, rel=1e-9, abs=1e-15)
 
 
@@ -179,7 +189,7 @@ def test_exact_coverage_matches_enumeration(lemma):
             want = 0.0
             for c, w in enumerate(t.class_weights):
                 x = np.full((len(ys), 1), c, np.int64)
-                ctx = t.features.contexts(x, ys, t.bos).numpy()  # (n, H)
+                ctx = t.features.position_inputs(x, ys, t.bos).numpy()  # (n, H)
                 model = np.take_along_axis(steps_model[ctx], ys[..., None], -1)[..., 0].sum(1)
                 teacher = t.sequence_log_probs(x, ys)
                 want += w * float(np.exp(teacher)[teacher - model >= math.log(level) - 1e-9].sum())
@@ -203,26 +213,44 @@ def test_eta_units_is_eta_in_units_of_one_over_h_b():
 
 
 def study(teacher, learner, horizons=(8,)):
-    return {"studies": {"s": {"teacher": teacher, "horizons": list(horizons), "seeds": 1,
-                              "data": {"n_train": 64, "n_eval": 8},
-                              "models": {"m": {"class": "ar_linear", "learner": learner}},
-                              "train": {"steps": 64, "checkpoints": [64]}}}}
+    return {
+        "studies": {
+            "s": {
+                "teacher": teacher,
+                "horizons": list(horizons),
+                "seeds": 1,
+                "data": {"n_train": 64, "n_eval": 8},
+                "models": {"m": {"class": "ar_linear", "learner": learner}},
+                "train": {"steps": 64, "checkpoints": [64]},
+            }
+        }
+    }
 
 
 I6 = {"name": "sgd_lower_bound", "lemma": "I.6", "horizon": 8, "n": 64}
 BAD = [
-    (study(I6, {"name": "seq_sgd", "eta_units": 2}),
-     "studies.s.models.m.learner.eta_units: 2 is on the other side of the threshold eta = 8/(HB); teacher "
-     "sgd_lower_bound lemma I.6 is built for eta >= 8/(HB): use a lemma I.7 study"),
-    (study({**I6, "lemma": "I.7"}, {"name": "seq_sgd", "eta_units": 9}),
-     "studies.s.models.m.learner.eta_units: 9 is on the other side"),
-    (study(I6, {"name": "seq_sgd", "eta_units": 8, "eta": 0.1}),
-     "studies.s.models.m.learner.eta_units: give eta_units (eta in units of 1/(HB)) or eta/eta_scale, not both"),
-    (study(I6, {"name": "seq_sgd"}, horizons=(8, 16)),
-     "studies.s.teacher.horizon: this instance is built for H = 8 and cannot serve horizon 16; give each horizon "
-     "its own study"),
-    (study({**I6, "start": [1, 1]}, {"name": "seq_sgd"}),
-     "studies.s.teacher.start: expected 2 numbers in the unit ball, got [1.0, 1.0]"),
+    (
+        study(I6, {"name": "seq_sgd", "eta_units": 2}),
+        "studies.s.models.m.learner.eta_units: 2 is on the other side of the threshold eta = 8/(HB); teacher "
+        "sgd_lower_bound lemma I.6 is built for eta >= 8/(HB): use a lemma I.7 study",
+    ),
+    (
+        study({**I6, "lemma": "I.7"}, {"name": "seq_sgd", "eta_units": 9}),
+        "studies.s.models.m.learner.eta_units: 9 is on the other side",
+    ),
+    (
+        study(I6, {"name": "seq_sgd", "eta_units": 8, "eta": 0.1}),
+        "studies.s.models.m.learner.eta_units: give eta_units (eta in units of 1/(HB)) or eta/eta_scale, not both",
+    ),
+    (
+        study(I6, {"name": "seq_sgd"}, horizons=(8, 16)),
+        "studies.s.teacher.horizon: this instance is built for H = 8 and cannot serve horizon 16; give each horizon "
+        "its own study",
+    ),
+    (
+        study({**I6, "start": [1, 1]}, {"name": "seq_sgd"}),
+        "studies.s.teacher.start: expected 2 numbers in the unit ball, got [1.0, 1.0]",
+    ),
 ]
 
 

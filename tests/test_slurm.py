@@ -12,9 +12,8 @@ from pathlib import Path
 import polars as pl
 import pytest
 import torch
-from polars.testing import assert_frame_equal
-
 from helpers import mini_config
+from polars.testing import assert_frame_equal
 from workflow_helpers import SNAKEMAKE, mini_config_writer
 
 ROOT = Path(__file__).parents[1]
@@ -42,9 +41,23 @@ def slurm_plugin(request):
         wanted = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]["slurm"]
         # Its other needs (pandas, throttler, the executor interfaces) come with covpipe and Snakemake;
         # --no-deps keeps a second numpy or pandas out of the folder, which would shadow the venv's.
-        pip = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(folder),
-                              *wanted, "snakemake-executor-plugin-slurm-jobstep>=0.6,<1"],
-                             capture_output=True, text=True, timeout=600)
+        pip = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--no-deps",
+                "--target",
+                str(folder),
+                *wanted,
+                "snakemake-executor-plugin-slurm-jobstep>=0.6,<1",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
         assert pip.returncode == 0, f"installing the slurm plugin failed:\n{pip.stdout}\n{pip.stderr}"
     return folder
 
@@ -54,8 +67,9 @@ def slurm_cluster(slurm_plugin):
     if reason := _why_no_slurm():
         pytest.skip(reason)
     holder = str(os.getpid())  # other checkouts' test runs on this machine may share the cluster
-    up = subprocess.run(["bash", str(SCRIPTS / "slurm-up.sh"), "--hold", holder],
-                        capture_output=True, text=True, timeout=1200)
+    up = subprocess.run(
+        ["bash", str(SCRIPTS / "slurm-up.sh"), "--hold", holder], capture_output=True, text=True, timeout=1200
+    )
     assert up.returncode == 0, f"slurm-up.sh failed:\n{up.stdout}\n{up.stderr}"
     yield slurm_plugin
     subprocess.run(["bash", str(SCRIPTS / "slurm-down.sh"), "--release", holder], capture_output=True, timeout=120)
@@ -65,9 +79,20 @@ def _submit(directory, plugin, *args):
     """The README's submit command; threads fit the 2-CPU test node, status polls start after 1 s.
     `plugin`: the folder of the slurm executor plugin, put on PYTHONPATH (exported into the jobs too)."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(plugin), os.environ.get("PYTHONPATH")]))}
-    cmd = [*SNAKEMAKE, "--directory", str(directory), "--workflow-profile", str(ROOT / "profiles" / "slurm"),
-           "--set-threads", "train=1", "evaluate=1", "--slurm-init-seconds-before-status-checks", "1",
-           "--slurm-keep-successful-logs", *args]
+    cmd = [
+        *SNAKEMAKE,
+        "--directory",
+        str(directory),
+        "--workflow-profile",
+        str(ROOT / "profiles" / "slurm"),
+        "--set-threads",
+        "train=1",
+        "evaluate=1",
+        "--slurm-init-seconds-before-status-checks",
+        "1",
+        "--slurm-keep-successful-logs",
+        *args,
+    ]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=1200, env=env)
 
 
@@ -79,9 +104,15 @@ def test_the_mini_study_runs_as_slurm_jobs_and_a_second_run_has_nothing_to_do(sl
 
     results = tmp_path / "results" / "mini"
     for table in ["metrics.parquet", "train_log.parquet"] + [
-            f"{stage}/model~{m}/horizon~4/{name}" for m in ("tpp", "gru")
-            for stage, name in [("train", "checkpoints.pt"), ("train", "train_log.parquet"),
-                                ("eval", "metrics.parquet"), ("eval", "log_ratios.parquet")]]:
+        f"{stage}/model~{m}/horizon~4/{name}"
+        for m in ("tpp", "gru")
+        for stage, name in [
+            ("train", "checkpoints.pt"),
+            ("train", "train_log.parquet"),
+            ("eval", "metrics.parquet"),
+            ("eval", "log_ratios.parquet"),
+        ]
+    ]:
         assert (results / table).stat().st_size > 0, table
     for name in ["kl_vs_horizon", "coverage_vs_horizon", "coverage_profile", "training_curves"]:
         assert (results / "figures" / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -89,8 +120,12 @@ def test_the_mini_study_runs_as_slurm_jobs_and_a_second_run_has_nothing_to_do(sl
     # Every job was a SLURM job: data 1, train 2, evaluate 2, aggregate 1, plot 4 (rule all is local).
     ids = re.findall(r"submitted with SLURM jobid (\d+)", out)
     assert len(ids) == 10, out[-6000:]
-    acct = subprocess.run(["sacct", "-X", "--parsable2", "--noheader", "--format=JobIdRaw,State",
-                           "--jobs", ",".join(ids)], capture_output=True, text=True, check=True).stdout
+    acct = subprocess.run(
+        ["sacct", "-X", "--parsable2", "--noheader", "--format=JobIdRaw,State", "--jobs", ",".join(ids)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     states = dict(line.split("|") for line in acct.split())
     assert states == {i: "COMPLETED" for i in ids}, acct
     # ... and each rule's own log says which SLURM job it ran in.
@@ -112,8 +147,11 @@ def test_the_mini_study_runs_as_slurm_jobs_and_a_second_run_has_nothing_to_do(sl
     assert "submitted with SLURM jobid" not in again.stdout + again.stderr
 
 
-@pytest.mark.skipif(torch.cuda.is_available(), reason="torch sees a GPU on this host, so the test node has one: "
-                    "the job would find it instead of stopping with the no-GPU error this test checks")
+@pytest.mark.skipif(
+    torch.cuda.is_available(),
+    reason="torch sees a GPU on this host, so the test node has one: "
+    "the job would find it instead of stopping with the no-GPU error this test checks",
+)
 def test_a_gpu_study_is_submitted_from_a_login_node_without_gpu_and_its_job_says_no_gpu(slurm_cluster, tmp_path):
     """`execution.device: cuda` is checked where the jobs run: the login node (no GPU here) submits,
     the job on a node without GPU stops with the config error in its SLURM log."""

@@ -6,6 +6,7 @@ import logging
 import numpy as np
 import pytest
 import torch
+from helpers import mini_config
 
 from covpipe import data, evaluate, resume, specs, train, vectorized
 from covpipe.config import validate_config
@@ -14,25 +15,34 @@ from covpipe.models import transformer as transformer_module
 from covpipe.models.base import as_tensor
 from covpipe.teachers import build_teacher
 
-from helpers import mini_config
-
-EDGES = {"name": "graph", "num_nodes": 16, "prompt_format": "edges",
-         "classes": {"single": 0.5, "xor": 0.3, "uniform4": 0.2}}
+EDGES = {
+    "name": "graph",
+    "num_nodes": 16,
+    "prompt_format": "edges",
+    "classes": {"single": 0.5, "xor": 0.3, "uniform4": 0.2},
+}
 
 
 def _study(model: dict, optimizer: str = "adam"):
-    cfg = validate_config(mini_config(
-        teacher={"name": "markov", "vocab_size": 4, "order": 1, "classes": {"a": 0.5, "b": 0.5}},
-        seeds=3, models={"m": model},
-        train={"optimizer": optimizer, "lr": 0.02, "batch_size": 8, "steps": 15, "checkpoints": [5, 15]}))
+    cfg = validate_config(
+        mini_config(
+            teacher={"name": "markov", "vocab_size": 4, "order": 1, "classes": {"a": 0.5, "b": 0.5}},
+            seeds=3,
+            models={"m": model},
+            train={"optimizer": optimizer, "lr": 0.02, "batch_size": 8, "steps": 15, "checkpoints": [5, 15]},
+        )
+    )
     study = cfg["studies"]["mini"]
     teacher = build_teacher(study["teacher"])
     batches = [teacher.sample(48, 5, np.random.default_rng(s)) for s in range(3)]
     return specs.train_spec("mini", study, "m", 5), batches
 
 
-@pytest.mark.parametrize("model", [{"class": "ar_linear", "dim": 5, "window": 3},
-                                   {"class": "gru", "hidden": 8, "embed": 4, "layers": 2}], ids=lambda m: m["class"])
+@pytest.mark.parametrize(
+    "model",
+    [{"class": "ar_linear", "dim": 5, "window": 3}, {"class": "gru", "hidden": 8, "embed": 4, "layers": 2}],
+    ids=lambda m: m["class"],
+)
 @pytest.mark.parametrize("optimizer", ["adam", "sgd"])
 def test_vectorized_training_equals_per_seed_training_within_float_tolerance(model, optimizer):
     spec, batches = _study(model, optimizer)
@@ -44,16 +54,20 @@ def test_vectorized_training_equals_per_seed_training_within_float_tolerance(mod
         for step, state in alone["checkpoints"].items():
             for name, value in state.items():
                 torch.testing.assert_close(together[seed]["checkpoints"][step][name], value, rtol=1e-4, atol=1e-5)
-        np.testing.assert_allclose([r["train_loss"] for r in together[seed]["log"]],
-                                   [r["train_loss"] for r in alone["log"]], rtol=1e-5)
+        np.testing.assert_allclose(
+            [r["train_loss"] for r in together[seed]["log"]], [r["train_loss"] for r in alone["log"]], rtol=1e-5
+        )
 
 
-@pytest.mark.parametrize("model", [{"class": "ar_linear", "dim": 5, "window": 3}, {"class": "gru", "hidden": 8, "embed": 4}],
-                         ids=lambda m: m["class"])
+@pytest.mark.parametrize(
+    "model",
+    [{"class": "ar_linear", "dim": 5, "window": 3}, {"class": "gru", "hidden": 8, "embed": 4}],
+    ids=lambda m: m["class"],
+)
 def test_a_seeds_vectorized_result_does_not_depend_on_its_group(model):
     # Serial jobs train all seeds in one group, Ray jobs in one group per CPU: tables must not differ.
     spec, batches = _study(model)
-    (ok, alone), = vectorized.train_group(spec, [1], batches[1:2])
+    ((ok, alone),) = vectorized.train_group(spec, [1], batches[1:2])
     together = vectorized.train_group(spec, [0, 1, 2], batches)[1][1]
     for step, state in alone["checkpoints"].items():
         for name, value in state.items():
@@ -63,8 +77,9 @@ def test_a_seeds_vectorized_result_does_not_depend_on_its_group(model):
 def _graph_model(horizon=3, seed=0):
     teacher = build_teacher(EDGES)
     torch.manual_seed(seed)
-    model = build_model({"class": "transformer", "layers": 2, "heads": 2, "width": 16}, Vocab.of(teacher, horizon),
-                        teacher=teacher)
+    model = build_model(
+        {"class": "transformer", "layers": 2, "heads": 2, "width": 16}, Vocab.of(teacher, horizon), teacher=teacher
+    )
     with torch.no_grad():
         for p in model.parameters():
             p.normal_(0, 0.3)  # away from the init, so attention is not uniform
@@ -100,8 +115,9 @@ def test_the_kv_cached_sampler_draws_what_the_full_pass_sampler_draws(prompt_for
     teacher = build_teacher({**EDGES, "prompt_format": prompt_format})
     horizon = 3  # the most this 16-node graph holds
     torch.manual_seed(1)
-    model = build_model({"class": "transformer", "layers": 2, "heads": 2, "width": 16}, Vocab.of(teacher, horizon),
-                        teacher=teacher)
+    model = build_model(
+        {"class": "transformer", "layers": 2, "heads": 2, "width": 16}, Vocab.of(teacher, horizon), teacher=teacher
+    )
     with torch.no_grad():
         for p in model.parameters():
             p.normal_(0, 0.3)  # far from uniform next-token distributions: a wrong cache changes the draws
@@ -126,8 +142,9 @@ def test_chunked_inference_evaluation_equals_a_per_sequence_loop(which):
         prompt, response = as_tensor(batch.prompt), as_tensor(batch.response)
     batched = evaluate.model_step_log_probs(model, prompt, response, chunk=16)
     with torch.no_grad():
-        loop = np.concatenate([model.step_log_probs(prompt[i : i + 1], response[i : i + 1]).double().numpy()
-                               for i in range(len(prompt))])
+        loop = np.concatenate(
+            [model.step_log_probs(prompt[i : i + 1], response[i : i + 1]).double().numpy() for i in range(len(prompt))]
+        )
     np.testing.assert_allclose(batched, loop, rtol=1e-5, atol=1e-5)
 
 
@@ -154,8 +171,11 @@ def test_a_diverging_seed_fails_alone_and_its_group_mates_train_as_without_it(mo
                 assert torch.equal(hurt[i][1]["checkpoints"][step][name], value)
 
 
-@pytest.mark.parametrize("model", [{"class": "ar_linear", "dim": 5, "window": 3}, {"class": "gru", "hidden": 8, "embed": 4}],
-                         ids=lambda m: m["class"])
+@pytest.mark.parametrize(
+    "model",
+    [{"class": "ar_linear", "dim": 5, "window": 3}, {"class": "gru", "hidden": 8, "embed": 4}],
+    ids=lambda m: m["class"],
+)
 def test_a_resumed_vectorized_group_ends_identical_to_an_uninterrupted_one(tmp_path, caplog, model):
     spec, batches = _study(model)  # 15 steps, checkpoints at 5 and 15
     fresh = vectorized.train_group(spec, [0, 1, 2], batches)
@@ -182,8 +202,9 @@ def test_a_resumed_vectorized_group_ends_identical_to_an_uninterrupted_one(tmp_p
     assert "m H=5 seed 1: resumed at step 5/15" in caplog.text
     uninterrupted = train.train_trial(spec, 1, batches[1])
     assert [r["step"] for r in per_seed["log"]] == [r["step"] for r in uninterrupted["log"]] == [5, 15]
-    np.testing.assert_allclose([r["train_loss"] for r in per_seed["log"]],
-                               [r["train_loss"] for r in uninterrupted["log"]], rtol=1e-5)
+    np.testing.assert_allclose(
+        [r["train_loss"] for r in per_seed["log"]], [r["train_loss"] for r in uninterrupted["log"]], rtol=1e-5
+    )
     for step, state in uninterrupted["checkpoints"].items():
         for name, value in state.items():
             torch.testing.assert_close(per_seed["checkpoints"][step][name], value, rtol=1e-4, atol=1e-5)
@@ -199,15 +220,32 @@ def test_a_job_with_a_registered_learner_is_not_vectorized():
 def test_ar_linear_on_a_hard_instance_trains_per_seed_and_finishes(tmp_path, teacher):
     """The hard instances give ar_linear their own table features, which have no context window for
     the vectorized AR-linear path to read: such a job trains seed by seed and finishes."""
-    cfg = validate_config(mini_config(teacher={"name": teacher}, horizons=[4], seeds=2, models={"m": {"class": "ar_linear"}},
-                                      train={"optimizer": "sgd", "lr": 0.1, "batch_size": 8, "steps": 6,
-                                             "checkpoints": [6]}))
+    cfg = validate_config(
+        mini_config(
+            teacher={"name": teacher},
+            horizons=[4],
+            seeds=2,
+            models={"m": {"class": "ar_linear"}},
+            train={"optimizer": "sgd", "lr": 0.1, "batch_size": 8, "steps": 6, "checkpoints": [6]},
+        )
+    )
     study = cfg["studies"]["mini"]
     spec = specs.train_spec("mini", study, "m", 4)
     assert not vectorized.supports(spec)
-    assert vectorized.supports(specs.train_spec("mini", validate_config(mini_config(
-        teacher={"name": "ar_linear", "vocab_size": 3, "dim": 4, "window": 2}, horizons=[4],
-        models={"m": {"class": "ar_linear"}}))["studies"]["mini"], "m", 4))  # window features: vectorized
+    assert vectorized.supports(
+        specs.train_spec(
+            "mini",
+            validate_config(
+                mini_config(
+                    teacher={"name": "ar_linear", "vocab_size": 3, "dim": 4, "window": 2},
+                    horizons=[4],
+                    models={"m": {"class": "ar_linear"}},
+                )
+            )["studies"]["mini"],
+            "m",
+            4,
+        )
+    )  # window features: vectorized
     data.run(tmp_path / "train.parquet", tmp_path / "eval.parquet", specs.data_spec("mini", study, 4))
     train.run(tmp_path / "train.parquet", tmp_path / "c.pt", tmp_path / "l.parquet", spec, backend="serial")
     trials = torch.load(tmp_path / "c.pt", weights_only=True)["trials"]
@@ -220,7 +258,9 @@ def test_table_only_stages_do_not_import_torch():
     import subprocess
     import sys
 
-    code = ("import sys, covpipe.aggregate, covpipe.plots, covpipe.cli; "
-            "print(sorted(m for m in ('torch', 'numba', 'ray') if m in sys.modules))")
+    code = (
+        "import sys, covpipe.aggregate, covpipe.plots, covpipe.cli; "
+        "print(sorted(m for m in ('torch', 'numba', 'ray') if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == "[]", out

@@ -23,11 +23,16 @@ def _starts(node, helpers, signatures=None) -> bool:
         if isinstance(sub, ast.Name) and (sub.id in STARTERS or sub.id in helpers):
             return True
         if isinstance(sub, ast.Call):
-            if any(k.arg == "backend" and isinstance(k.value, ast.Constant) and k.value.value == "ray" for k in sub.keywords):
+            if any(
+                k.arg == "backend" and isinstance(k.value, ast.Constant) and k.value.value == "ray"
+                for k in sub.keywords
+            ):
                 return True
             names = (signatures or {}).get(getattr(sub.func, "id", None), [])
-            if any(isinstance(a, ast.Constant) and a.value == "ray" and i < len(names) and names[i] == "backend"
-                   for i, a in enumerate(sub.args)):
+            if any(
+                isinstance(a, ast.Constant) and a.value == "ray" and i < len(names) and names[i] == "backend"
+                for i, a in enumerate(sub.args)
+            ):
                 return True
     return bool(params & STARTERS)
 
@@ -36,16 +41,24 @@ def unmarked_starters() -> list[str]:
     out = []
     for path in sorted(TESTS.glob("test_*.py")):
         tree = ast.parse(path.read_text())
-        module_marked = any(isinstance(n, ast.Assign) and any(getattr(t, "id", "") == "pytestmark" for t in n.targets)
-                            and "workflow" in ast.unparse(n.value) for n in tree.body)
+        module_marked = any(
+            isinstance(n, ast.Assign)
+            and any(getattr(t, "id", "") == "pytestmark" for t in n.targets)
+            and "workflow" in ast.unparse(n.value)
+            for n in tree.body
+        )
         functions = [n for n in tree.body if isinstance(n, ast.FunctionDef)]
         signatures = {f.name: [a.arg for a in f.args.args] for f in functions}
         helpers = set()
         for _ in range(3):  # helpers that call helpers
             helpers |= {f.name for f in functions if not f.name.startswith("test_") and _starts(f, helpers, signatures)}
         for f in functions:
-            if f.name.startswith("test_") and not module_marked and not _marked_workflow(f.decorator_list) \
-                    and _starts(f, helpers, signatures):
+            if (
+                f.name.startswith("test_")
+                and not module_marked
+                and not _marked_workflow(f.decorator_list)
+                and _starts(f, helpers, signatures)
+            ):
                 out.append(f"{path.name}::{f.name}")
     return out
 

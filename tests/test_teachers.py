@@ -19,25 +19,49 @@ SMALL = {
         ({"name": "markov", "vocab_size": 4, "order": 0}, 4),
     ],
     "ar_linear": [({"name": "ar_linear", "vocab_size": 3, "dim": 4, "window": 3, "scale": 4.0}, 4)],
-    "kl_lower_bound": [({"name": "kl_lower_bound", "n": 2, "scale": 1.0}, 6),
-                       ({"name": "kl_lower_bound", "n": 1, "scale": 1.5, "theta_sign": -1}, 5)],
+    "kl_lower_bound": [
+        ({"name": "kl_lower_bound", "n": 2, "scale": 1.0}, 6),
+        ({"name": "kl_lower_bound", "n": 1, "scale": 1.5, "theta_sign": -1}, 5),
+    ],
     "sgd_two_scales": [({"name": "sgd_two_scales", "rare_weight": 0.4, "rare_tokens": 2}, 5)],
     "sgd_lower_bound": [({"name": "sgd_lower_bound", "lemma": "I.7", "horizon": 5, "n": 16}, 5)],
-    "pivotal": [({"name": "pivotal", "vocab_size": 3, "dim": 3, "pivotal_tokens": 2, "pivot_scale": 2.0, "scale": 3.0,
-                  "tail_weight": 0.5}, 4)],
+    "pivotal": [
+        (
+            {
+                "name": "pivotal",
+                "vocab_size": 3,
+                "dim": 3,
+                "pivotal_tokens": 2,
+                "pivot_scale": 2.0,
+                "scale": 3.0,
+                "tail_weight": 0.5,
+            },
+            4,
+        )
+    ],
     "graph": [
         # match and uniform4 share their structure: pi_D is their exact posterior mixture.
         ({"name": "graph", "num_nodes": 10, "classes": {"single": 0.5, "match": 0.2, "uniform4": 0.3}}, 2),
         ({"name": "graph", "num_nodes": 10, "classes": {"xor": 0.6, "uniform4": 0.4}, "response_format": "pairs"}, 2),
-        ({"name": "graph", "num_nodes": 10, "classes": {"single": 0.5, "xor": 0.3, "mismatch": 0.2},
-          "prompt_format": "edges"}, 2),
+        (
+            {
+                "name": "graph",
+                "num_nodes": 10,
+                "classes": {"single": 0.5, "xor": 0.3, "mismatch": 0.2},
+                "prompt_format": "edges",
+            },
+            2,
+        ),
     ],
 }
 
 
 def small_teachers():
-    return [pytest.param(spec, h, id=f"{spec['name']}-{i}") for name in sorted(TEACHERS)
-            for i, (spec, h) in enumerate(SMALL[name])]
+    return [
+        pytest.param(spec, h, id=f"{spec['name']}-{i}")
+        for name in sorted(TEACHERS)
+        for i, (spec, h) in enumerate(SMALL[name])
+    ]
 
 
 def test_every_registered_teacher_has_a_small_instance():
@@ -161,7 +185,9 @@ def test_graph_paths_sampled_for_one_prompt_match_pi_d(spec, horizon):
     for c in range(len(t.class_names)):
         s, tt, layers, passable = t._sample_graph(t.class_names[c], horizon, rng)
         x = np.array(t._format_prompt(s, tt, layers, passable, horizon, rng))
-        paths = [tuple(t._format_response([s, *t._sample_path(t.class_names[c], passable, rng), tt])) for _ in range(4000)]
+        paths = [
+            tuple(t._format_response([s, *t._sample_path(t.class_names[c], passable, rng), tt])) for _ in range(4000)
+        ]
         distinct, counts = np.unique(np.array(paths), axis=0, return_counts=True)
         probs = np.exp(t.sequence_log_probs(np.repeat(x[None], len(distinct), 0), distinct))
         assert probs.sum() == pytest.approx(1.0)  # every sampled path, and nothing else, has mass
@@ -190,8 +216,9 @@ def test_graph_mixture_posterior_matches_sampled_class_frequencies():
 @pytest.mark.parametrize("fmt", ["layers", "edges"])
 def test_graph_fig1_classes_are_told_apart_only_by_the_prompt_parity(fmt):
     """G_1 / G_2 (match / mismatch): identical structure, opposite parity bit, pi_D deterministic."""
-    t = build_teacher({"name": "graph", "num_nodes": 60, "prompt_format": fmt,
-                       "classes": {"match": 0.9, "mismatch": 0.1}})
+    t = build_teacher(
+        {"name": "graph", "num_nodes": 60, "prompt_format": fmt, "classes": {"match": 0.9, "mismatch": 0.1}}
+    )
     batch = t.sample(400, 8, np.random.default_rng(1))
     s, _, passable = t.parse(batch.prompt)
     assert ((passable[..., 1] >= 0).sum(1) == 2).all()
@@ -248,8 +275,10 @@ def test_graph_rule_pair_order_puts_the_match_node_first_and_keeps_pi_d():
     taken_first = batch.response[:, 1:-1] == slots[..., 0]
     assert taken_first[branching & (batch.cls[:, None] == 0)].all()
     assert not taken_first[branching & (batch.cls[:, None] == 1)].any()
-    assert np.allclose(rule.sequence_log_probs(batch.prompt, batch.response),
-                       build_teacher(spec).sequence_log_probs(batch.prompt, batch.response))
+    assert np.allclose(
+        rule.sequence_log_probs(batch.prompt, batch.response),
+        build_teacher(spec).sequence_log_probs(batch.prompt, batch.response),
+    )
 
 
 @pytest.mark.parametrize("name", ["kl_lower_bound", "sgd_two_scales"])
@@ -258,7 +287,7 @@ def test_hard_instance_inherent_variance_matches_enumeration(name):
     t = build_teacher(spec)
     batch = t.sample(6, horizon, np.random.default_rng(1))
     got = t.inherent_variance(batch.prompt, batch.response)
-    phi = t.features.candidates(t.features.contexts(batch.prompt, batch.response, t.bos)).numpy()  # (n, H, V, d)
+    phi = t.features.candidates(t.features.position_inputs(batch.prompt, batch.response, t.bos)).numpy()  # (n, H, V, d)
     p = np.exp(t.step_log_probs(batch.prompt, batch.response))
     mean = np.einsum("nhv,nhvd->nhd", p, phi)
     assert got == pytest.approx(np.einsum("nhv,nhv->nh", p, ((phi - mean[:, :, None]) ** 2).sum(-1)), abs=1e-12)
@@ -290,8 +319,15 @@ def test_pivotal_sigma_star_sq_against_enumeration_and_flat_in_the_horizon():
     """sigma*^2 = E_{pi_D} sum_h ||phi(x, y_1..h) - E_v phi||^2 (paper Eq. 8) by enumerating every (x, y)
     with phi written out from the definition, against the teacher's per-prefix terms; then the point of
     the teacher: sigma*^2 within a factor 2 from H = 8 to H = 256."""
-    p = {"name": "pivotal", "vocab_size": 3, "dim": 3, "pivotal_tokens": 2, "pivot_scale": 2.0, "scale": 3.0,
-         "tail_weight": 0.5}
+    p = {
+        "name": "pivotal",
+        "vocab_size": 3,
+        "dim": 3,
+        "pivotal_tokens": 2,
+        "pivot_scale": 2.0,
+        "scale": 3.0,
+        "tail_weight": 0.5,
+    }
     t = build_teacher(p)
     table = t.features.table.numpy().reshape(3, 3, 3, 3)  # (segment, prev, v, d)
     theta = t.theta.numpy()
@@ -319,4 +355,3 @@ def test_pivotal_sigma_star_sq_against_enumeration_and_flat_in_the_horizon():
         sigma[h] = t.inherent_variance(b.prompt, b.response).sum(1).mean()
     assert sigma[256] / sigma[8] < 2
     assert sigma[8] > 10  # the randomness is real: the pivotal positions carry it
-

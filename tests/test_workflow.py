@@ -8,10 +8,9 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-
 from helpers import mini_config
-
-from workflow_helpers import mini_config_writer as write_config, planned_jobs, snakemake
+from workflow_helpers import mini_config_writer as write_config
+from workflow_helpers import planned_jobs, snakemake
 
 ROOT = Path(__file__).parents[1]
 pytestmark = pytest.mark.workflow
@@ -35,15 +34,24 @@ def test_run_produces_every_table_and_figure(finished):
     ratios = pl.read_parquet(results / "eval" / "model~gru" / "horizon~4" / "log_ratios.parquet")
     assert ratios.height == 2 * 2 * 128  # seeds x checkpoints x (64 per class x 2 classes)
     # The stored log-ratios reproduce the table's coverage exactly.
+    import numpy as np
+
     from covpipe.evaluate import class_weights
     from covpipe.metrics import coverage_profile
-    import numpy as np
 
     last = ratios.filter((pl.col("seed") == 1) & (pl.col("step") == 20)).sort("index")
     w = class_weights(last["cls"].to_numpy(), np.array([0.7, 0.3]))
-    row = metrics.filter((pl.col("model") == "gru") & (pl.col("horizon") == 4) & (pl.col("seed") == 1) &
-                         (pl.col("step") == 20) & (pl.col("class") == "all") & (pl.col("metric") == "coverage"))
-    assert row.sort("level")["value"].to_numpy() == pytest.approx(coverage_profile(last["log_ratio"].to_numpy(), [2, 16], w))
+    row = metrics.filter(
+        (pl.col("model") == "gru")
+        & (pl.col("horizon") == 4)
+        & (pl.col("seed") == 1)
+        & (pl.col("step") == 20)
+        & (pl.col("class") == "all")
+        & (pl.col("metric") == "coverage")
+    )
+    assert row.sort("level")["value"].to_numpy() == pytest.approx(
+        coverage_profile(last["log_ratio"].to_numpy(), [2, 16], w)
+    )
     for name in ["kl_vs_horizon", "coverage_vs_horizon", "coverage_profile", "training_curves"]:
         png = results / "figures" / f"{name}.png"
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
@@ -78,11 +86,17 @@ def test_changing_an_execution_setting_replans_nothing(finished):
         write_config(directory, mini_config())
 
 
-@pytest.mark.parametrize("change,message", [
-    ({"horizons": [2, -4]}, "studies.mini.horizons[1]: horizon must be >= 1, got -4"),
-    ({"models": {"m": {"class": "gru2"}}}, "studies.mini.models.m.class: unknown model class 'gru2'; known: ar_linear, consistent_branch, gru, ngram, rule_mixture, table_per_position, transformer, valid_uniform"),
-    ({"train": {"lr": "fast"}}, "studies.mini.train.lr: Input should be a valid number"),
-])
+@pytest.mark.parametrize(
+    "change,message",
+    [
+        ({"horizons": [2, -4]}, "studies.mini.horizons[1]: horizon must be >= 1, got -4"),
+        (
+            {"models": {"m": {"class": "gru2"}}},
+            "studies.mini.models.m.class: unknown model class 'gru2'; known: ar_linear, consistent_branch, gru, ngram, rule_mixture, table_per_position, transformer, valid_uniform",
+        ),
+        ({"train": {"lr": "fast"}}, "studies.mini.train.lr: Input should be a valid number"),
+    ],
+)
 def test_bad_config_is_refused_before_any_job(tmp_path, change, message):
     write_config(tmp_path, mini_config(**change))
     proc = snakemake(tmp_path, check=False)

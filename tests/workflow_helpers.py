@@ -18,8 +18,12 @@ def mini_config_writer(directory: Path, cfg: dict) -> None:
 
 
 def snakemake(directory: Path, *args, check=True, cores="2"):
-    proc = subprocess.run([*SNAKEMAKE, "--directory", str(directory), "--cores", cores, *args],
-                          capture_output=True, text=True, timeout=900)
+    proc = subprocess.run(
+        [*SNAKEMAKE, "--directory", str(directory), "--cores", cores, *args],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     if check and proc.returncode != 0:
         raise AssertionError(f"snakemake {' '.join(args)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
     return proc
@@ -36,8 +40,11 @@ def planned_jobs(directory: Path) -> dict[str, int]:
 
 def snapshot(directory: Path) -> dict:
     """(size, mtime_ns) of every file under results/."""
-    return {str(p.relative_to(directory)): (p.stat().st_size, p.stat().st_mtime_ns)
-            for p in (directory / "results").rglob("*") if p.is_file()}
+    return {
+        str(p.relative_to(directory)): (p.stat().st_size, p.stat().st_mtime_ns)
+        for p in (directory / "results").rglob("*")
+        if p.is_file()
+    }
 
 
 def planned_inputs(directory: Path, *args) -> dict[str, list[set[str]]]:

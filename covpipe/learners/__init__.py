@@ -17,7 +17,6 @@ from .mle import MLEExact
 from .sgd import Adam, NormalizedSGD, SeqSGD, SignSGD
 from .token import TokenSGD
 
-
 LEARNERS: dict[str, type[Learner]] = {
     "adam": Adam,
     "distill_truncated": DistillTruncated,
@@ -41,19 +40,27 @@ def check_learner(params, model_cls, teacher, train: dict, n_train: int) -> None
     """Raise ValueError('key: message') where a validated learner cannot run as configured."""
     cls = LEARNERS[params["name"]]
     if not model_cls.trainable:
-        raise ValueError(f"name: {params['name']} needs a model trained by gradients; "
-                         f"class '{model_cls.Params.model_fields['cls'].default}' is fitted by counting")
+        raise ValueError(
+            f"name: {params['name']} needs a model trained by gradients; "
+            f"class '{model_cls.Params.model_fields['cls'].default}' is fitted by counting"
+        )
     paper = [k for k in ("eta", "lam") if params.get(k) == "paper"]
     if paper and "bound" in cls.needs and not model_cls.has_feature_bound:
-        raise ValueError(f"{paper[0]}: the paper's rule needs a model with a feature bound B (ar_linear); give a number")
+        raise ValueError(
+            f"{paper[0]}: the paper's rule needs a model with a feature bound B (ar_linear); give a number"
+        )
     if paper and "sigma2" in cls.needs and not hasattr(teacher, "inherent_variance"):
-        raise ValueError(f"{paper[0]}: the paper's rule needs sigma*^2, which teacher '{teacher.params.name}' "
-                         "does not compute; give a number")
+        raise ValueError(
+            f"{paper[0]}: the paper's rule needs sigma*^2, which teacher '{teacher.params.name}' "
+            "does not compute; give a number"
+        )
     if params.get("eta_units") is not None and hasattr(teacher, "check_step"):
         teacher.check_step(params["eta_units"])  # a lower-bound instance serves one side of eta = 8/(HB)
     if train["steps"] > n_train:
-        raise ValueError(f"name: learners make one pass over the sample: train.steps={train['steps']} sequences "
-                         f"exceeds data.n_train={n_train}")
+        raise ValueError(
+            f"name: learners make one pass over the sample: train.steps={train['steps']} sequences "
+            f"exceeds data.n_train={n_train}"
+        )
     k = int(params.get("batch_size", 1))
     bad = [c for c in train["checkpoints"] if c % k]
     if bad:
@@ -62,7 +69,15 @@ def check_learner(params, model_cls, teacher, train: dict, n_train: int) -> None
 
 # Training with a learner needs torch; it lives in `.fitting`, imported on first use so that the
 # registry (read by config validation while Snakemake plans) stays torch-free.
-_FITTING = ("build_learner", "fit", "fit_seeds", "batched", "variants", "_attach_teacher_context", "TRAIN_LOSS_SEQUENCES")
+_FITTING = (
+    "build_learner",
+    "fit",
+    "fit_seeds",
+    "batched",
+    "variants",
+    "_attach_teacher_context",
+    "TRAIN_LOSS_SEQUENCES",
+)
 
 
 def __getattr__(name: str):

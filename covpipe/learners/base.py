@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, PlainValidator
@@ -33,9 +33,11 @@ Rule = Annotated[Any, PlainValidator(_rule)]  # 'paper' (the paper's rule) or a 
 
 class LearnerParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    radius: Union[Literal["auto"], float, None] = Field(
-        "auto", description="projection radius of Theta = {||theta|| <= radius}; auto: 1 (Assumption 2.2) for "
-                            "models with a feature bound B (ar_linear), none for other models; null: no projection")
+    radius: Literal["auto"] | float | None = Field(
+        "auto",
+        description="projection radius of Theta = {||theta|| <= radius}; auto: 1 (Assumption 2.2) for "
+        "models with a feature bound B (ar_linear), none for other models; null: no projection",
+    )
 
 
 @dataclass
@@ -65,8 +67,10 @@ class Problem:
     def need(self, name: str, learner: str, key: str):
         value = getattr(self, name)
         if value is None:
-            what = {"bound": "a model with a feature bound B (ar_linear)",
-                    "sigma2": "a teacher that computes sigma*^2 (ar_linear, kl_lower_bound, sgd_two_scales)"}[name]
+            what = {
+                "bound": "a model with a feature bound B (ar_linear)",
+                "sigma2": "a teacher that computes sigma*^2 (ar_linear, kl_lower_bound, sgd_two_scales)",
+            }[name]
             raise ValueError(f"{key}: the paper's rule of {learner} needs {what}; give a number")
         return value
 
@@ -104,7 +108,7 @@ class Learner:
         """One update on the sequences idx (K,) for every run: theta (R, P) -> (R, P)."""
         raise NotImplementedError
 
-    def run(self, view, theta0: np.ndarray, checkpoints: list[int]) -> list[dict[int, "Iterate"]]:
+    def run(self, view, theta0: np.ndarray, checkpoints: list[int]) -> list[dict[int, Iterate]]:
         """Per seed of the view (one, or S for a `ContextView`): {checkpoint s: Iterate}.
         theta0: the start, (P,) for every seed or (S, P).
 
@@ -150,7 +154,7 @@ class Learner:
         self.problem = problems[0]
         return out
 
-    def common(self, budget: int, problem: "Problem | None" = None) -> dict:
+    def common(self, budget: int, problem: Problem | None = None) -> dict:
         """Settings every run records beside its own: radius, B, sigma*^2, T."""
         p = problem or self.problem
         return {"radius": self.radius, "bound": p.bound, "sigma_star_sq": p.sigma2, "steps": budget // self.batch_size}

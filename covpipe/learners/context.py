@@ -27,8 +27,8 @@ import numpy as np
 import torch
 
 from ..features import MAX_CONTEXT_TABLE
-from .kernels import compiled_walk
 from .base import log_softmax, project
+from .kernels import compiled_walk
 
 MAX_CONTEXTS = MAX_CONTEXT_TABLE  # beyond this many contexts the per-position view (views.LinearView) is used
 SAFE_LOGIT = 300.0  # exp(+-300) is far from float64's range: no max subtraction needed below it
@@ -46,8 +46,7 @@ def fast_log_softmax(logits: np.ndarray) -> np.ndarray:
 def has_context_form(model) -> bool:
     """Whether `model`'s features read finitely many contexts (few enough for `ContextView`)."""
     f = getattr(model, "features", None)
-    return (hasattr(model, "candidate_features") and hasattr(f, "context_table")
-            and f.context_count() <= MAX_CONTEXTS)
+    return hasattr(model, "candidate_features") and hasattr(f, "context_table") and f.context_count() <= MAX_CONTEXTS
 
 
 class ContextView:
@@ -64,8 +63,9 @@ class ContextView:
         self.flat = self.table.reshape(self.K * self.V, self.dim)  # row c * V + v
         bos = model.vocab.bos
         # int32 (12 bytes a token a seed in all): a 2^17-sequence sample of 8 seeds stays in memory
-        self.ctx = np.stack([f.context_ids(np.asarray(p), np.asarray(r), bos).astype(np.int32)
-                             for p, r in zip(prompts, responses)])
+        self.ctx = np.stack(
+            [f.context_ids(np.asarray(p), np.asarray(r), bos).astype(np.int32) for p, r in zip(prompts, responses)]
+        )
         self.y = np.stack([np.asarray(r, dtype=np.int32) for r in responses])  # (S, n, H)
         self.seeds, self.n, self.horizon = self.y.shape
         self.pair = self.ctx * np.int32(self.V) + self.y  # (S, n, H): the (context, token) cell of each position
@@ -80,7 +80,7 @@ class ContextView:
         with torch.no_grad():
             self.model.theta.copy_(torch.as_tensor(theta, dtype=self.model.theta.dtype))
 
-    def seed_view(self, s: int) -> "ContextView":
+    def seed_view(self, s: int) -> ContextView:
         """The view of seed s alone (shares the arrays)."""
         view = object.__new__(ContextView)
         view.__dict__.update(self.__dict__)
@@ -112,8 +112,9 @@ class ContextView:
             return np.bincount((cells + offset).ravel(), minlength=self.seeds * size).reshape(self.seeds, size)
         seed = self._seed_of_rows(len(weights))
         offset = (np.arange(len(weights)) * size)[:, None, None]
-        return np.bincount((cells[seed] + offset).ravel(), weights=weights.ravel(),
-                           minlength=len(weights) * size).reshape(len(weights), size)
+        return np.bincount(
+            (cells[seed] + offset).ravel(), weights=weights.ravel(), minlength=len(weights) * size
+        ).reshape(len(weights), size)
 
     def grad(self, theta: np.ndarray, idx, weights=None) -> np.ndarray:
         """sum over sequences idx of (weighted) sequence gradients, each row on its own seed: (R, d).
@@ -159,8 +160,7 @@ class ContextView:
 
     # ---- token-level walks (token SGD, TTT) --------------------------------------------------------
 
-    def token_walk(self, theta: np.ndarray, idx, eta: np.ndarray, radius, record: bool = True,
-                   compiled: bool = True):
+    def token_walk(self, theta: np.ndarray, idx, eta: np.ndarray, radius, record: bool = True, compiled: bool = True):
         """As views.LinearView.token_walk: row m walks sequence idx[m] of its own seed, one projected
         step per token (paper Eq. 21). Returns (theta (M, d), log pi before each step (M, H, V) or None).
         compiled: the numba loop (kernels.compiled_walk) where available, else the numpy loop below."""
@@ -171,8 +171,16 @@ class ContextView:
         theta = np.array(theta, dtype=np.float64)  # a copy
         if compiled and compiled_walk is not None:
             out = np.empty((M, self.horizon, self.V)) if record else np.empty((0, 0, 0))
-            compiled_walk(self.table, ctx, y, theta, np.ascontiguousarray(eta, dtype=np.float64),
-                          -1.0 if radius is None else float(radius), out, record)
+            compiled_walk(
+                self.table,
+                ctx,
+                y,
+                theta,
+                np.ascontiguousarray(eta, dtype=np.float64),
+                -1.0 if radius is None else float(radius),
+                out,
+                record,
+            )
             return theta, (out if record else None)
         out = np.empty((M, self.horizon, self.V)) if record else None
         step = eta[:, None]

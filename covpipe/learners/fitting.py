@@ -71,14 +71,21 @@ def fit_seeds(spec: dict, models: list, teacher, prompts: list, responses: list,
         # step 0, the start: the initial model's KL is what "learns" is measured against (README)
         found = {0: Iterate(starts[i].copy(), None, {}), **found}
         for s, it in sorted(found.items()):
-            nll = -float(one.log_likelihood(it.theta, np.arange(min(max(s, 1), TRAIN_LOSS_SEQUENCES))).mean())  # nats/token
+            nll = -float(
+                one.log_likelihood(it.theta, np.arange(min(max(s, 1), TRAIN_LOSS_SEQUENCES))).mean()
+            )  # nats/token
             if not np.isfinite(it.theta).all() or not np.isfinite(nll):
-                raise FloatingPointError(f"{spec['model_name']} horizon {spec['horizon']} seed {seed}: "
-                                         f"{learner.name} diverged by checkpoint {s}")
+                raise FloatingPointError(
+                    f"{spec['model_name']} horizon {spec['horizon']} seed {seed}: "
+                    f"{learner.name} diverged by checkpoint {s}"
+                )
             view.load(it.theta)
             checkpoints[s] = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
             rows.append({"seed": seed, "step": s, "train_loss": nll, "seconds": seconds})
-            info[s] = {**it.hyper, **({"average": torch.from_numpy(it.average.copy())} if it.average is not None else {})}
+            info[s] = {
+                **it.hyper,
+                **({"average": torch.from_numpy(it.average.copy())} if it.average is not None else {}),
+            }
         out.append({"checkpoints": checkpoints, "log": rows, "learner": info})
     return out
 

@@ -60,8 +60,9 @@ class MLEExact(Learner):
         R = self.radius
         if R is None or (ok and np.linalg.norm(theta) <= R * (1 + 1e-12)):
             if not ok:
-                raise FloatingPointError("mle_exact: no maximizer found (the likelihood may be maximized at infinity); "
-                                         "set a radius")
+                raise FloatingPointError(
+                    "mle_exact: no maximizer found (the likelihood may be maximized at infinity); set a radius"
+                )
             return theta, {"mu": 0.0, "grad_norm": self._grad_norm(view, theta, idx, 0.0)}
         # The ball is active: find mu > 0 with ||theta(mu)|| = R, theta(mu) = argmax L - mu ||theta||^2 / 2.
         # Newton on psi(mu) = 1/R - 1/||theta(mu)|| (nearly linear in mu, as in trust-region solvers),
@@ -142,8 +143,15 @@ class MLEExact(Learner):
         import torch  # only here: the registry (and config validation) stays torch-free
 
         x = torch.tensor(theta, dtype=torch.float64, requires_grad=True)
-        opt = torch.optim.LBFGS([x], lr=1, max_iter=self.params.max_iter, tolerance_grad=self.params.tol,
-                                tolerance_change=1e-15, history_size=20, line_search_fn="strong_wolfe")
+        opt = torch.optim.LBFGS(
+            [x],
+            lr=1,
+            max_iter=self.params.max_iter,
+            tolerance_grad=self.params.tol,
+            tolerance_change=1e-15,
+            history_size=20,
+            line_search_fn="strong_wolfe",
+        )
 
         def closure():
             opt.zero_grad()

@@ -18,7 +18,7 @@ sign_sgd, adam  the paper gives no rule: a constant eta (see the params' default
 from __future__ import annotations
 
 import math
-from typing import Literal, Optional
+from typing import Literal
 
 import numpy as np
 from pydantic import Field, field_validator, model_serializer
@@ -40,8 +40,12 @@ class SeqSGDParams(LearnerParams):
     eta: Rule = budget_field("paper")
     eta_scale: float = Field(1.0, gt=0, description="multiplies the paper's eta (not a number given as eta)")
     batch_size: int = Field(1, ge=1, description="K sequences per update (the paper: 1)")
-    eta_units: Optional[float] = Field(None, gt=0, description="eta = eta_units / (H B): a step relative to the "
-                                       "lower-bound threshold 8/(HB) (teachers/sgd_lower_bound.py); not with eta")
+    eta_units: float | None = Field(
+        None,
+        gt=0,
+        description="eta = eta_units / (H B): a step relative to the "
+        "lower-bound threshold 8/(HB) (teachers/sgd_lower_bound.py); not with eta",
+    )
 
     @field_validator("eta_units")
     @classmethod

@@ -41,8 +41,9 @@ class TTT(Model):
         out = []
         for start in range(0, view.n, CHUNK):
             idx = np.arange(start, min(start + CHUNK, view.n))
-            _, steps = view.token_walk(np.repeat(theta0[None], len(idx), 0), idx, np.full(len(idx), self.eta),
-                                       self.radius)
+            _, steps = view.token_walk(
+                np.repeat(theta0[None], len(idx), 0), idx, np.full(len(idx), self.eta), self.radius
+            )
             out.append(steps)
         view.load(theta0)  # the autograd view moved the base model's weights
         return torch.from_numpy(np.concatenate(out))

@@ -193,8 +193,12 @@ class AutogradView:
         return np.stack(out)
 
     def _flat_grad(self) -> np.ndarray:
-        return torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1)
-                          for p in self.params]).double().cpu().numpy()
+        return (
+            torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in self.params])
+            .double()
+            .cpu()
+            .numpy()
+        )
 
     def grad(self, theta: np.ndarray, idx, weights=None) -> np.ndarray:
         idx = torch.as_tensor(np.asarray(idx))
@@ -231,8 +235,12 @@ class AutogradView:
         for row, i in zip(theta, np.asarray(idx)):
             self.load(row)
             with torch.no_grad():
-                out.append(self.model.step_log_probs(self.prompt[i : i + 1], self.response[i : i + 1])[0, h]
-                           .double().cpu().numpy())
+                out.append(
+                    self.model.step_log_probs(self.prompt[i : i + 1], self.response[i : i + 1])[0, h]
+                    .double()
+                    .cpu()
+                    .numpy()
+                )
         return np.stack(out)
 
     def token_step(self, theta: np.ndarray, idx, h: int, eta: np.ndarray, radius) -> np.ndarray:
@@ -240,7 +248,9 @@ class AutogradView:
         for m, i in enumerate(np.asarray(idx)):
             self.load(theta[m])
             self.model.zero_grad(set_to_none=True)
-            self.model.step_log_probs(self.prompt[i : i + 1], self.response[i : i + 1])[0, h, self.response[i, h]].backward()
+            self.model.step_log_probs(self.prompt[i : i + 1], self.response[i : i + 1])[
+                0, h, self.response[i, h]
+            ].backward()
             theta[m] = project(theta[m] + eta[m] * self._flat_grad(), radius)
         return theta
 

@@ -7,8 +7,18 @@ which imports no torch; `model_class` and `build_model` import the torch module 
 
 from __future__ import annotations
 
-from .params import (ARLinearSpec, ConsistentBranchSpec, GRUSpec, ModelSpec, NgramSpec, RuleMixtureSpec,
-                     TablePerPositionSpec, TransformerSpec, ValidUniformSpec, Vocab)
+from .params import (
+    ARLinearSpec,
+    ConsistentBranchSpec,
+    GRUSpec,
+    ModelSpec,
+    NgramSpec,
+    RuleMixtureSpec,
+    TablePerPositionSpec,
+    TransformerSpec,
+    ValidUniformSpec,
+    Vocab,
+)
 
 MODELS: dict[str, type[ModelSpec]] = {
     "ar_linear": ARLinearSpec,

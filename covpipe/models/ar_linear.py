@@ -22,8 +22,9 @@ class ARLinearModel(ARLinearSpec, Model):
         super().__init__(vocab)
         features = getattr(teacher, "features", None)
         if features is None:
-            features = WindowFeatures(vocab.vocab_size, vocab.input_vocab_size, params.window, params.dim,
-                                      params.scale, params.feature_seed)
+            features = WindowFeatures(
+                vocab.vocab_size, vocab.input_vocab_size, params.window, params.dim, params.scale, params.feature_seed
+            )
         self.features = features
         # theta = 0 is the uniform model; a lower-bound instance (teachers/sgd_lower_bound.py) names its own start
         start = getattr(teacher, "initial_theta", None)
@@ -35,7 +36,7 @@ class ARLinearModel(ARLinearSpec, Model):
         return float(self.features.bound)
 
     def step_log_probs(self, prompt, response):
-        ctx = self.features.contexts(prompt.cpu().numpy(), response.cpu().numpy(), self.vocab.bos)
+        ctx = self.features.position_inputs(prompt.cpu().numpy(), response.cpu().numpy(), self.vocab.bos)
         return torch.log_softmax(self.features.logits(self.theta, ctx), dim=-1)  # (n, H, V)
 
     def candidate_features(self, prompt, response) -> torch.Tensor:
@@ -44,5 +45,5 @@ class ARLinearModel(ARLinearSpec, Model):
         With it, learners use the closed forms of the linear softmax (gradient phi(y_h) - E_p[phi])
         instead of autograd: pi_theta(. | x, y_<h) = softmax(candidates @ theta).
         """
-        ctx = self.features.contexts(prompt.cpu().numpy(), response.cpu().numpy(), self.vocab.bos)
+        ctx = self.features.position_inputs(prompt.cpu().numpy(), response.cpu().numpy(), self.vocab.bos)
         return self.features.candidates(ctx)

@@ -28,9 +28,13 @@ class Vocab:
     horizon: int  # response tokens at this horizon (H + 2 for the graph teacher's paths)
 
     @classmethod
-    def of(cls, teacher, horizon: int) -> "Vocab":
-        return cls(teacher.vocab_size, teacher.input_vocab_size, teacher.prompt_length_for(horizon),
-                   teacher.response_length(horizon))
+    def of(cls, teacher, horizon: int) -> Vocab:
+        return cls(
+            teacher.vocab_size,
+            teacher.input_vocab_size,
+            teacher.prompt_length_for(horizon),
+            teacher.response_length(horizon),
+        )
 
     @property
     def bos(self) -> int:
@@ -119,7 +123,9 @@ class GRUSpec(ModelSpec):
     @classmethod
     def numel(cls, params, vocab, teacher=None):
         e, h = params.embed, params.hidden
-        gates = sum(3 * h * ((e if layer == 0 else h) + h + 2) for layer in range(params.layers))  # W_ih, W_hh, 2 biases
+        gates = sum(
+            3 * h * ((e if layer == 0 else h) + h + 2) for layer in range(params.layers)
+        )  # W_ih, W_hh, 2 biases
         return (vocab.input_vocab_size + 1) * e + gates + _linear(h, vocab.vocab_size)
 
 
@@ -159,8 +165,11 @@ RuleKind = Literal["match", "mismatch", "uniform4"]
 class RuleMixtureParams(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
     cls: Literal["rule_mixture"] = Field("rule_mixture", alias="class")
-    rules: list[RuleKind] = Field(default_factory=lambda: ["match", "mismatch", "uniform4"], min_length=1,
-                                  description="the class rules mixed; the weights start uniform")
+    rules: list[RuleKind] = Field(
+        default_factory=lambda: ["match", "mismatch", "uniform4"],
+        min_length=1,
+        description="the class rules mixed; the weights start uniform",
+    )
 
 
 class RuleMixtureSpec(ModelSpec):
@@ -169,8 +178,10 @@ class RuleMixtureSpec(ModelSpec):
     @classmethod
     def check_fits(cls, params, vocab, teacher=None):
         if not hasattr(teacher, "rule_step_log_probs"):
-            raise ValueError(f"class: 'rule_mixture' mixes the graph teacher's class rules; this study's teacher is "
-                             f"'{getattr(getattr(teacher, 'params', None), 'name', teacher)}'")
+            raise ValueError(
+                f"class: 'rule_mixture' mixes the graph teacher's class rules; this study's teacher is "
+                f"'{getattr(getattr(teacher, 'params', None), 'name', teacher)}'"
+            )
         if len(set(params.rules)) != len(params.rules):
             raise ValueError(f"rules: duplicate rules in {params.rules}")
 
@@ -204,12 +215,16 @@ class _CountTableSpec(ModelSpec):
     def check_fits(cls, params, vocab, teacher=None):
         entries = cls.numel(params, vocab, teacher)
         if entries > MAX_TABLE_ENTRIES:
-            raise ValueError(f"order: {params.order} needs {entries:.3g} table entries at horizon {vocab.horizon} "
-                             f"(limit {MAX_TABLE_ENTRIES:.0e}); lower the order")
+            raise ValueError(
+                f"order: {params.order} needs {entries:.3g} table entries at horizon {vocab.horizon} "
+                f"(limit {MAX_TABLE_ENTRIES:.0e}); lower the order"
+            )
 
     @classmethod
     def numel(cls, params, vocab, teacher=None):
-        return (vocab.horizon if cls.per_position else 1) * (vocab.input_vocab_size + 1) ** params.order * vocab.vocab_size
+        return (
+            (vocab.horizon if cls.per_position else 1) * (vocab.input_vocab_size + 1) ** params.order * vocab.vocab_size
+        )
 
 
 class TablePerPositionSpec(_CountTableSpec):
@@ -241,8 +256,10 @@ class _GraphReferenceSpec(ModelSpec):
     @classmethod
     def check_fits(cls, params, vocab, teacher=None):
         if not hasattr(teacher, "parse"):
-            raise ValueError(f"class: '{params.cls}' is a reference of the graph teacher; this study's teacher is "
-                             f"'{getattr(getattr(teacher, 'params', None), 'name', teacher)}'")
+            raise ValueError(
+                f"class: '{params.cls}' is a reference of the graph teacher; this study's teacher is "
+                f"'{getattr(getattr(teacher, 'params', None), 'name', teacher)}'"
+            )
 
     @classmethod
     def numel(cls, params, vocab, teacher=None):

@@ -20,7 +20,9 @@ class _GraphReference(Model):
     def __init__(self, vocab: Vocab, params, teacher=None):
         super().__init__(vocab)
         if teacher is None or not hasattr(teacher, "parse"):
-            raise ValueError(f"{params.cls}: a reference model of the graph teacher; this study's teacher is not 'graph'")
+            raise ValueError(
+                f"{params.cls}: a reference model of the graph teacher; this study's teacher is not 'graph'"
+            )
         self.teacher = teacher
         self.register_buffer("fitted", torch.zeros(1))  # nothing to fit; keeps the checkpoint format
 
@@ -32,7 +34,6 @@ class _GraphReference(Model):
 
 
 class ValidUniform(ValidUniformSpec, _GraphReference):
-
     def _log_probs(self, prompt, response):
         t = self.teacher
         s, tgt, passable = t.parse(prompt)
@@ -52,6 +53,5 @@ class ValidUniform(ValidUniformSpec, _GraphReference):
 
 
 class ConsistentBranch(ConsistentBranchSpec, _GraphReference):
-
     def _log_probs(self, prompt, response):
         return self.teacher.step_log_probs(prompt, response, hide_xor_bit=True)

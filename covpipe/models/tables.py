@@ -23,7 +23,9 @@ class _CountTable(Model):
         self.order, self.smoothing = params.order, params.smoothing
         self.base = vocab.input_vocab_size + 1
         n_tables = vocab.horizon if self.per_position else 1
-        self.register_buffer("counts", torch.zeros(n_tables, self.base**self.order, vocab.vocab_size, dtype=torch.float64))
+        self.register_buffer(
+            "counts", torch.zeros(n_tables, self.base**self.order, vocab.vocab_size, dtype=torch.float64)
+        )
 
     def _index(self, prompt, response):
         """(table index (n, H), context index (n, H))."""
@@ -35,13 +37,18 @@ class _CountTable(Model):
 
     def fit_counts(self, prompt, response):
         pos, ctx = self._index(prompt, response)
-        self.counts.index_put_((pos.reshape(-1), ctx.reshape(-1), response.reshape(-1)),
-                               torch.ones(response.numel(), dtype=torch.float64), accumulate=True)
+        self.counts.index_put_(
+            (pos.reshape(-1), ctx.reshape(-1), response.reshape(-1)),
+            torch.ones(response.numel(), dtype=torch.float64),
+            accumulate=True,
+        )
 
     def step_log_probs(self, prompt, response):
         pos, ctx = self._index(prompt, response)
         c = self.counts[pos, ctx]  # (n, H, V)
-        return torch.log(c + self.smoothing) - torch.log(c.sum(-1, keepdim=True) + self.smoothing * self.vocab.vocab_size)
+        return torch.log(c + self.smoothing) - torch.log(
+            c.sum(-1, keepdim=True) + self.smoothing * self.vocab.vocab_size
+        )
 
 
 class TablePerPosition(TablePerPositionSpec, _CountTable):

@@ -28,7 +28,9 @@ class Block(nn.Module):
         self.heads, self.dropout = heads, dropout
         self.ln1, self.ln2 = nn.LayerNorm(width), nn.LayerNorm(width)
         self.qkv, self.proj = nn.Linear(width, 3 * width), nn.Linear(width, width)
-        self.mlp = nn.Sequential(nn.Linear(width, 4 * width), nn.GELU(), nn.Linear(4 * width, width), nn.Dropout(dropout))
+        self.mlp = nn.Sequential(
+            nn.Linear(width, 4 * width), nn.GELU(), nn.Linear(4 * width, width), nn.Dropout(dropout)
+        )
 
     def forward(self, x, mask=None, cache=None, start: int = 0):
         """x (n, T, width); mask None (causal) or bool (n, 1, T, T_keys), True = attend.
@@ -41,8 +43,9 @@ class Block(nn.Module):
         if cache is not None:
             cache[0][:, :, start : start + t], cache[1][:, :, start : start + t] = k, v
             k, v = cache[0][:, :, : start + t], cache[1][:, :, : start + t]
-        att = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None and t > 1,
-                                             dropout_p=self.dropout if self.training else 0.0)
+        att = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, is_causal=mask is None and t > 1, dropout_p=self.dropout if self.training else 0.0
+        )
         x = x + self.proj(att.transpose(1, 2).reshape(n, t, w))
         return x + self.mlp(self.ln2(x))
 
@@ -107,15 +110,25 @@ class Transformer(TransformerSpec, Model):
         dev = prompt.device
         lead = self.leading_pads(prompt)  # (n,); masked as keys, as in _forward
         t_max = 1 + p + horizon - 1
-        caches = [tuple(torch.empty(n, b.heads, t_max, self.head.in_features // b.heads, device=dev,
-                                    dtype=self.head.weight.dtype) for _ in range(2)) for b in self.blocks]
+        caches = [
+            tuple(
+                torch.empty(
+                    n, b.heads, t_max, self.head.in_features // b.heads, device=dev, dtype=self.head.weight.dtype
+                )
+                for _ in range(2)
+            )
+            for b in self.blocks
+        ]
         j = torch.arange(t_max, device=dev)
         keys = ((j[None, :] == 0) | (j[None, :] > lead[:, None]))[:, None, None, :]  # (n, 1, 1, T_max)
         padded = bool(lead.any())
         bos = torch.full((n, 1), self.vocab.bos, dtype=torch.int64, device=dev)
         x = self.embed(torch.cat([bos, prompt], 1)) + self.position(torch.arange(1 + p, device=dev))
-        mask = (torch.ones(1 + p, 1 + p, dtype=torch.bool, device=dev).tril()[None, None] & keys[..., : 1 + p]
-                if padded else None)
+        mask = (
+            torch.ones(1 + p, 1 + p, dtype=torch.bool, device=dev).tril()[None, None] & keys[..., : 1 + p]
+            if padded
+            else None
+        )
         for block, cache in zip(self.blocks, caches):
             x = block(x, mask, cache, 0)
         response = torch.zeros(n, horizon, dtype=torch.int64, device=dev)
@@ -143,8 +156,9 @@ class Transformer(TransformerSpec, Model):
         bos = torch.full((n, 1), self.vocab.bos, dtype=torch.int64, device=dev)
         tokens = torch.cat([bos, prompt, response[:, :-1]], dim=1)  # (n, T)
         t = tokens.shape[1]
-        positions = torch.cat([torch.zeros(1, dtype=torch.int64, device=dev),
-                               torch.arange(1 + cut, cut + t, device=dev)])  # indices in the padded layout
+        positions = torch.cat(
+            [torch.zeros(1, dtype=torch.int64, device=dev), torch.arange(1 + cut, cut + t, device=dev)]
+        )  # indices in the padded layout
         x = self.embed(tokens) + self.position(positions)
         mask = None
         if lead is not None:  # key j is a leading pad of its row when 1 <= j <= lead (0 is BOS)

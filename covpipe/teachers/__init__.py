@@ -10,8 +10,14 @@ from .markov import Markov
 from .pivotal import Pivotal
 from .sgd_lower_bound import SGDLowerBound
 
-TEACHERS: dict[str, type[Teacher]] = {"ar_linear": ARLinear, "graph": Graph, "kl_lower_bound": KLLowerBound,
-                                      "markov": Markov, "pivotal": Pivotal, "sgd_two_scales": SGDTwoScales}
+TEACHERS: dict[str, type[Teacher]] = {
+    "ar_linear": ARLinear,
+    "graph": Graph,
+    "kl_lower_bound": KLLowerBound,
+    "markov": Markov,
+    "pivotal": Pivotal,
+    "sgd_two_scales": SGDTwoScales,
+}
 TEACHERS["sgd_lower_bound"] = SGDLowerBound  # paper App. I.4, Lemmas I.6-I.7
 
 

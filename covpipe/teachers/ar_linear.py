@@ -15,8 +15,8 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..features import MAX_CONTEXT_TABLE, WindowFeatures, context_variances
-from ..sequences import Batch, context_windows, encode_windows
 from ..lazy import tensor_of
+from ..sequences import Batch, context_windows, encode_windows
 from .base import Teacher, _sample_rows
 
 if TYPE_CHECKING:
@@ -77,7 +77,9 @@ class ARLinear(Teacher):
         per_window = torch.log_softmax(self.features.context_table() @ self.theta, dim=-1).numpy()  # (K, V)
         response = np.zeros((n, horizon), dtype=np.int64)
         order, base = self.params.window - 1, self.input_vocab_size + 1
-        history = np.concatenate([np.full((n, order), self.bos, np.int64), prompt], axis=1)[:, -order:] if order else None
+        history = (
+            np.concatenate([np.full((n, order), self.bos, np.int64), prompt], axis=1)[:, -order:] if order else None
+        )
         for h in range(horizon):
             ids = encode_windows(history, base) if order else np.zeros(n, np.int64)
             response[:, h] = _sample_rows(np.exp(per_window[ids]), rng)

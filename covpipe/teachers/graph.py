@@ -76,8 +76,10 @@ class GraphParams(BaseModel):
     prompt_format: Literal["layers", "edges"] = "layers"
     response_format: Literal["path", "pairs"] = "path"
     pair_order: Literal["random", "rule"] = Field(
-        "random", description="layers format: a branching layer's two nodes in random order, or the node of "
-                              "parity p(i) (the match rule's) first")
+        "random",
+        description="layers format: a branching layer's two nodes in random order, or the node of "
+        "parity p(i) (the match rule's) first",
+    )
     classes: dict[ClassKind, float] = Field(default_factory=lambda: {"single": 0.94, "xor": 0.05, "uniform16": 0.01})
 
     @field_validator("classes")
@@ -102,17 +104,23 @@ class Graph(Teacher):
 
     def check_horizon(self, horizon: int) -> None:
         if 4 * horizon + 2 > self.params.num_nodes:
-            raise ValueError(f"num_nodes: {self.params.num_nodes} labels cannot fill a graph of horizon {horizon} "
-                             f"(needs 4H + 2 = {4 * horizon + 2})")
+            raise ValueError(
+                f"num_nodes: {self.params.num_nodes} labels cannot fill a graph of horizon {horizon} "
+                f"(needs 4H + 2 = {4 * horizon + 2})"
+            )
         fig1 = [k for k in self.class_names if k in PARITY_BIT]
         alike = [k for k in self.class_names if k not in PARITY_BIT and branching_layers(k, horizon) == 2]
         if fig1 and alike:  # the Fig. 1 kinds relabel s by the parity bit; the posterior over kinds does not model that
-            raise ValueError(f"classes: '{alike[0]}' has 2 branching layers at horizon {horizon}, like '{fig1[0]}', and "
-                             "pi_D could not tell them apart exactly; use another horizon or leave one of them out")
+            raise ValueError(
+                f"classes: '{alike[0]}' has 2 branching layers at horizon {horizon}, like '{fig1[0]}', and "
+                "pi_D could not tell them apart exactly; use another horizon or leave one of them out"
+            )
         for kind in self.class_names:
             if branching_layers(kind, horizon) > horizon:
-                raise ValueError(f"classes: '{kind}' needs {branching_layers(kind, horizon)} branching layers, "
-                                 f"more than horizon {horizon}")
+                raise ValueError(
+                    f"classes: '{kind}' needs {branching_layers(kind, horizon)} branching layers, "
+                    f"more than horizon {horizon}"
+                )
 
     def response_length(self, horizon: int) -> int:
         return horizon + 2 if self.params.response_format == "path" else 2 * (horizon + 1)
@@ -135,8 +143,12 @@ class Graph(Teacher):
         """
         classes = self.sample_classes(n, rng) if cls is None else np.full(n, int(cls), np.int64)
         # Fig. 1 kinds: the prompt parity bit each graph must get (-1: none; 2 in `bit`: a fair coin).
-        bit = np.array([-1 if kind not in PARITY_BIT else 2 if PARITY_BIT[kind] is None else PARITY_BIT[kind]
-                        for kind in self.class_names])[classes]
+        bit = np.array(
+            [
+                -1 if kind not in PARITY_BIT else 2 if PARITY_BIT[kind] is None else PARITY_BIT[kind]
+                for kind in self.class_names
+            ]
+        )[classes]
         want = np.where(bit == 2, rng.integers(2, size=n), bit)  # (n,)
         n_branch = np.array([branching_layers(kind, horizon) for kind in self.class_names])[classes]  # (n,)
         s, t = np.empty(n, dtype=np.int64), np.empty(n, dtype=np.int64)
@@ -193,7 +205,9 @@ class Graph(Teacher):
         rest, pairs = perm, np.empty((n, 0, 2), dtype=np.int64)
         if k:  # the last k evens and the last k odds, in turn, are the branching layers' pairs
             even = perm % 2 == 0
-            pairs = np.stack([perm[even].reshape(n, -1)[:, ::-1][:, :k], perm[~even].reshape(n, -1)[:, ::-1][:, :k]], -1)
+            pairs = np.stack(
+                [perm[even].reshape(n, -1)[:, ::-1][:, :k], perm[~even].reshape(n, -1)[:, ::-1][:, :k]], -1
+            )
             taken = np.zeros((n, m), dtype=bool)
             taken[rows, pairs.reshape(n, -1)] = True  # by label
             rest = perm[~taken[rows, perm]].reshape(n, m - 2 * k)  # (n, m - 2k), permutation order
@@ -271,8 +285,11 @@ class Graph(Teacher):
             path = self._sample_path(kind, passable, rng)
             prompts.append(self._format_prompt(s, t, layers, passable, horizon, rng))
             responses.append(self._format_response([s, *path, t]))
-        return Batch(np.array(prompts, dtype=np.int64).reshape(n, -1), np.array(responses, dtype=np.int64).reshape(n, -1),
-                     classes)
+        return Batch(
+            np.array(prompts, dtype=np.int64).reshape(n, -1),
+            np.array(responses, dtype=np.int64).reshape(n, -1),
+            classes,
+        )
 
     def _sample_graph(self, kind, horizon, rng):
         """Labels, layers (H lists of 4 nodes) and passable (H, 2): [even, odd] or [node, -1]."""
@@ -285,8 +302,9 @@ class Graph(Teacher):
                 return graph
             used = {s, t, *(v for layer in layers for v in layer)}
             dead = [v for i, layer in enumerate(layers) for v in layer if v not in passable[i]]
-            swap = next((v for v in [v for v in range(self.params.num_nodes) if v not in used] + dead
-                         if v % 2 != s % 2), None)
+            swap = next(
+                (v for v in [v for v in range(self.params.num_nodes) if v not in used] + dead if v % 2 != s % 2), None
+            )
             if swap is not None:  # else every candidate has the parity of s: draw another graph
                 for layer in layers:
                     if swap in layer:
@@ -394,8 +412,11 @@ class Graph(Teacher):
         elif kind == "mismatch":
             chosen = 1 - np.broadcast_to(layer_parity, (n, horizon))
         else:  # xor: the parity of every passable node of every layer
-            bit = (np.where(passable >= 0, passable % 2, 0).sum(axis=(1, 2)) % 2) if hidden_bit is None else \
-                np.full(n, hidden_bit)
+            bit = (
+                (np.where(passable >= 0, passable % 2, 0).sum(axis=(1, 2)) % 2)
+                if hidden_bit is None
+                else np.full(n, hidden_bit)
+            )
             chosen = layer_parity ^ bit[:, None]
         return (chosen == 0).astype(np.float64)
 
@@ -411,8 +432,11 @@ class Graph(Teacher):
                 fits = fits & (bit == PARITY_BIT[kind])
             elif kind in PARITY_BIT:
                 w = w / 2  # uniform4: either bit with probability 1/2
-            log_prior = np.where(fits, math.log(w) - math.log(math.comb(horizon, k)), -np.inf) if w > 0 else \
-                np.full(len(n_branch), -np.inf)
+            log_prior = (
+                np.where(fits, math.log(w) - math.log(math.comb(horizon, k)), -np.inf)
+                if w > 0
+                else np.full(len(n_branch), -np.inf)
+            )
             if kind == "xor" and hide_xor_bit:
                 out += [(log_prior - math.log(2), self._even_probs(kind, passable, bit)) for bit in (0, 1)]
             else:
@@ -496,7 +520,6 @@ class Graph(Teacher):
             paths = np.concatenate([np.full((len(grid), 1), s[j]), grid, np.full((len(grid), 1), t[j])], axis=1)
             out.append(np.array([self._format_response(list(p)) for p in paths], dtype=np.int64))
         return out
-
 
     def branch_choice_paths(self, prompt: np.ndarray):
         """For Fig. 1 graphs (every class a 2-branching-layer kind): the 4 valid responses of each

@@ -61,7 +61,7 @@ class TableFeatures:
         """B = max ||phi|| over the table (Assumption 2.2)."""
         return float(self.table.norm(dim=-1).max())
 
-    def contexts(self, prompt: np.ndarray, response: np.ndarray, bos: int) -> torch.Tensor:
+    def position_inputs(self, prompt: np.ndarray, response: np.ndarray, bos: int) -> torch.Tensor:
         import torch
 
         return torch.from_numpy(self._context_of(np.asarray(prompt), np.asarray(response)))
@@ -90,14 +90,13 @@ class _TableTeacher(Teacher):
     features: TableFeatures
     theta = tensor_of("theta_array")  # theta*, (d,) float64
 
-
     def sample_prompts(self, cls, rng):
         return cls.astype(np.int64)[:, None]  # the prompt is the type: one token
 
     def step_log_probs(self, prompt, response):
         import torch
 
-        ctx = self.features.contexts(prompt, response, self.bos)
+        ctx = self.features.position_inputs(prompt, response, self.bos)
         return torch.log_softmax(self.features.logits(self.theta, ctx), dim=-1).numpy()  # (n, H, V)
 
     def sample(self, n, horizon, rng, cls=None):
@@ -134,8 +133,9 @@ class KLLowerBound(_TableTeacher):
         self.class_names, self.class_weights = ("uninformative", "informative"), np.array([1 - rare, rare])
         table = np.zeros((2, 2, 1))  # (x, v, d)
         table[1, :, 0] = [-params.scale, params.scale]  # token 0 is y = -1, token 1 is y = +1
-        self.features = TableFeatures(table, lambda prompt, response: np.broadcast_to(
-            prompt[:, :1].astype(np.int64), response.shape).copy())
+        self.features = TableFeatures(
+            table, lambda prompt, response: np.broadcast_to(prompt[:, :1].astype(np.int64), response.shape).copy()
+        )
         self.theta_array = np.array([float(params.theta_sign)])
 
     def uninformed_kl(self, horizon: int) -> float:
@@ -161,8 +161,9 @@ class SGDTwoScalesParams(BaseModel):
     @model_validator(mode="after")
     def _in_unit_ball(self):
         if self.theta_rare**2 + self.theta_det**2 > 1 + 1e-12:
-            raise ValueError(f"theta_rare: theta* = (0, {self.theta_rare:g}, {self.theta_det:g}) has norm > 1 "
-                             "(Assumption 2.2)")
+            raise ValueError(
+                f"theta_rare: theta* = (0, {self.theta_rare:g}, {self.theta_det:g}) has norm > 1 (Assumption 2.2)"
+            )
         return self
 
 

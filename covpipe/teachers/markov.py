@@ -16,7 +16,6 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from ..sequences import Batch, context_windows, encode_windows
 from .base import Teacher, _sample_rows, check_class_weights
 
-
 MAX_TABLE_ENTRIES = 20_000_000
 
 
@@ -41,8 +40,10 @@ class MarkovParams(BaseModel):
         base = self.vocab_size + (n_cls if n_cls > 1 else 0) + 1
         entries = n_cls * base**self.order * self.vocab_size
         if entries > MAX_TABLE_ENTRIES:
-            raise ValueError(f"order: {self.order} with vocab_size {self.vocab_size} needs {entries:.3g} transition "
-                             f"probabilities (limit {MAX_TABLE_ENTRIES:.0e})")
+            raise ValueError(
+                f"order: {self.order} with vocab_size {self.vocab_size} needs {entries:.3g} transition "
+                f"probabilities (limit {MAX_TABLE_ENTRIES:.0e})"
+            )
         return self
 
 

@@ -46,8 +46,10 @@ class PivotalParams(BaseModel):
     @model_validator(mode="after")
     def _bounded(self):
         if self.pivot_scale > self.scale:
-            raise ValueError(f"pivot_scale: B_p = {self.pivot_scale:g} exceeds scale B = {self.scale:g}; "
-                             "Assumption 2.2 bounds every feature by B")
+            raise ValueError(
+                f"pivot_scale: B_p = {self.pivot_scale:g} exceeds scale B = {self.scale:g}; "
+                "Assumption 2.2 bounds every feature by B"
+            )
         return self
 
 

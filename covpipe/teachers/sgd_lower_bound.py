@@ -42,7 +42,7 @@ lemma "I.7" (for k <= 8: small steps are too slow on rare prompts). Two prompt t
 from __future__ import annotations
 
 import math
-from typing import Literal, Optional
+from typing import Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -64,8 +64,7 @@ class SGDLowerBoundParams(BaseModel):
     cap: float = Field(0.9, ge=0.8, lt=1, description="I.6: the bad caps are {+-theta_1 >= cap}")
     rare_scale: float = Field(8.0, gt=0, description="I.7: Bbar, the rare prompts' feature scale")
     theta_rare: float = Field(0.8, gt=0, lt=1, description="I.7: b = theta*_2")
-    start: Optional[list[float]] = Field(None, validate_default=True,
-                                         description="theta_0 (d = 2); default: the lemma's")
+    start: list[float] | None = Field(None, validate_default=True, description="theta_0 (d = 2); default: the lemma's")
 
     @field_validator("start")
     @classmethod
@@ -150,8 +149,10 @@ class SGDLowerBound(_TableTeacher):
         a = math.sqrt(1 - b * b)
         self.theta_c = self._uncovered_until(Bbar, b, p.level)
         if self.theta_c <= -b:
-            raise ValueError(f"rare_scale: Bbar = {Bbar:g} with theta_rare = {b:g} leaves the rare prompts covered at "
-                             f"level N = {p.level:g} even at theta_0; raise rare_scale or theta_rare")
+            raise ValueError(
+                f"rare_scale: Bbar = {Bbar:g} with theta_rare = {b:g} leaves the rare prompts covered at "
+                f"level N = {p.level:g} even at theta_0; raise rare_scale or theta_rare"
+            )
         self.step_bound = B = None
         for B in np.arange(Bbar, 1000.0, 0.5):
             off = 1 - math.exp(_log_softmax(np.array([-B * a, 0.0, B * a]))[2])
@@ -186,8 +187,13 @@ class SGDLowerBound(_TableTeacher):
     def _uncovered_until(Bbar, b, level) -> float:
         """The largest theta_2 at which log pi_D(+1 | rare) - log pi_theta(+1 | rare) >= log N (bisection;
         the ratio falls as theta_2 rises)."""
+
         def ratio(t):
-            return _log_softmax(np.array([-Bbar * b, 0.0, Bbar * b]))[2] - _log_softmax(np.array([-Bbar * t, 0.0, Bbar * t]))[2]
+            return (
+                _log_softmax(np.array([-Bbar * b, 0.0, Bbar * b]))[2]
+                - _log_softmax(np.array([-Bbar * t, 0.0, Bbar * t]))[2]
+            )
+
         lo, hi = -1.0, b
         if ratio(lo) < math.log(level):
             return -1.0
@@ -208,16 +214,20 @@ class SGDLowerBound(_TableTeacher):
 
     def check_horizon(self, horizon: int) -> None:
         if horizon != self.params.horizon:
-            raise ValueError(f"horizon: this instance is built for H = {self.params.horizon} and cannot serve horizon "
-                             f"{horizon}; give each horizon its own study")
+            raise ValueError(
+                f"horizon: this instance is built for H = {self.params.horizon} and cannot serve horizon "
+                f"{horizon}; give each horizon its own study"
+            )
 
     def check_step(self, units: float) -> None:
         """Raise ValueError('eta_units: ...') unless k = eta H B is on this lemma's side of the threshold 8."""
         lemma = self.params.lemma
         if (lemma == "I.6" and units < THRESHOLD) or (lemma == "I.7" and units > THRESHOLD):
             side, other = (">=", "I.7") if lemma == "I.6" else ("<=", "I.6")
-            raise ValueError(f"eta_units: {units:g} is on the other side of the threshold eta = 8/(HB); teacher "
-                             f"sgd_lower_bound lemma {lemma} is built for eta {side} 8/(HB): use a lemma {other} study")
+            raise ValueError(
+                f"eta_units: {units:g} is on the other side of the threshold eta = 8/(HB); teacher "
+                f"sgd_lower_bound lemma {lemma} is built for eta {side} 8/(HB): use a lemma {other} study"
+            )
 
     @property
     def bound(self) -> float:
