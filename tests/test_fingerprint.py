@@ -2,6 +2,7 @@
 modules its stage imports, so a comment-only edit reruns nothing and a code edit reruns exactly
 the jobs whose code changed."""
 
+import re
 import shutil
 import subprocess
 import sys
@@ -135,31 +136,18 @@ main(sys.argv[1:])
 """
 
 
-def _plan(code: Path, work: Path) -> dict[str, int]:
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            LAUNCH,
-            str(code),
-            "-s",
-            str(code / "Snakefile"),
-            "--directory",
-            str(work),
-            "--cores",
-            "1",
-            "-n",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    if "Nothing to be done" in proc.stdout:
-        return {}
-    table = proc.stdout.split("Job stats:")[1]
-    import re
+def _snakemake(code: Path, work: Path, *args: str) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-c", LAUNCH, str(code), "-s", str(code / "Snakefile"), "--directory", str(work), *args]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-5000:]
+    return proc
 
+
+def _plan(code: Path, work: Path) -> dict[str, int]:
+    out = _snakemake(code, work, "--cores", "1", "-n").stdout
+    if "Nothing to be done" in out:
+        return {}
+    table = out.split("Job stats:")[1]
     return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M) if m.group(1) != "total"}
 
 
@@ -172,24 +160,7 @@ def test_a_comment_reruns_nothing_and_a_metrics_change_reruns_evaluation_not_tra
     shutil.copytree(ROOT / "profiles", code / "profiles")
     shutil.copytree(ROOT / "covpipe", code / "covpipe", ignore=shutil.ignore_patterns("__pycache__"))
     mini_config_writer(work, mini_config())
-    run = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            LAUNCH,
-            str(code),
-            "-s",
-            str(code / "Snakefile"),
-            "--directory",
-            str(work),
-            "--cores",
-            "2",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert run.returncode == 0, run.stderr[-5000:]
+    _snakemake(code, work, "--cores", "2")
     assert _plan(code, work) == {}
 
     metrics = code / "covpipe" / "metrics.py"

@@ -101,6 +101,17 @@ class Learner:
         """The resolved hyperparameters (plain floats) for a run over `budget` sequences."""
         return {}
 
+    def step_size(self, paper) -> float:
+        """eta: the configured number, or the paper's rule `paper(B, sigma*^2)` times eta_scale,
+        with B = sup ||phi|| and sigma*^2 (nats^0: a variance of features) floored at 1e-12, where a
+        teacher is deterministic. The one formula is each learner's own (paper Sec. 5-6)."""
+        p = self.params
+        if p.eta != "paper":
+            return float(p.eta)
+        bound = self.problem.need("bound", self.name, "eta")
+        sigma2 = max(self.problem.need("sigma2", self.name, "eta"), 1e-12)
+        return rule(p.eta, paper(bound, sigma2), p.eta_scale)
+
     def init_state(self, view, theta: np.ndarray) -> dict:
         return {}
 

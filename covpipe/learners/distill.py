@@ -22,7 +22,7 @@ from typing import Literal
 import numpy as np
 from pydantic import Field
 
-from .base import Learner, LearnerParams, Rule, budget_field, level_log, project, rule
+from .base import Learner, LearnerParams, Rule, budget_field, level_log, project
 
 
 def truncation_weights(a: np.ndarray, budget: float) -> np.ndarray:
@@ -56,14 +56,9 @@ class DistillTruncated(Learner):
         return self.params.eta == "paper"
 
     def hyper(self, budget):
-        p = self.params
-        M = level_log(p.level)
-        if p.eta != "paper":
-            return {"eta": float(p.eta), "budget_nats": M}
-        B = self.problem.need("bound", self.name, "eta")
-        s2 = self.problem.need("sigma2", self.name, "eta")
-        paper = min(1 / ((64 * M + 2) * B**2), math.sqrt(1 / (budget * max(s2, 1e-12) * M)))
-        return {"eta": rule(p.eta, paper, p.eta_scale), "budget_nats": M}
+        M = level_log(self.params.level)
+        eta = self.step_size(lambda B, s2: min(1 / ((64 * M + 2) * B**2), math.sqrt(1 / (budget * s2 * M))))
+        return {"eta": eta, "budget_nats": M}
 
     def init_state(self, view, theta):
         if hasattr(view, "teacher_context"):  # log pi_D per context (ContextView of a well-specified model)

@@ -23,7 +23,7 @@ from typing import Literal
 import numpy as np
 from pydantic import Field, field_validator, model_serializer
 
-from .base import Learner, LearnerParams, Rule, budget_field, level_log, project, rule
+from .base import Learner, LearnerParams, Rule, budget_field, level_log, project
 
 
 class _SequenceGradientLearner(Learner):
@@ -74,12 +74,8 @@ class SeqSGD(_SequenceGradientLearner):
         p = self.params
         if p.eta_units is not None:
             return {"eta": p.eta_units / (self.problem.horizon * self.problem.need("bound", self.name, "eta_units"))}
-        if p.eta != "paper":
-            return {"eta": float(p.eta)}
-        B = self.problem.need("bound", self.name, "eta")
-        s2 = self.problem.need("sigma2", self.name, "eta")
-        paper = min(1 / (2 * self.problem.horizon * B**2), math.sqrt(2 / (max(s2, 1e-12) * self.updates(budget))))
-        return {"eta": rule(p.eta, paper, p.eta_scale)}
+        H, T = self.problem.horizon, self.updates(budget)
+        return {"eta": self.step_size(lambda B, s2: min(1 / (2 * H * B**2), math.sqrt(2 / (s2 * T))))}
 
     def update(self, view, theta, state, idx, hyper):
         return project(theta + hyper["eta"][:, None] * self.gradient(view, theta, idx), self.radius)
@@ -104,13 +100,8 @@ class NormalizedSGD(_SequenceGradientLearner):
 
     def hyper(self, budget):
         p = self.params
-        M = level_log(p.level)
-        if p.eta == "paper":
-            B = self.problem.need("bound", self.name, "eta")
-            s2 = self.problem.need("sigma2", self.name, "eta")
-            eta = rule(p.eta, min(1 / (128 * B), (M / (max(s2, 1e-12) * self.updates(budget))) ** 0.25), p.eta_scale)
-        else:
-            eta = float(p.eta)
+        M, T = level_log(p.level), self.updates(budget)
+        eta = self.step_size(lambda B, s2: min(1 / (128 * B), (M / (s2 * T)) ** 0.25))
         lam = M / (16 * eta) if p.lam == "paper" else float(p.lam)
         return {"eta": eta, "lam": lam}
 

@@ -17,7 +17,7 @@ from typing import Literal
 import numpy as np
 from pydantic import Field
 
-from .base import Learner, LearnerParams, Rule, budget_field, rule
+from .base import Learner, LearnerParams, Rule, budget_field
 
 
 class TokenSGDParams(LearnerParams):
@@ -34,12 +34,7 @@ class TokenSGD(Learner):
         return self.params.eta == "paper"
 
     def hyper(self, budget):
-        p = self.params
-        if p.eta != "paper":
-            return {"eta": float(p.eta)}
-        B = self.problem.need("bound", self.name, "eta")
-        s2 = self.problem.need("sigma2", self.name, "eta")
-        return {"eta": rule(p.eta, min(1 / (2 * B**2), 1 / math.sqrt(max(s2, 1e-12) * budget)), p.eta_scale)}
+        return {"eta": self.step_size(lambda B, s2: min(1 / (2 * B**2), 1 / math.sqrt(s2 * budget)))}
 
     def update(self, view, theta, state, idx, hyper):
         (i,) = idx
