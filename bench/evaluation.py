@@ -1,6 +1,6 @@
 """Item 7: exact log-likelihoods of the graph transformer, sequences per second.
 
-Batched (covpipe.evaluate.model_step_log_probs: inference mode, EVAL_CHUNK sequences per pass)
+Batched (covpipe.models.scoring.model_step_log_probs: inference mode, EVAL_CHUNK sequences per pass)
 against a per-sequence loop (inference mode, one sequence per pass), and for reference one pass
 over the whole set and a batched pass with autograd on (what a plain `model(x)` costs). Default
 transformer (weights do not change the cost) at H = 24, the default study's layers prompts and
@@ -15,8 +15,8 @@ from common import Figure, graph_batch, graph_teacher, interleaved, one_thread, 
 
 
 def run(quick: bool = False) -> list[Figure]:
-    from covpipe.evaluate import EVAL_CHUNK, model_step_log_probs
     from covpipe.models import Vocab, build_model
+    from covpipe.models.scoring import EVAL_CHUNK, model_step_log_probs
 
     one_thread()
     figures = []

@@ -97,7 +97,8 @@ def run(quick: bool = False) -> list[Figure]:
 
 def _compare(step, model, batch, correct) -> list[Figure]:
     from covpipe import metrics
-    from covpipe.evaluate import _p_correct, model_step_log_probs
+    from covpipe.evaluate import _p_correct
+    from covpipe.models.scoring import model_step_log_probs
 
     owner = np.repeat(np.arange(len(batch)), [len(r) for r in correct])
     responses = np.concatenate(correct)

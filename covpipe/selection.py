@@ -34,9 +34,9 @@ import polars as pl
 import torch
 
 from . import io
-from .evaluate import sequence_log_probs
 from .models import Vocab, build_model
 from .models.base import as_tensor
+from .models.scoring import sequence_log_probs
 from .seeding import derive_seed
 from .teachers import build_teacher
 

@@ -66,8 +66,8 @@ def _stage_modules(stage: str) -> set[str]:
     return fingerprint.closure(fingerprint.STAGES[stage], unused)
 
 
-def test_the_stages_that_import_the_metrics_are_evaluation_and_selection():
-    assert {s for s in fingerprint.STAGES if "covpipe.metrics" in _stage_modules(s)} == {"evaluate", "select"}
+def test_the_stage_that_imports_the_metrics_is_evaluation():
+    assert {s for s in fingerprint.STAGES if "covpipe.metrics" in _stage_modules(s)} == {"evaluate"}
 
 
 def test_imports_inside_functions_count_and_preloading_by_name_does_not():

@@ -8,9 +8,9 @@ import pytest
 import torch
 from helpers import mini_config
 
-from covpipe import data, evaluate, resume, specs, train, vectorized
+from covpipe import data, resume, specs, train, vectorized
 from covpipe.config import validate_config
-from covpipe.models import Vocab, build_model
+from covpipe.models import Vocab, build_model, scoring
 from covpipe.models import transformer as transformer_module
 from covpipe.models.base import as_tensor
 from covpipe.teachers import build_teacher
@@ -140,7 +140,7 @@ def test_chunked_inference_evaluation_equals_a_per_sequence_loop(which):
         torch.manual_seed(0)
         model = build_model({"class": "gru", "hidden": 8, "embed": 4}, Vocab.of(teacher, 6))
         prompt, response = as_tensor(batch.prompt), as_tensor(batch.response)
-    batched = evaluate.model_step_log_probs(model, prompt, response, chunk=16)
+    batched = scoring.model_step_log_probs(model, prompt, response, chunk=16)
     with torch.no_grad():
         loop = np.concatenate(
             [model.step_log_probs(prompt[i : i + 1], response[i : i + 1]).double().numpy() for i in range(len(prompt))]
