@@ -15,6 +15,10 @@ from __future__ import annotations
 
 import ast
 import hashlib
+import json
+import os
+import sys
+import tempfile
 from functools import cache
 from pathlib import Path
 
@@ -43,14 +47,7 @@ def modules() -> dict[str, Path]:
     return out
 
 
-def _parse(name: str) -> ast.Module:
-    return ast.parse(modules()[name].read_text(), filename=str(modules()[name]))
-
-
-def source_hash(source: str) -> str:
-    """sha256 of a module's syntax tree without docstrings: comments, blank lines, formatting and
-    docstrings change nothing."""
-    tree = ast.parse(source)
+def _strip_docstrings(tree: ast.Module) -> ast.Module:
     for node in ast.walk(tree):
         if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
             body = node.body
@@ -61,22 +58,23 @@ def source_hash(source: str) -> str:
                 and isinstance(body[0].value.value, str)
             ):
                 node.body = body[1:] or [ast.Pass()]
-    return hashlib.sha256(ast.dump(tree, include_attributes=False).encode()).hexdigest()
+    return tree
 
 
-@cache
-def tree_hash(name: str) -> str:
-    """`source_hash` of a covpipe module, by dotted name."""
-    return source_hash(modules()[name].read_text())
+def _hash(tree: ast.Module) -> str:
+    return hashlib.sha256(ast.dump(_strip_docstrings(tree), include_attributes=False).encode()).hexdigest()
 
 
-@cache
-def imports(name: str) -> frozenset[str]:
-    """The covpipe modules `name` imports anywhere in its source (and the packages holding them)."""
-    known = modules()
-    package = name if known[name].name == "__init__.py" else name.rpartition(".")[0]
+def source_hash(source: str) -> str:
+    """sha256 of a module's syntax tree without docstrings: comments, blank lines, formatting and
+    docstrings change nothing."""
+    return _hash(ast.parse(source))
+
+
+def _imported_names(tree: ast.Module, package: str) -> set[str]:
+    """Dotted names of what `tree` imports anywhere (relative imports resolved against `package`)."""
     found = set()
-    for node in ast.walk(_parse(name)):
+    for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             found |= {a.name for a in node.names}
         elif isinstance(node, ast.ImportFrom):
@@ -89,11 +87,72 @@ def imports(name: str) -> frozenset[str]:
                 module = node.module or ""
             found.add(module)
             found |= {f"{module}.{a.name}" for a in node.names}
-    out = set()
-    for module in found:
-        parts = module.split(".")
-        out |= {".".join(parts[:i]) for i in range(2, len(parts) + 1)}  # its packages, the root left out
-    return frozenset(m for m in out if m in known and m != name)
+    return found
+
+
+@cache
+def _module(name: str) -> tuple[frozenset[str], str]:
+    """(the covpipe modules `name` imports anywhere in its source, with the packages holding them;
+    the hash of its syntax tree), from one parse, or from the cache when the source is unchanged."""
+    known = modules()
+    source = known[name].read_bytes()
+    key = f"{name}:{hashlib.sha256(source).hexdigest()}"
+    cached = _cache().get(key)
+    if cached is None:
+        tree = ast.parse(source, filename=str(known[name]))
+        package = name if known[name].name == "__init__.py" else name.rpartition(".")[0]
+        found = set()
+        for module in _imported_names(tree, package):
+            parts = module.split(".")
+            found |= {".".join(parts[:i]) for i in range(2, len(parts) + 1)}  # its packages, the root left out
+        cached = _cache()[key] = [sorted(found), _hash(tree)]
+    found, digest = cached
+    return frozenset(m for m in found if m in known and m != name), digest
+
+
+# Parsing every module costs a few tenths of a second per plan; the cache keeps each module's
+# result by the hash of its source (and of this module's, and the Python version: ast.dump's form).
+CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "covpipe" / "fingerprints.json"
+
+
+@cache
+def _stamp() -> str:
+    return (
+        f"{hashlib.sha256(Path(__file__).read_bytes()).hexdigest()}:{sys.version_info.major}.{sys.version_info.minor}"
+    )
+
+
+@cache
+def _cache() -> dict:
+    """{"module:source sha256": [imports, tree hash]}: the cache file's, or empty where there is none."""
+    try:
+        data = json.loads(CACHE.read_text())
+        if data.get("stamp") == _stamp():
+            return data["modules"]
+    except (OSError, ValueError, AttributeError, KeyError, TypeError):
+        pass  # no cache, or one of other code: start afresh
+    return {}
+
+
+def _save_cache() -> None:
+    """Write the cache atomically; where it cannot be written, planning goes on without it."""
+    try:
+        CACHE.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile("w", dir=CACHE.parent, delete=False, suffix=".tmp") as f:
+            json.dump({"stamp": _stamp(), "modules": _cache()}, f)
+        os.replace(f.name, CACHE)
+    except OSError:
+        pass
+
+
+def tree_hash(name: str) -> str:
+    """`source_hash` of a covpipe module, by dotted name."""
+    return _module(name)[1]
+
+
+def imports(name: str) -> frozenset[str]:
+    """The covpipe modules `name` imports anywhere in its source (and the packages holding them)."""
+    return _module(name)[0]
 
 
 @cache
@@ -130,6 +189,7 @@ def of_job(stage: str, uses: frozenset[tuple[str, str]] = frozenset()) -> str:
     """The fingerprint of the code a job of `stage` runs, 16 hex digits. uses: the registry entries
     the job reads, as (kind, name) with kind teacher, model or learner; the others' modules are
     left out."""
+    known = len(_cache())  # parsed modules so far: new ones are saved for the next plan
     entries = _entry_modules()
     wanted = {m for key, m in entries.items() if key in uses}
     unused = frozenset(m for m in entries.values() if m not in wanted)
@@ -137,4 +197,6 @@ def of_job(stage: str, uses: frozenset[tuple[str, str]] = frozenset()) -> str:
     digest = hashlib.sha256()
     for module in sorted(modules_):
         digest.update(f"{module}:{tree_hash(module)}\n".encode())
+    if len(_cache()) != known:
+        _save_cache()
     return digest.hexdigest()[:16]

@@ -2,6 +2,7 @@
 modules its stage imports, so a comment-only edit reruns nothing and a code edit reruns exactly
 the jobs whose code changed."""
 
+import json
 import re
 import shutil
 import subprocess
@@ -170,3 +171,24 @@ def test_a_comment_reruns_nothing_and_a_metrics_change_reruns_evaluation_not_tra
 
     metrics.write_text(source + "\nUNUSED = 1\n")  # one line of code
     assert _plan(code, work) == {"evaluate": 4, "aggregate": 1, "plot": 4, "all": 1}
+
+
+def test_the_parse_cache_gives_what_parsing_gives_and_survives_a_broken_file(tmp_path, monkeypatch):
+    def fresh():
+        for f in (fingerprint._cache, fingerprint._module, fingerprint.closure, fingerprint.of_job):
+            f.cache_clear()
+
+    want = fingerprint.of_job("train", frozenset({("teacher", "markov"), ("model", "gru")}))
+    cache = tmp_path / "fingerprints.json"
+    monkeypatch.setattr(fingerprint, "CACHE", cache)
+    try:
+        for text in (None, "{not json", '{"stamp": "other code", "modules": {}}'):
+            if text is not None:
+                cache.write_text(text)
+            fresh()
+            assert fingerprint.of_job("train", frozenset({("teacher", "markov"), ("model", "gru")})) == want
+            assert json.loads(cache.read_text())["stamp"] == fingerprint._stamp()  # rewritten, valid
+        fresh()  # now from the cache alone
+        assert fingerprint.of_job("train", frozenset({("teacher", "markov"), ("model", "gru")})) == want
+    finally:
+        fresh()
