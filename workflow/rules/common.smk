@@ -138,6 +138,41 @@ def selection_tables(wc):
     ]
 
 
+def cell_metrics(wc):
+    """The metrics tables of every cell of a study (the aggregate rule's input)."""
+    return [
+        f"results/{wc.study}/eval/model~{m}/horizon~{h}/metrics.parquet"
+        for m, h in study_cells(wc.study)
+    ]
+
+
+def cell_train_logs(wc):
+    """The training logs of every cell of a study."""
+    return [
+        f"results/{wc.study}/train/model~{m}/horizon~{h}/train_log.parquet"
+        for m, h in study_cells(wc.study)
+    ]
+
+
+def cell_finetune_logs(wc):
+    """The fine-tuning logs of every cell of a study that fine-tunes; none otherwise."""
+    if not STUDIES[wc.study]["finetune"]:
+        return []
+    return [
+        f"results/{wc.study}/finetune/model~{m}/horizon~{h}/train_log.parquet"
+        for m, h in study_cells(wc.study)
+    ]
+
+
+def study_selection_table(wc):
+    """A study's selection table, for its figures, where it has a selection section."""
+    return (
+        [f"results/{wc.study}/selection.parquet"]
+        if STUDIES[wc.study]["selection"]
+        else []
+    )
+
+
 def study_figures(study):
     """Figure (and figure-table) files of one study, from its `figures:` sets."""
     names = covpipe.plots.outputs(STUDIES[study]["figures"])

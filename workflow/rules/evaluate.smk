@@ -23,19 +23,9 @@ rule evaluate:
 
 rule aggregate:
     input:
-        metrics=lambda wc: [
-            f"results/{wc.study}/eval/model~{m}/horizon~{h}/metrics.parquet"
-            for m, h in study_cells(wc.study)
-        ],
-        train_logs=lambda wc: [
-            f"results/{wc.study}/train/model~{m}/horizon~{h}/train_log.parquet"
-            for m, h in study_cells(wc.study)
-        ],
-        finetune_logs=lambda wc: [
-            f"results/{wc.study}/finetune/model~{m}/horizon~{h}/train_log.parquet"
-            for m, h in study_cells(wc.study)
-            if STUDIES[wc.study]["finetune"]
-        ],
+        metrics=cell_metrics,
+        train_logs=cell_train_logs,
+        finetune_logs=cell_finetune_logs,
     output:
         metrics="results/{study}/metrics.parquet",
         train_log="results/{study}/train_log.parquet",

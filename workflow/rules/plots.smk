@@ -1,11 +1,7 @@
 rule plot:
     input:
         metrics="results/{study}/metrics.parquet",
-        selection=lambda wc: (
-            [f"results/{wc.study}/selection.parquet"]
-            if STUDIES[wc.study]["selection"]
-            else []
-        ),
+        selection=study_selection_table,
     output:
         report(
             "results/{study}/figures/{figure}",
