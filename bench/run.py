@@ -1,6 +1,6 @@
 """covpipe's benchmarks: every figure of the speed targets, with its ratio against the target.
 
-    make bench                                  # all of them (about 25 minutes on 2 cores)
+    make bench                                  # all of them (about 13 minutes on 2 cores, quiet)
     python bench/run.py pass_at_n graph_sampler   # some, by name
     python bench/run.py --quick                 # shorter runs, rougher numbers
     python bench/run.py end_to_end --fresh      # item 6 measured: each default study run anew (~20 min)
