@@ -103,7 +103,7 @@ def _table(config: Path) -> dict:
                 if s["finetune"]:
                     t["finetune"][key] = specs.finetune_spec(name, s, m, h)
                 t["fit"][key] = specs.fit_spec(name, s, m, h)
-                t["evaluate"][key] = specs.evaluate_spec(t["fit"][key], s["evaluate"])
+                t["evaluate"][key] = specs.cell_evaluate_spec(name, s, m, h)
                 if s["selection"]:
                     t["select"][key] = specs.select_spec(t["evaluate"][key], s["selection"])
     return json.loads(json.dumps(t))  # as the stand-in reads it back

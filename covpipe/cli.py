@@ -164,7 +164,7 @@ STAGES: dict[str, Stage] = {
         ("model", "horizon"),
         ("eval", "checkpoints"),
         ("metrics", "log_ratios"),
-        lambda n, s, m, h: specs.evaluate_spec(specs.fit_spec(n, s, m, h), s["evaluate"]),
+        specs.cell_evaluate_spec,
         lambda a, spec, ex: _call(
             "evaluate", "run", a.eval, a.checkpoints, a.metrics, a.log_ratios, spec, threads=a.threads, **ex
         ),
@@ -175,9 +175,7 @@ STAGES: dict[str, Stage] = {
         ("model", "horizon"),
         ("select", "checkpoints", "metrics"),
         ("selection",),
-        lambda n, s, m, h: specs.select_spec(
-            specs.evaluate_spec(specs.fit_spec(n, s, m, h), s["evaluate"]), s["selection"]
-        ),
+        lambda n, s, m, h: specs.select_spec(specs.cell_evaluate_spec(n, s, m, h), s["selection"]),
         lambda a, spec, ex: _call(
             "selection", "run", a.select, a.checkpoints, a.metrics, a.selection, spec, device=ex["device"]
         ),

@@ -87,18 +87,26 @@ def fit_spec(study_name: str, study: dict, model_name: str, horizon: int) -> dic
     return (finetune_spec if study["finetune"] else train_spec)(study_name, study, model_name, horizon)
 
 
+def _fit_uses(fit: dict) -> frozenset[tuple[str, str]]:
+    """The registry entries a job on a fitted cell reads: its teacher, model and learner (whose
+    decoders, TTT, are evaluated too)."""
+    learner = (fit["train"] or {}).get("learner") or {}
+    return _uses([fit["teacher"]], fit["model"]["class"], learner.get("name"))
+
+
+def cell_evaluate_spec(study_name: str, study: dict, model_name: str, horizon: int) -> dict:
+    """The evaluate spec of one cell: its fitted (fine-tuned where the study fine-tunes) spec."""
+    return evaluate_spec(fit_spec(study_name, study, model_name, horizon), study["evaluate"])
+
+
 def evaluate_spec(fit: dict, evaluate: dict) -> dict:
     """The evaluate job's science settings: its training (or fine-tuning) spec plus the evaluation settings."""
-    learner = (fit["train"] or {}).get("learner") or {}  # its decoders (TTT) are evaluated too
-    uses = _uses([fit["teacher"]], fit["model"]["class"], learner.get("name"))
-    return {**fit, "evaluate": evaluate, "evaluate_code": of_job("evaluate", uses)}
+    return {**fit, "evaluate": evaluate, "evaluate_code": of_job("evaluate", _fit_uses(fit))}
 
 
 def select_spec(evaluate: dict, selection: dict) -> dict:
     """The selection job's settings: its evaluation spec plus the selection settings."""
-    learner = (evaluate["train"] or {}).get("learner") or {}
-    uses = _uses([evaluate["teacher"]], evaluate["model"]["class"], learner.get("name"))
-    return {**evaluate, "selection": selection, "selection_code": of_job("select", uses)}
+    return {**evaluate, "selection": selection, "selection_code": of_job("select", _fit_uses(evaluate))}
 
 
 def aggregate_spec() -> dict:

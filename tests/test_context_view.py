@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from covpipe.learners import build_learner, fit_seeds
-from covpipe.learners.base import Problem
+from covpipe.learners.base import Problem, project
 from covpipe.learners.context import ContextView, has_context_form
-from covpipe.learners.views import LinearView, project
+from covpipe.learners.views import LinearView
 from covpipe.models import Vocab, build_model
 from covpipe.models.base import as_tensor
 from covpipe.teachers import build_teacher

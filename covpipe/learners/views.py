@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .base import log_softmax, project  # noqa: F401  (project: re-exported, the tests read it here)
+from .base import log_softmax, project
 
 CACHE_BYTES = 1 << 27  # keep Phi of the whole sample in memory up to 128 MiB
 CHUNK = 128  # sequences per block where a whole-sample pass would not fit

@@ -208,11 +208,12 @@ def finetune_spec(wildcards):
 
 def evaluate_spec(wildcards):
     """Science settings of one evaluation job: its training (or fine-tuning) spec plus evaluation settings."""
-    study = STUDIES[wildcards.study]
-    fit = covpipe.specs.fit_spec(
-        wildcards.study, study, wildcards.model, int(wildcards.horizon)
+    return covpipe.specs.cell_evaluate_spec(
+        wildcards.study,
+        STUDIES[wildcards.study],
+        wildcards.model,
+        int(wildcards.horizon),
     )
-    return covpipe.specs.evaluate_spec(fit, study["evaluate"])
 
 
 def select_data_spec(wildcards):
