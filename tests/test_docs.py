@@ -45,7 +45,9 @@ def broken_links(page: Path) -> list[str]:
         path_part, _, fragment = target.partition("#")
         resolved = (page.parent / path_part).resolve() if path_part else page
         if not resolved.exists():
-            broken.append(f"{target}: no file {resolved.relative_to(ROOT) if resolved.is_relative_to(ROOT) else resolved}")
+            broken.append(
+                f"{target}: no file {resolved.relative_to(ROOT) if resolved.is_relative_to(ROOT) else resolved}"
+            )
         elif fragment and resolved.suffix == ".md" and fragment not in anchors(resolved):
             broken.append(f"{target}: no heading #{fragment} in {resolved.name}")
     return broken
