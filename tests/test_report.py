@@ -50,15 +50,22 @@ def test_report_is_self_contained_with_every_figure_its_caption_and_the_config(f
     assert not re.search(r"<(script|link|img)[^>]+(src|href)=[\"']?https?:", html)
 
 
-def _landing_page(config: dict) -> str:
+def _landing_page(config: dict, report_headlines=None) -> str:
     """workflow.rst rendered as `snakemake --report` renders it (snakemake/report/__init__.py: Jinja2
-    with trim_blocks and lstrip_blocks, then docutils' HTML body), before any result exists."""
+    with trim_blocks and lstrip_blocks, then docutils' HTML body); without report_headlines, before
+    any result exists (no report files), else with one file whose rule sees that function."""
+    import types
+
     import jinja2
     from docutils.core import publish_parts
 
     snakemake_object = type("Snakemake", (), {"config": config})
+    files = []
+    if report_headlines:
+        rule = types.SimpleNamespace(module_globals={"report_headlines": report_headlines})
+        files = [types.SimpleNamespace(job=types.SimpleNamespace(rule=rule))]
     env = jinja2.Environment(trim_blocks=True, lstrip_blocks=True)
-    text = env.from_string(LANDING.read_text()).render(snakemake=snakemake_object, categories={}, files=[])
+    text = env.from_string(LANDING.read_text()).render(snakemake=snakemake_object, categories={}, files=files)
     return publish_parts(text, writer_name="html")["html_body"]
 
 
@@ -87,6 +94,17 @@ def test_landing_page_of_every_shipped_config_is_a_table_of_its_studies_before_t
         assert all(model in models for model in study["models"])
         assert seeds.startswith(str(study["seeds"]))
     assert "No results yet" in page  # no headline numbers before a run
+
+
+@pytest.mark.filterwarnings("ignore::PendingDeprecationWarning")
+def test_landing_page_lists_the_headline_numbers_of_the_studies_that_have_them():
+    config = read_config(ROOT / "config" / "config.yaml")
+    row = {"model": "transformer", "kl": "0.4 (H = 8) -> 2.2 (H = 24)", "coverage": "Cov_16: 0.05 (H = 8)"}
+    page = _landing_page(config, lambda study: [row] if study == "graph_horizon" else [])
+    assert "System Message" not in page
+    assert _rows(page, "Headline numbers") == [["graph_horizon", *row.values()]]
+    none_yet = _landing_page(config, lambda study: [])  # results exist, no study aggregated yet
+    assert "System Message" not in none_yet and "No results yet" in none_yet
 
 
 @pytest.mark.workflow
