@@ -4,7 +4,7 @@
     python bench/run.py pass_at_n graph_sampler   # some, by name
     python bench/run.py --quick                 # shorter runs, rougher numbers
     python bench/run.py end_to_end --fresh      # item 6 measured: each default study run anew (~20 min)
-    python bench/run.py --markdown table.md     # also write the README table rows
+    python bench/run.py --markdown table.md     # also write the table rows of docs/benchmarks.md
 
 Timings are wall-clock minima over interleaved repeats at one torch thread (as a workflow job
 runs), except Ray's fan-out (2 CPUs). Nothing here asserts: a missed target is printed as MISSED.
@@ -65,7 +65,7 @@ def main(argv=None) -> int:
         default=ROOT,
         help="orchestration/end_to_end: the checkout whose results/ and benchmarks/ are read",
     )
-    parser.add_argument("--markdown", type=Path, help="write the README table rows here")
+    parser.add_argument("--markdown", type=Path, help="write the table rows of docs/benchmarks.md here")
     args = parser.parse_args(argv)
     unknown = [n for n in args.names if n not in BENCHMARKS]
     if unknown:

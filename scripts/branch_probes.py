@@ -3,7 +3,8 @@ choose its two branches consistently (branch agreement >= 0.75; ideal 5/6, indep
 
 Each probe pre-trains covpipe's transformer (AdamW, batch 64, one fixed dataset of 20,000
 graphs, one core) under one lever and prints branch agreement on 512 held-out prompts of the
-uniform G_1/G_2/G_3 mixture every `--every` steps, then a Markdown row for README:
+uniform G_1/G_2/G_3 mixture every `--every` steps, then a Markdown row for docs/results-default.md
+("Branch agreement: probes"):
 
     python scripts/branch_probes.py baseline curriculum share schedule pairs rule_curriculum
 

@@ -1,15 +1,21 @@
-"""`snakemake --report`: one self-contained HTML file with every figure, its caption and the config."""
+"""`snakemake --report`: one self-contained HTML file with every figure, its caption and the config;
+its landing page a table of the studies and their headline numbers, the config below them."""
 
 import base64
+import html
 import re
 from pathlib import Path
 
+import polars as pl
 import pytest
 from workflow_helpers import snakemake
 
 from covpipe import plots
+from covpipe.config import read_config
 
-CAPTIONS = Path(__file__).parents[1] / "workflow" / "report" / "figures.rst"
+ROOT = Path(__file__).parents[1]
+CAPTIONS = ROOT / "workflow" / "report" / "figures.rst"
+LANDING = ROOT / "workflow" / "report" / "workflow.rst"
 
 
 def test_every_figure_covpipe_draws_has_its_own_caption():
@@ -42,3 +48,90 @@ def test_report_is_self_contained_with_every_figure_its_caption_and_the_config(f
     assert "&quot;n_train&quot;: 32" in html and "&quot;table_per_position&quot;" in html
     # nothing fetched from elsewhere when the file is opened
     assert not re.search(r"<(script|link|img)[^>]+(src|href)=[\"']?https?:", html)
+
+
+def _landing_page(config: dict, report_headlines=None) -> str:
+    """workflow.rst rendered as `snakemake --report` renders it (snakemake/report/__init__.py: Jinja2
+    with trim_blocks and lstrip_blocks, then docutils' HTML body); without report_headlines, before
+    any result exists (no report files), else with one file whose rule sees that function."""
+    import types
+
+    import jinja2
+    from docutils.core import publish_parts
+
+    snakemake_object = type("Snakemake", (), {"config": config})
+    files = []
+    if report_headlines:
+        rule = types.SimpleNamespace(module_globals={"report_headlines": report_headlines})
+        files = [types.SimpleNamespace(job=types.SimpleNamespace(rule=rule))]
+    env = jinja2.Environment(trim_blocks=True, lstrip_blocks=True)
+    text = env.from_string(LANDING.read_text()).render(snakemake=snakemake_object, categories={}, files=files)
+    return publish_parts(text, writer_name="html")["html_body"]
+
+
+def _rows(page: str, heading: str) -> list[list[str]]:
+    """The body rows of the table under an <h1> heading, as lists of cell texts."""
+    table = page.split(f"<h1>{heading}</h1>", 1)[1].split("</table>", 1)[0]
+    body = table.split("<tbody", 1)[1]
+    return [
+        [html.unescape(re.sub(r"<[^>]+>", "", cell)).strip() for cell in re.findall(r"<td>(.*?)</td>", row, re.S)]
+        for row in re.findall(r"<tr>(.*?)</tr>", body, re.S)
+    ]
+
+
+@pytest.mark.filterwarnings("ignore::PendingDeprecationWarning")  # Snakemake's own publish_parts call
+@pytest.mark.parametrize("config_file", sorted((ROOT / "config").glob("*.yaml")), ids=lambda p: p.name)
+def test_landing_page_of_every_shipped_config_is_a_table_of_its_studies_before_the_config(config_file):
+    config = read_config(config_file)
+    page = _landing_page(config)
+    assert "System Message" not in page, "docutils complained about the rendered workflow.rst"
+    assert page.index("<h1>Studies</h1>") < page.index("<h1>Configuration</h1>")
+    rows = _rows(page, "Studies")
+    assert [r[0] for r in rows] == list(config["studies"])
+    for (name, teacher, horizons, models, seeds), study in zip(rows, config["studies"].values()):
+        assert teacher == study["teacher"]["name"]
+        assert horizons == ", ".join(map(str, study["horizons"]))
+        assert all(model in models for model in study["models"])
+        assert seeds.startswith(str(study["seeds"]))
+    assert "No results yet" in page  # no headline numbers before a run
+
+
+@pytest.mark.filterwarnings("ignore::PendingDeprecationWarning")
+def test_landing_page_lists_the_headline_numbers_of_the_studies_that_have_them():
+    config = read_config(ROOT / "config" / "config.yaml")
+    row = {"model": "transformer", "kl": "0.4 (H = 8) -> 2.2 (H = 24)", "coverage": "Cov_16: 0.05 (H = 8)"}
+    page = _landing_page(config, lambda study: [row] if study == "graph_horizon" else [])
+    assert "System Message" not in page
+    assert _rows(page, "Headline numbers") == [["graph_horizon", *row.values()]]
+    none_yet = _landing_page(config, lambda study: [])  # results exist, no study aggregated yet
+    assert "System Message" not in none_yet and "No results yet" in none_yet
+
+
+@pytest.mark.workflow
+def test_landing_page_shows_the_studies_and_their_headline_numbers_before_the_config(finished):
+    directory, _ = finished
+    snakemake(directory, "--report", "landing.html")
+    # the workflow description sits in the page as a JavaScript string: undo its quote escapes
+    page = (directory / "landing.html").read_text().replace('\\"', '"').replace("\\n", "\n")
+    studies, headlines, config = (page.index(f"<h1>{h}</h1>") for h in ("Studies", "Headline numbers", "Configuration"))
+    assert studies < headlines < config < page.index("&quot;n_train&quot;: 32")
+    assert _rows(page, "Studies") == [["mini", "markov", "2, 4", "tpp (table_per_position), gru (gru)", "2"]]
+    # each model's final KL and Cov_16 at the smallest and the largest horizon, median over seeds,
+    # recomputed here from the aggregated table
+    metrics = pl.read_parquet(directory / "results" / "mini" / "metrics.parquet").filter(pl.col("class") == "all")
+    final = metrics.filter(pl.col("step") == pl.col("step").max().over("model", "horizon", "seed"))
+
+    def median(model, horizon, metric, level=None):
+        rows = final.filter((pl.col("model") == model) & (pl.col("horizon") == horizon) & (pl.col("metric") == metric))
+        return rows.filter(pl.col("level") == level)["value"].median() if level else rows["value"].median()
+
+    expected = [
+        [
+            "mini",
+            model,
+            f"{median(model, 2, 'prefix_kl'):.3g} (H = 2) -> {median(model, 4, 'prefix_kl'):.3g} (H = 4)",
+            f"Cov_16: {median(model, 2, 'coverage', 16.0):.3g} (H = 2) -> {median(model, 4, 'coverage', 16.0):.3g} (H = 4)",
+        ]
+        for model in ("gru", "tpp")
+    ]
+    assert _rows(page, "Headline numbers") == expected
