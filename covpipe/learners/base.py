@@ -179,11 +179,6 @@ def project(theta: np.ndarray, radius) -> np.ndarray:
     return theta * np.minimum(1.0, radius / np.maximum(norm, 1e-300))
 
 
-def log_softmax(logits: np.ndarray) -> np.ndarray:
-    z = logits - logits.max(-1, keepdims=True)
-    return z - np.log(np.exp(z).sum(-1, keepdims=True))
-
-
 def level_log(level: float) -> float:
     """M = log N, the coverage budget the paper's rules are tuned for (nats)."""
     return math.log(level)
