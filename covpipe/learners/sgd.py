@@ -95,9 +95,6 @@ class NormalizedSGD(_SequenceGradientLearner):
 
     Params, name, needs = NormalizedSGDParams, "normalized_sgd", ("bound", "sigma2")
 
-    def budget_dependent(self):
-        return self.params.eta == "paper"
-
     def hyper(self, budget):
         p = self.params
         M, T = level_log(p.level), self.updates(budget)
