@@ -106,25 +106,18 @@ def evaluate_trial(
             branches = None if paths is None else _branch_diagnostics(decoder, batch, paths)
             with np.errstate(invalid="ignore"):  # 0 * log 0 terms where pi_D puts no mass
                 token_kls = np.nansum(teacher_probs * (teacher_steps - steps), axis=-1)  # (n, H)
+            per_seq = {
+                "log_ratios": log_ratios,
+                "model_logp": model_logp,
+                "teacher_logp": teacher_logp,
+                "token_kls": token_kls,
+                "p_correct": p_correct,
+                "token_accuracy": accuracy,
+                **(branches or {}),
+                "sigma_star_sq": sigma_terms,
+            }
             for group, w in groups.items():
-                rows += [
-                    {**row, "model": name}
-                    for row in _metric_rows(
-                        spec,
-                        seed,
-                        step,
-                        group,
-                        w,
-                        log_ratios,
-                        model_logp,
-                        teacher_logp,
-                        token_kls,
-                        accuracy,
-                        p_correct,
-                        branches,
-                        sigma_terms,
-                    )
-                ]
+                rows += [{**row, "model": name} for row in _metric_rows(spec, seed, step, group, w, per_seq)]
             kept[(name, step)] = (log_ratios, model_logp)
     return rows, kept
 
@@ -168,40 +161,38 @@ def pass_at_n_sampled(model, batch, correct: list, k: int, ns, generator: torch.
     return np.array([np.mean([metrics.pass_at_k_unbiased(k, h, int(n)) for h in hits]) for n in ns])
 
 
-def _metric_rows(
-    spec,
-    seed,
-    step,
-    group,
-    w,
-    log_ratios,
-    model_logp,
-    teacher_logp,
-    token_kls,
-    accuracy,
-    p_correct,
-    branches=None,
-    sigma_terms=None,
-):
+# per-sequence values reported as their weighted mean, in this order (the middle three: `_branch_diagnostics`)
+PLAIN_MEANS = ("token_accuracy", "valid_mass", "branch_agreement", "first_branch_match", "sigma_star_sq")
+
+
+def _metric_rows(spec, seed, step, group, w, per_seq: dict) -> list[dict]:
+    """The metric rows of one (seed, step, class group) from per-sequence values, every one computed
+    by a `covpipe.metrics` function.
+
+    w: float64 (n,), the group's row weights (0 outside it). per_seq: {name: array over the held-out
+    sequences}: log_ratios, model_logp, teacher_logp (n,) nats; token_kls (n, H) nats; p_correct
+    (n,) or None; and the PLAIN_MEANS it has, (n,) (None where not computed).
+    """
     mask = w > 0
-    w, x, lp, tlp, tk = w[mask], log_ratios[mask], model_logp[mask], teacher_logp[mask], token_kls[mask]
+    w = w[mask]
+    seqs = {name: v[mask] for name, v in per_seq.items() if v is not None}
+    x, lp, tlp, tk = seqs["log_ratios"], seqs["model_logp"], seqs["teacher_logp"], seqs["token_kls"]
+    prefix = tk.sum(1)
     n_eff = metrics.effective_sample_size(w)
     key = dict(seed=seed, step=step, **{"class": group}, n=int(mask.sum()))
     out = []
     # prefix_kl: the same expectation as kl by the chain rule, sum_h KL(pi_D(.|prefix) || pi_hat(.|prefix))
     # per held-out sequence; never negative and of far lower variance where pi_hat is close to pi_D
-    means = [("kl", x), ("prefix_kl", tk.sum(1)), ("ce", -lp), ("entropy", -tlp), ("token_accuracy", accuracy[mask])]
-    means += [(name, v[mask]) for name, v in (branches or {}).items()]
-    if sigma_terms is not None:
-        means.append(("sigma_star_sq", sigma_terms[mask]))
-    for name, values in means:
-        value = float(np.sum(values * w) / w.sum())
-        if np.isfinite(values).all():
-            sd = np.sqrt(np.sum(w * (values - value) ** 2) / w.sum())
-            half = 1.96 * sd / np.sqrt(n_eff)
-        else:
-            half = np.nan
-        out.append({**key, "metric": name, "level": None, "value": value, "low": value - half, "high": value + half})
+    means = [  # (metric, its value, the per-sequence values it is the weighted mean of)
+        ("kl", metrics.kl_divergence(x, w), x),
+        ("prefix_kl", metrics.weighted_mean(prefix, w), prefix),
+        ("ce", metrics.cross_entropy(lp, w), -lp),
+        ("entropy", metrics.cross_entropy(tlp, w), -tlp),  # of pi_D: its cross-entropy with itself
+    ]
+    means += [(name, metrics.weighted_mean(seqs[name], w), seqs[name]) for name in PLAIN_MEANS if name in seqs]
+    for name, value, values in means:
+        low, high = metrics.mean_interval(values, w)
+        out.append({**key, "metric": name, "level": None, "value": value, "low": low, "high": high})
     levels = spec["evaluate"]["levels"]
     cov = metrics.coverage_profile(x, levels, w)
     low, high = metrics.wilson_interval(cov, n_eff)
@@ -220,11 +211,11 @@ def _metric_rows(
         }
         for n in spec["evaluate"]["stopped_kl_levels"]
     ]
-    if p_correct is not None:
+    if "p_correct" in seqs:
         ns = spec["evaluate"]["pass_at"]
         out += [
             {**key, "metric": "pass_at_n", "level": float(n), "value": float(v), "low": None, "high": None}
-            for n, v in zip(ns, metrics.pass_at_n_exact(p_correct[mask], ns, w))
+            for n, v in zip(ns, metrics.pass_at_n_exact(seqs["p_correct"], ns, w))
         ]
     return out
 

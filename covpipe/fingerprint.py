@@ -8,7 +8,8 @@ without torch): `import covpipe.x`, `from . import x`, `from .x import y`, at an
 module, so imports made inside functions count. Importing a package counts as importing every
 module of it (registries load their entries' modules by name), except the root package `covpipe`.
 The modules of registry entries a job does not use (another teacher, model class or learner) are
-left out, unless a module it uses imports them: editing one teacher reruns its studies only.
+left out, unless a module it uses imports them: editing one teacher reruns its studies only. An
+entry's helper modules, named after it (teachers/graph_sampling.py of teachers/graph.py), go with it.
 """
 
 from __future__ import annotations
@@ -192,7 +193,9 @@ def of_job(stage: str, uses: frozenset[tuple[str, str]] = frozenset()) -> str:
     known = len(_cache())  # parsed modules so far: new ones are saved for the next plan
     entries = _entry_modules()
     wanted = {m for key, m in entries.items() if key in uses}
-    unused = frozenset(m for m in entries.values() if m not in wanted)
+    unused = frozenset(
+        m for m in modules() for e in set(entries.values()) - wanted if m == e or m.startswith(f"{e}_")
+    )  # with their helpers, graph_*.py of graph.py
     modules_ = closure(STAGES[stage], unused) | frozenset().union(*(closure(m, unused) for m in wanted))
     digest = hashlib.sha256()
     for module in sorted(modules_):

@@ -8,6 +8,11 @@ The common input is the per-sequence log-ratio
 a float64 array of shape (n_seq,) in nats, summed over the H tokens of the response. KL is
 E[X], the coverage profile is the upper tail P[X >= log N] (paper Def. 1.1, Remark 2.1).
 X = +inf where the model gives a teacher-typical response probability zero.
+
+Weighted means are sum_i w_i x_i / sum_i w_i over the positively weighted entries (`weighted_mean`:
+KL, cross-entropy and every mean the evaluate stage reports). Cov_N, Pass@N and the stopped KL
+weight by w / sum(w) first: the same value, rounded differently, kept so their tables stay as
+published.
 """
 
 from __future__ import annotations
@@ -21,9 +26,11 @@ __all__ = [
     "cross_entropy",
     "kl_divergence",
     "mean_ci",
+    "mean_interval",
     "pass_at_k_unbiased",
     "pass_at_n_exact",
     "stopped_kl",
+    "weighted_mean",
     "wilson_interval",
 ]
 
@@ -39,27 +46,69 @@ def _as_float_array(name: str, values, *, allow_inf: bool) -> np.ndarray:
     return arr
 
 
-def _normalized_weights(weights, n: int) -> np.ndarray:
-    """Weights of shape (n,), non-negative, summing to 1; uniform when None."""
+def _checked_weights(weights, n: int) -> np.ndarray:
+    """Weights of shape (n,), non-negative, not all zero; ones when None."""
     if n == 0:
         raise ValueError("log_ratios: empty; a metric over zero sequences is undefined")
     if weights is None:
-        return np.full(n, 1.0 / n)
+        return np.ones(n)
     w = _as_float_array("weights", weights, allow_inf=False)
     if w.shape != (n,):
         raise ValueError(f"weights: expected shape ({n},), got {w.shape}")
     if (w < 0).any():
         raise ValueError("weights: must be non-negative")
-    total = w.sum()
-    if total <= 0:
+    if w.sum() <= 0:
         raise ValueError("weights: sum to zero")
-    return w / total
+    return w
 
 
-def _weighted_mean(values: np.ndarray, w: np.ndarray) -> float:
-    # Entries with zero weight never contribute, even when they are +inf.
+def _normalized_weights(weights, n: int) -> np.ndarray:
+    """Weights of shape (n,), non-negative, summing to 1; uniform when None."""
+    w = _checked_weights(weights, n)
+    return w / w.sum()
+
+
+def weighted_mean(values, weights=None) -> float:
+    """sum_i w_i x_i / sum_i w_i over the entries of positive weight (a zero-weight +inf never counts).
+
+    values: float, shape (n,), any unit; +-inf allowed, NaN refused.
+    weights: optional float, shape (n,), non-negative, not all zero; uniform when None.
+    Returns: float, the unit of values.
+
+    >>> weighted_mean([1.0, 4.0], [3.0, 1.0])
+    1.75
+    """
+    x = _as_float_array("values", values, allow_inf=True)
+    return _weighted_mean(x, _checked_weights(weights, x.size))
+
+
+def _weighted_mean(x: np.ndarray, w: np.ndarray) -> float:
     mask = w > 0
-    return float(np.sum(values[mask] * w[mask]))
+    return float(np.sum(x[mask] * w[mask]) / w[mask].sum())
+
+
+def mean_interval(values, weights=None, z: float = 1.96):
+    """Normal-approximation interval of `weighted_mean(values, weights)`: (low, high).
+
+    mean +- z sd / sqrt(n_eff), with sd the weighted standard deviation and n_eff Kish's effective
+    sample size (`effective_sample_size`), over the entries of positive weight.
+    values: float, shape (n,); weights: optional float, shape (n,), non-negative.
+    Returns: (low, high), floats in the unit of values; (nan, nan) when a value is infinite.
+
+    >>> mean_interval([0.0, 2.0], z=1.0)
+    (0.29289321881345254, 1.7071067811865475)
+    """
+    x = _as_float_array("values", values, allow_inf=True)
+    w = _checked_weights(weights, x.size)
+    mask = w > 0
+    x, w = x[mask], w[mask]
+    mean = _weighted_mean(x, w)
+    if np.isfinite(x).all():
+        sd = np.sqrt(np.sum(w * (x - mean) ** 2) / w.sum())
+        half = z * sd / np.sqrt(effective_sample_size(w))
+    else:
+        half = np.nan
+    return float(mean - half), float(mean + half)
 
 
 def kl_divergence(log_ratios, weights=None) -> float:
@@ -75,7 +124,7 @@ def kl_divergence(log_ratios, weights=None) -> float:
     x = _as_float_array("log_ratios", log_ratios, allow_inf=True)
     if (x == -np.inf).any():
         raise ValueError("log_ratios: -inf means pi_D(y|x) = 0 for a sample drawn from pi_D")
-    return _weighted_mean(x, _normalized_weights(weights, x.size))
+    return _weighted_mean(x, _checked_weights(weights, x.size))
 
 
 def cross_entropy(model_log_probs, weights=None) -> float:
@@ -91,7 +140,7 @@ def cross_entropy(model_log_probs, weights=None) -> float:
     lp = _as_float_array("model_log_probs", model_log_probs, allow_inf=True)
     if (lp == np.inf).any():
         raise ValueError("model_log_probs: +inf is not a log-probability")
-    return _weighted_mean(-lp, _normalized_weights(weights, lp.size))
+    return _weighted_mean(-lp, _checked_weights(weights, lp.size))
 
 
 def coverage_profile(log_ratios, levels, weights=None) -> np.ndarray:
@@ -132,7 +181,9 @@ def stopped_kl(token_kls, level: float, weights=None) -> float:
     if not level > 1 or not math.isfinite(level):
         raise ValueError(f"level: expected a finite N > 1, got {level!r}")
     per_seq = np.minimum(k.sum(axis=1), math.log(level))
-    return _weighted_mean(per_seq, _normalized_weights(weights, per_seq.size))
+    w = _normalized_weights(weights, per_seq.size)
+    mask = w > 0
+    return float(np.sum(per_seq[mask] * w[mask]))
 
 
 def pass_at_n_exact(p_correct, ns, weights=None) -> np.ndarray:
@@ -169,7 +220,7 @@ def pass_at_k_unbiased(n: int, c: int, k: int) -> float:
     Computed as a product of ratios, so it never overflows.
 
     >>> pass_at_k_unbiased(4, 2, 2)
-    0.8333333333333334
+    0.8333333333333333
     """
     for name, v in (("n", n), ("c", c), ("k", k)):
         if int(v) != v:

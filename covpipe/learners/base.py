@@ -94,8 +94,9 @@ class Learner:
         return int(getattr(self.params, "batch_size", 1))
 
     def budget_dependent(self) -> bool:
-        """Whether `hyper` reads the budget T: then each checkpoint is its own run."""
-        return False
+        """Whether `hyper` reads the budget T: then each checkpoint is its own run. By default, where
+        eta is the paper's rule (the rules of normalized SGD, token SGD and distillation read T)."""
+        return getattr(self.params, "eta", None) == "paper"
 
     def hyper(self, budget: int) -> dict:
         """The resolved hyperparameters (plain floats) for a run over `budget` sequences."""
@@ -177,11 +178,6 @@ def project(theta: np.ndarray, radius) -> np.ndarray:
         return theta
     norm = np.linalg.norm(theta, axis=-1, keepdims=True)
     return theta * np.minimum(1.0, radius / np.maximum(norm, 1e-300))
-
-
-def log_softmax(logits: np.ndarray) -> np.ndarray:
-    z = logits - logits.max(-1, keepdims=True)
-    return z - np.log(np.exp(z).sum(-1, keepdims=True))
 
 
 def level_log(level: float) -> float:

@@ -27,20 +27,11 @@ import numpy as np
 import torch
 
 from ..features import MAX_CONTEXT_TABLE
-from .base import log_softmax, project
+from ..softmax import fast_log_softmax, log_softmax
+from .base import project
 from .kernels import compiled_walk
 
 MAX_CONTEXTS = MAX_CONTEXT_TABLE  # beyond this many contexts the per-position view (views.LinearView) is used
-SAFE_LOGIT = 300.0  # exp(+-300) is far from float64's range: no max subtraction needed below it
-
-
-def fast_log_softmax(logits: np.ndarray) -> np.ndarray:
-    """log-softmax over the last (short) axis. numpy reduces a short inner axis slowly (a max over
-    936 rows of 8 costs as much as 7 exps of the whole array), so where every |logit| < 300 it skips
-    the max and sums by a matrix product; otherwise the stable path (views.log_softmax)."""
-    if -logits.min() < SAFE_LOGIT and logits.max() < SAFE_LOGIT:
-        return logits - np.log(np.exp(logits) @ np.ones(logits.shape[-1]))[..., None]
-    return log_softmax(logits)
 
 
 def has_context_form(model) -> bool:

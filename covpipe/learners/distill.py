@@ -52,9 +52,6 @@ class DistillTruncatedParams(LearnerParams):
 class DistillTruncated(Learner):
     Params, name, needs = DistillTruncatedParams, "distill_truncated", ("bound", "sigma2")
 
-    def budget_dependent(self):
-        return self.params.eta == "paper"
-
     def hyper(self, budget):
         M = level_log(self.params.level)
         eta = self.step_size(lambda B, s2: min(1 / ((64 * M + 2) * B**2), math.sqrt(1 / (budget * s2 * M))))

@@ -68,7 +68,7 @@ class SeqSGD(_SequenceGradientLearner):
     Params, name, needs = SeqSGDParams, "seq_sgd", ("bound", "sigma2")
 
     def budget_dependent(self):
-        return self.params.eta == "paper" and self.params.eta_units is None
+        return super().budget_dependent() and self.params.eta_units is None
 
     def hyper(self, budget):
         p = self.params
@@ -94,9 +94,6 @@ class NormalizedSGD(_SequenceGradientLearner):
     """Projected steps along g / (lambda + ||g||), paper Eqs. (17)-(19)."""
 
     Params, name, needs = NormalizedSGDParams, "normalized_sgd", ("bound", "sigma2")
-
-    def budget_dependent(self):
-        return self.params.eta == "paper"
 
     def hyper(self, budget):
         p = self.params

@@ -20,7 +20,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .base import log_softmax, project
+from ..softmax import log_softmax
+from .base import project
 
 CACHE_BYTES = 1 << 27  # keep Phi of the whole sample in memory up to 128 MiB
 CHUNK = 128  # sequences per block where a whole-sample pass would not fit

@@ -108,10 +108,3 @@ def _sample_rows(probs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     cdf = np.cumsum(probs, axis=1)
     u = rng.random(probs.shape[0]) * cdf[:, -1]
     return np.minimum((cdf < u[:, None]).sum(axis=1), probs.shape[1] - 1).astype(np.int64)
-
-
-def log_softmax(logits: np.ndarray, axis: int = -1) -> np.ndarray:
-    """Numerically stable log-softmax in float64."""
-    m = logits.max(axis=axis, keepdims=True)
-    z = logits - m
-    return z - np.log(np.exp(z).sum(axis=axis, keepdims=True))

@@ -90,6 +90,16 @@ class _TableTeacher(Teacher):
     features: TableFeatures
     theta = tensor_of("theta_array")  # theta*, (d,) float64
 
+    def _build(self, params, classes: dict[str, float], table: np.ndarray, context_of, theta) -> None:
+        """Set the teacher up: one prompt token (the class id), V = the table's candidates (K, V, d),
+        classes {name: weight}, `TableFeatures(table, context_of)` and theta* (d,)."""
+        self.params = params
+        self.vocab_size = self.input_vocab_size = int(table.shape[1])
+        self.prompt_length = 1
+        self.class_names, self.class_weights = tuple(classes), np.array(list(classes.values()))
+        self.features = TableFeatures(table, context_of)
+        self.theta_array = np.array(theta, dtype=np.float64)
+
     def sample_prompts(self, cls, rng):
         return cls.astype(np.int64)[:, None]  # the prompt is the type: one token
 
@@ -126,17 +136,15 @@ class KLLowerBound(_TableTeacher):
     Params = KLLowerBoundParams
 
     def __init__(self, params: KLLowerBoundParams):
-        self.params = params
-        self.vocab_size = self.input_vocab_size = 2
-        self.prompt_length = 1
         rare = 1.0 / (2 * params.n)
-        self.class_names, self.class_weights = ("uninformative", "informative"), np.array([1 - rare, rare])
         table = np.zeros((2, 2, 1))  # (x, v, d)
         table[1, :, 0] = [-params.scale, params.scale]  # token 0 is y = -1, token 1 is y = +1
-        self.features = TableFeatures(
-            table, lambda prompt, response: np.broadcast_to(prompt[:, :1].astype(np.int64), response.shape).copy()
-        )
-        self.theta_array = np.array([float(params.theta_sign)])
+
+        def context_of(prompt, response):  # the prompt type, at every position
+            return np.broadcast_to(prompt[:, :1].astype(np.int64), response.shape).copy()
+
+        classes = {"uninformative": 1 - rare, "informative": rare}
+        self._build(params, classes, table, context_of, [float(params.theta_sign)])
 
     def uninformed_kl(self, horizon: int) -> float:
         """Sequence KL (nats) of the symmetric guess theta = 0, the MLE when no x = 1 was seen:
@@ -171,11 +179,6 @@ class SGDTwoScales(_TableTeacher):
     Params = SGDTwoScalesParams
 
     def __init__(self, params: SGDTwoScalesParams):
-        self.params = params
-        self.vocab_size = self.input_vocab_size = 3
-        self.prompt_length = 1
-        p = params.rare_weight
-        self.class_names, self.class_weights = ("loud", "rare"), np.array([1 - p, p])
         B, C, Bbar = params.loud_scale, params.confidence, params.rare_scale
         table = np.zeros((3, 3, 3))  # rows: loud, rare head, rare tail; (v, d); v = 0, 1, 2 is y = -1, 0, +1
         table[0, 0], table[0, 2] = (-B, 0, -C), (B, 0, -C)
@@ -187,5 +190,5 @@ class SGDTwoScales(_TableTeacher):
             tail = np.arange(response.shape[1])[None, :] >= k  # (1, H)
             return np.where(rare, np.where(tail, 2, 1), 0).astype(np.int64)
 
-        self.features = TableFeatures(table, context_of)
-        self.theta_array = np.array([0.0, params.theta_rare, params.theta_det])
+        classes = {"loud": 1 - params.rare_weight, "rare": params.rare_weight}
+        self._build(params, classes, table, context_of, [0.0, params.theta_rare, params.theta_det])

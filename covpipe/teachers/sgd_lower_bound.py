@@ -78,6 +78,8 @@ class SGDLowerBoundParams(BaseModel):
 
 
 def _log_softmax(logits: np.ndarray) -> np.ndarray:
+    """log-softmax by logaddexp, not covpipe.softmax's: the instances' constants are searched by
+    thresholds on these values, and another rounding could move them (and every table)."""
     return logits - np.logaddexp.reduce(logits, axis=-1, keepdims=True)
 
 
