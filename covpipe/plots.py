@@ -221,7 +221,8 @@ def focus_level(spec) -> float:
 
 
 def _trained_and_references(metrics):
-    steps = metrics.group_by("model").agg(pl.col("step").n_unique().alias("k"))
+    # sorted: group_by's order varies run to run, and it picks each reference's line style
+    steps = metrics.group_by("model").agg(pl.col("step").n_unique().alias("k")).sort("model")
     trained = steps.filter(pl.col("k") > 1)["model"].to_list()
     return trained, [m for m in steps["model"].to_list() if m not in trained]
 
