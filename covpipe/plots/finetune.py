@@ -171,7 +171,9 @@ def spearman(x, y) -> float:
     x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
     if len(x) < 2 or (x == x[0]).all() or (y == y[0]).all():
         return float("nan")
-    return float(spearmanr(x, y).statistic)
+    # (y, x): scipy then divides the covariance of the ranks by x's deviation first, as
+    # np.corrcoef(rank x, rank y)[0, 1] does, so the tables keep their values to the last bit
+    return float(spearmanr(y, x).statistic)
 
 
 def _band(values) -> str:
