@@ -291,7 +291,7 @@ def sweeps(quick: bool = False) -> list[Figure]:
 # ---- 12. start-up share of job-minutes (issue 17, item 3; measured, nothing restructured) ----------
 
 STUDY_CONFIGS = {"make run": "config/config.yaml", "make interventions": "config/interventions.yaml"}
-# What a stage imports on first use beyond its adapter's imports (covpipe.plots loads these lazily).
+# What a stage imports on first use beyond its adapter's imports (covpipe.plots' draw modules import these).
 FIRST_USE = {"plot": ["matplotlib.pyplot", "seaborn"]}
 
 

@@ -1,7 +1,7 @@
 """The lower-bound check of paper Prop. 5.1 on the App. I.4 instances (teachers/sgd_lower_bound.py):
 for each model, does Cov_N(pi_theta_t) stay >= c min{H/(T log N), 1} at every checkpoint t?
 
-"lower_bound" figure set:
+The "lower_bound" figure set:
     lower_bound.md  per (model, H): the bound, the fraction of seeds for which Cov_N (mixture) stays above
                     c = 1/4 of it at every checkpoint (Prop. 5.1 claims probability >= 1/2 for sequence SGD),
                     min over checkpoints and final Cov_N (median over seeds), and the final Cov_N of the rare
@@ -18,13 +18,12 @@ import math
 
 import polars as pl
 
-from . import io
-from .plots import focus_level
+from .common import focus_level, write_lines
 
 C = 0.25
 
 
-def lower_bound_table(metrics, path, spec):
+def lower_bound_table(metrics, path, spec, selection=None):
     level = focus_level(spec)
     # step 0 is the start theta_0 (bad by construction), not a learner's output: the MLE would inherit it
     cov = metrics.filter((pl.col("metric") == "coverage") & (pl.col("level") == level) & (pl.col("step") > 0))
@@ -74,8 +73,4 @@ def lower_bound_table(metrics, path, spec):
         "min_t, final: medians over seeds. Prop. 5.1 (sequence SGD, any constant step): the bound holds "
         "at every t with probability >= 1/2.",
     ]
-    with io.atomic_path(path) as tmp:
-        tmp.write_text("\n".join(lines) + "\n")
-
-
-DRAW = {"lower_bound.md": lower_bound_table}
+    write_lines(path, lines)

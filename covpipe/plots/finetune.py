@@ -24,9 +24,9 @@ from __future__ import annotations
 
 import numpy as np
 import polars as pl
+from scipy.stats import spearmanr
 
-from . import io
-from .plots import BAND, _save, plt, sns  # plots owns the pyplot/seaborn imports (and their cost)
+from .common import BAND, band, plt, save, sns, study_of, write_lines
 
 FIG1_LEVELS = (2.0, 3.0, 4.0, 4.6, 5.7, 8.0)  # the paper's left panel, and 8: where an independent-branch model dips
 PICK_STYLE = {
@@ -59,8 +59,15 @@ def _scatter_ns(spec):
 LINE_STYLES = ["", (4, 2), (1, 1.5), (6, 2, 1, 2)]  # seaborn dashes, one per model
 
 
+def _median_lines(frame, ax, dashes, **style):
+    """Median over runs (band = range) of `value` against the fine-tuning step, a line style per model."""
+    sns.lineplot(
+        frame, x="step", y="value", style="model", dashes=dashes, estimator="median", errorbar=BAND, ax=ax, **style
+    )
+
+
 def fig1_training(metrics, path, spec, selection=None):
-    study = metrics["study"][0]
+    study = study_of(metrics)
     models = _trained(metrics)
     levels = [v for v in FIG1_LEVELS if v in spec["evaluate"]["levels"]] or spec["evaluate"]["levels"][:5]
     dashes = {m: LINE_STYLES[i % len(LINE_STYLES)] for i, m in enumerate(models)}
@@ -70,39 +77,18 @@ def fig1_training(metrics, path, spec, selection=None):
         (pl.col("class") == "all") & (pl.col("metric") == "coverage") & pl.col("level").is_in(levels)
     ).to_pandas()
     cov["N"] = cov.level.map(lambda v: f"Cov_{v:g}")
-    sns.lineplot(
-        cov,
-        x="step",
-        y="value",
-        hue="N",
-        style="model",
-        dashes=dashes,
-        estimator="median",
-        errorbar=BAND,
-        palette="crest",
-        ax=ax,
-    )
+    _median_lines(cov, ax, dashes, hue="N", palette="crest")
     ax.set(xlabel="fine-tuning step", ylabel="Cov_N (lower is better)", ylim=(-0.02, 1.02))
     kl_ax = ax.twinx()
     kl = _mix(rows, "kl").to_pandas()
-    sns.lineplot(
-        kl,
-        x="step",
-        y="value",
-        style="model",
-        dashes=dashes,
-        estimator="median",
-        errorbar=BAND,
-        color="tab:red",
-        ax=kl_ax,
-    )
+    _median_lines(kl, kl_ax, dashes, color="tab:red")
     kl_ax.set(ylabel="sequence KL (nats), red", ylim=(0, max(2.0, float(kl.value.max()) * 1.05)))
     kl_ax.grid(False)
     kl_ax.get_legend().remove()
     ax.legend(loc="upper left", bbox_to_anchor=(1.12, 1.0), fontsize=8)
     runs = metrics["seed"].n_unique()
     ax.set_title(f"{study}: Cov_N and KL (red) over fine-tuning; median over {runs} runs, band = range")
-    _save(fig, path)
+    save(fig, path)
 
 
 def headline(selection):
@@ -112,8 +98,19 @@ def headline(selection):
     return selection.filter(pl.col("headline"))
 
 
+def _pass_cov_kl(rows, n):
+    """Mixture rows per checkpoint of each run: Pass@N (column pass), Cov_{N * COV_RATIO} (cov), KL (kl)."""
+    keys = ["model", "horizon", "seed", "step"]
+    return (
+        _mix(rows, "pass_at_n", n)
+        .rename({"value": "pass"})
+        .join(_mix(rows, "coverage", n * COV_RATIO).rename({"value": "cov"}), on=keys)
+        .join(_mix(rows, "kl").rename({"value": "kl"}), on=keys)
+    )
+
+
 def fig1_scatter(metrics, path, spec, selection=None):
-    study = metrics["study"][0]
+    study = study_of(metrics)
     ns, ratio = _scatter_ns(spec)
     models = _trained(metrics)
     fig, axes = plt.subplots(len(models), len(ns), figsize=(5.2 * len(ns), 4.4 * len(models)), squeeze=False)
@@ -121,14 +118,7 @@ def fig1_scatter(metrics, path, spec, selection=None):
     for row, model in zip(axes, models):
         rows = metrics.filter(pl.col("model") == model)
         for ax, n in zip(row, ns):
-            pts = (
-                _mix(rows, "pass_at_n", n)
-                .rename({"value": "pass"})
-                .join(
-                    _mix(rows, "coverage", n * ratio).rename({"value": "cov"}), on=["model", "horizon", "seed", "step"]
-                )
-                .join(_mix(rows, "kl").rename({"value": "kl"}), on=["model", "horizon", "seed", "step"])
-            )
+            pts = _pass_cov_kl(rows, n)
             sc = ax.scatter(pts["cov"], pts["pass"], c=pts["step"], cmap="viridis", s=18, label="checkpoints (by Cov)")
             top = ax.twiny()
             top.scatter(pts["kl"], pts["pass"], c=pts["step"], cmap="viridis", marker="^", s=14, alpha=0.35)
@@ -154,7 +144,7 @@ def fig1_scatter(metrics, path, spec, selection=None):
             ax.legend(fontsize=7, loc="lower left")
         fig.colorbar(sc, ax=row[-1], label="fine-tuning step")
     fig.suptitle(f"{study}: Pass@N against Cov_(N/2) and KL over checkpoints (all runs)", y=1.0)
-    _save(fig, path)
+    save(fig, path)
 
 
 def rank_correlations(metrics, spec) -> pl.DataFrame:
@@ -165,12 +155,7 @@ def rank_correlations(metrics, spec) -> pl.DataFrame:
     for model in _trained(metrics):
         m = metrics.filter(pl.col("model") == model)
         for n in ns:
-            both = (
-                _mix(m, "pass_at_n", n)
-                .rename({"value": "pass"})
-                .join(_mix(m, "coverage", n * ratio).rename({"value": "cov"}), on=["model", "horizon", "seed", "step"])
-                .join(_mix(m, "kl").rename({"value": "kl"}), on=["model", "horizon", "seed", "step"])
-            )
+            both = _pass_cov_kl(m, n)
             for (seed,), g in both.group_by(["seed"]):
                 rho_kl = spearman(-g["kl"].to_numpy(), g["pass"].to_numpy())
                 rho_cov = spearman(-g["cov"].to_numpy(), g["pass"].to_numpy())
@@ -181,23 +166,19 @@ def rank_correlations(metrics, spec) -> pl.DataFrame:
 
 
 def spearman(x, y) -> float:
-    """Spearman's rho: Pearson correlation of average ranks; NaN when either side is constant."""
-    rx = pl.Series(np.asarray(x, dtype=np.float64)).rank("average").to_numpy()
-    ry = pl.Series(np.asarray(y, dtype=np.float64)).rank("average").to_numpy()
-    if rx.std() == 0 or ry.std() == 0:
+    """Spearman's rho of two equally long 1-D arrays (scipy: Pearson correlation of average ranks, so
+    ties share a rank); NaN when either side is constant (checked here: scipy would warn)."""
+    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    if len(x) < 2 or (x == x[0]).all() or (y == y[0]).all():
         return float("nan")
-    return float(np.corrcoef(rx, ry)[0, 1])
+    # (y, x): scipy then divides the covariance of the ranks by x's deviation first, as
+    # np.corrcoef(rank x, rank y)[0, 1] does, so the tables keep their values to the last bit
+    return float(spearmanr(y, x).statistic)
 
 
 def _band(values) -> str:
-    v = np.asarray(values, dtype=np.float64)
-    v = v[np.isfinite(v)]
-    return "n/a" if len(v) == 0 else f"{np.median(v):.3f} [{v.min():.3f}, {v.max():.3f}]"
-
-
-def _write(path, lines):
-    with io.atomic_path(path) as tmp:
-        tmp.write_text("\n".join(lines) + "\n")
+    """'median [min, max]' over runs, 3 decimals, finite values only."""
+    return band(values, "{:.3f}", empty="n/a", finite=True)
 
 
 def rank_correlation_table(metrics, path, spec, selection=None):
@@ -214,7 +195,7 @@ def rank_correlation_table(metrics, path, spec, selection=None):
         lines.append(
             f"| {model} | {n:g} (Cov_{n * ratio:g}) | {_band(g['rho_kl'])} | {_band(g['rho_cov'])} | {len(g)} |"
         )
-    _write(path, lines)
+    write_lines(path, lines)
 
 
 RULE_ORDER = {r: i for i, r in enumerate(["min_ce", "tournament", "offset_tournament", "oracle"])}
@@ -264,7 +245,7 @@ def selection_table(metrics, path, spec, selection=None):
                 f"| {model} | {n:g} | {label} | {_band(g['pass_at_n'])} | {_band(g['vs_min_ce'])} | "
                 f"{_band(g['oracle_gap'])} | {_band(g['kl'])} | {steps} |"
             )
-    _write(path, lines)
+    write_lines(path, lines)
 
 
 def selection_sensitivity(metrics, path, spec, selection=None):
@@ -296,7 +277,7 @@ def selection_sensitivity(metrics, path, spec, selection=None):
                 f"| {model} | {n:g} | {rule} | {setting} | {_band(g['pass_at_n'])} | {_band(g['vs_min_ce'])} "
                 f"| {steps} |"
             )
-    _write(path, lines)
+    write_lines(path, lines)
 
 
 DIP_LEVELS = (4.0, 4.6, 5.7, 6.0, 8.0)
@@ -343,7 +324,7 @@ def fig1_checks(metrics, path, spec, selection=None):
                 + " | ".join(cells)
                 + " |"
             )
-    _write(path, lines)
+    write_lines(path, lines)
 
 
 CHECK_METRICS = ("kl", "valid_mass", "branch_agreement", "first_branch_match")
@@ -363,15 +344,4 @@ def pretrain_check(metrics, path, spec, selection=None):
     for (model, step, cls), g in sorted(rows.group_by(["model", "step", "class"]), key=lambda kv: kv[0]):
         cells = [_band(g.filter(pl.col("metric") == m)["value"]) for m in CHECK_METRICS]
         lines.append(f"| {model} | {step} | {cls} | " + " | ".join(cells) + " |")
-    _write(path, lines)
-
-
-DRAW = {
-    "fig1_training.png": fig1_training,
-    "fig1_scatter.png": fig1_scatter,
-    "rank_correlations.md": rank_correlation_table,
-    "selection.md": selection_table,
-    "selection_sensitivity.md": selection_sensitivity,
-    "pretrain_check.md": pretrain_check,
-    "fig1_checks.md": fig1_checks,
-}
+    write_lines(path, lines)
