@@ -46,16 +46,21 @@ class ModelSpec:
     overrides what differs from these defaults."""
 
     Params: type[BaseModel]
-    impl: str  # "module:Class" of the torch module, relative to covpipe.models
+    impl: str  # "module:Class" of the torch module: relative to covpipe.models, or a dotted (plugin) path
     trainable = True  # False: fitted in closed form by `fit_counts`, no gradient steps
     has_feature_bound = False  # True: instances offer `feature_bound` (B), which the paper's step sizes read
     stacked = False  # True: seeds train as one stacked computation (covpipe.vectorized.STACKED)
 
     @classmethod
+    def impl_module(cls) -> str:
+        """The dotted name of the module holding the torch model class."""
+        module = cls.impl.partition(":")[0]
+        return module if "." in module else f"covpipe.models.{module}"
+
+    @classmethod
     def load(cls) -> type:
         """The torch model class (imports torch)."""
-        module, _, name = cls.impl.partition(":")
-        return getattr(importlib.import_module(f"covpipe.models.{module}"), name)
+        return getattr(importlib.import_module(cls.impl_module()), cls.impl.partition(":")[2])
 
     @classmethod
     def build_bytes(cls, params, vocab: Vocab, teacher=None) -> int:
