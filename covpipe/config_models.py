@@ -11,7 +11,9 @@ Checks across sections (a model that must fit its teacher, sizes, names) are cov
 from __future__ import annotations
 
 import json
+import sys
 from copy import copy
+from functools import partial
 from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
@@ -32,18 +34,32 @@ class _Strict(BaseModel):
 
 def entry_union(registry: Registry, **extra) -> Any:
     """The discriminated union of a registry's `Params` models, each with the `extra` fields
-    ({name: (type, Field)}) added; the config key that names an entry picks the member."""
+    ({name: (type, Field)}) added; the config key that names an entry picks the member. In the
+    JSON schema each member requires that key and says what it names."""
     members = []
-    for cls in registry.values():
-        params = cls.Params
-        if extra:
-            params = create_model(f"{params.__name__}Entry", __base__=params, __module__=__name__, **extra)
-        members.append(params)
+    for name, cls in registry.items():
+        alone = [c.__module__ for c in registry.values()].count(cls.__module__) == 1
+        text = cls.__dict__.get("__doc__") or (alone and sys.modules[cls.__module__].__doc__) or ""
+        own_doc = text.strip().split("\n\n")[0]  # its first paragraph
+        doc = " ".join(f"the {registry.kind}: {own_doc}".split()) if own_doc else f"the {registry.kind}"
+        namespace = {
+            "__module__": __name__,
+            "__doc__": f"{registry.kind} '{name}'",
+            "model_config": ConfigDict(json_schema_extra=partial(_names_itself, registry.key, doc)),
+            "__annotations__": {key: kind for key, (kind, _) in extra.items()},
+            **{key: field for key, (_, field) in extra.items()},
+        }
+        members.append(type(f"{cls.Params.__name__}Entry", (cls.Params,), namespace))
     return Annotated[
         Union[tuple(members)],  # noqa: UP007 (a tuple of types: the | form cannot unpack one)
         Field(discriminator=key_field(members[0], registry.key)),
         Registered(registry),
     ]
+
+
+def _names_itself(key: str, doc: str, schema: dict) -> None:
+    schema["properties"][key]["description"] = doc
+    schema["required"] = sorted({*schema.get("required", ()), key})
 
 
 def _without_defaults(model: type[BaseModel], name: str, doc: str) -> type[BaseModel]:
@@ -342,22 +358,7 @@ def json_schema() -> dict:
     schema = Config.model_json_schema()
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = "covpipe config"
-    for node in _nodes(schema):  # a registry entry must name itself: its key is required
-        key = node.get("discriminator", {}).get("propertyName")
-        for ref in node.get("discriminator", {}).get("mapping", {}).values() if key else ():
-            member = schema["$defs"][ref.rpartition("/")[2]]
-            member["required"] = sorted({*member.get("required", ()), key})
     return schema
-
-
-def _nodes(node):
-    if isinstance(node, dict):
-        yield node
-        for value in node.values():
-            yield from _nodes(value)
-    elif isinstance(node, list):
-        for value in node:
-            yield from _nodes(value)
 
 
 def json_schema_text() -> str:

@@ -91,7 +91,7 @@ class ARLinearModelParams(BaseModel):
     dim: int = Field(16, ge=1, description="d, used only when the teacher has no feature map")
     window: int = Field(2, ge=1, le=8, description="w, used only when the teacher has no feature map")
     scale: float = Field(3.0, gt=0, description="B, used only when the teacher has no feature map")
-    feature_seed: int = Field(0, ge=0)
+    feature_seed: int = Field(0, ge=0, description="seed of the feature map, when the teacher has none")
 
 
 class ARLinearSpec(ModelSpec):
@@ -117,9 +117,9 @@ class ARLinearSpec(ModelSpec):
 class GRUParams(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
     cls: Literal["gru"] = Field("gru", alias="class")
-    embed: int = Field(16, ge=1)
-    hidden: int = Field(32, ge=1)
-    layers: int = Field(1, ge=1, le=4)
+    embed: int = Field(16, ge=1, description="token embedding width")
+    hidden: int = Field(32, ge=1, description="GRU state width")
+    layers: int = Field(1, ge=1, le=4, description="stacked GRU layers")
 
 
 class GRUSpec(ModelSpec):
@@ -140,10 +140,10 @@ class GRUSpec(ModelSpec):
 class TransformerParams(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
     cls: Literal["transformer"] = Field("transformer", alias="class")
-    layers: int = Field(2, ge=1, le=48)
-    heads: int = Field(2, ge=1)
+    layers: int = Field(2, ge=1, le=48, description="transformer blocks")
+    heads: int = Field(2, ge=1, description="attention heads per block")
     width: int = Field(64, ge=8, description="model dimension; a multiple of heads")
-    dropout: float = Field(0.0, ge=0, lt=1)
+    dropout: float = Field(0.0, ge=0, lt=1, description="dropout probability in training")
 
 
 class TransformerSpec(ModelSpec):
