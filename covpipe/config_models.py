@@ -92,10 +92,7 @@ class Execution(_Strict):
     )
     device: Literal["cpu", "cuda"] = Field("cpu", description="where models train and evaluate")
     memory_gb: float | None = Field(
-        None,
-        gt=0,
-        description="the memory one job may use (GiB); studies whose "
-        "largest job is estimated to need more are refused. Default: this machine's",
+        None, gt=0, description="memory one job may use (GiB); a study needing more is refused; default: all"
     )
 
     @field_validator("ray_address")
@@ -326,23 +323,22 @@ class Study(_Strict):
             )
         return self
 
+    @field_validator("horizons", "models")
+    @classmethod
+    def _not_empty(cls, v, info):
+        if not v:
+            what = {"horizons": "list at least one horizon", "models": "configure at least one model"}
+            raise ValueError(f"empty; {what[info.field_name]}")
+        return v
+
     @field_validator("horizons")
     @classmethod
     def _horizons(cls, v):
-        if not v:
-            raise ValueError("empty; list at least one horizon")
         for i, h in enumerate(v):
             if h < 1:
                 raise ValueError(f"[{i}]: horizon must be >= 1, got {h}")
         if len(set(v)) != len(v):
             raise ValueError(f"duplicate horizons in {v}")
-        return v
-
-    @field_validator("models")
-    @classmethod
-    def _models(cls, v):
-        if not v:
-            raise ValueError("empty; configure at least one model")
         return v
 
 

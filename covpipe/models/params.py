@@ -78,6 +78,14 @@ class ModelSpec:
         raise NotImplementedError
 
 
+def _require(teacher, attribute: str, message: str) -> None:
+    """Refuse (ValueError: `message` and the teacher's name) a teacher without `attribute`."""
+    if not hasattr(teacher, attribute):
+        raise ValueError(
+            f"{message}; this study's teacher is '{getattr(getattr(teacher, 'params', None), 'name', teacher)}'"
+        )
+
+
 def _linear(n_in: int, n_out: int) -> int:
     return n_in * n_out + n_out  # weight and bias
 
@@ -182,11 +190,7 @@ class RuleMixtureSpec(ModelSpec):
 
     @classmethod
     def check_fits(cls, params, vocab, teacher=None):
-        if not hasattr(teacher, "rule_step_log_probs"):
-            raise ValueError(
-                f"class: 'rule_mixture' mixes the graph teacher's class rules; this study's teacher is "
-                f"'{getattr(getattr(teacher, 'params', None), 'name', teacher)}'"
-            )
+        _require(teacher, "rule_step_log_probs", "class: 'rule_mixture' mixes the graph teacher's class rules")
         if len(set(params.rules)) != len(params.rules):
             raise ValueError(f"rules: duplicate rules in {params.rules}")
 
@@ -243,6 +247,18 @@ class NgramSpec(_CountTableSpec):
 # ---- graph references ---------------------------------------------------------------------------
 
 
+class _GraphReferenceSpec(ModelSpec):
+    trainable = False
+
+    @classmethod
+    def check_fits(cls, params, vocab, teacher=None):
+        _require(teacher, "parse", f"class: '{params.cls}' is a reference of the graph teacher")
+
+    @classmethod
+    def numel(cls, params, vocab, teacher=None):
+        return 1  # the `fitted` placeholder buffer
+
+
 class _ReferenceParams(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
@@ -253,22 +269,6 @@ class ValidUniformParams(_ReferenceParams):
 
 class ConsistentBranchParams(_ReferenceParams):
     cls: Literal["consistent_branch"] = Field("consistent_branch", alias="class")
-
-
-class _GraphReferenceSpec(ModelSpec):
-    trainable = False
-
-    @classmethod
-    def check_fits(cls, params, vocab, teacher=None):
-        if not hasattr(teacher, "parse"):
-            raise ValueError(
-                f"class: '{params.cls}' is a reference of the graph teacher; this study's teacher is "
-                f"'{getattr(getattr(teacher, 'params', None), 'name', teacher)}'"
-            )
-
-    @classmethod
-    def numel(cls, params, vocab, teacher=None):
-        return 1  # the `fitted` placeholder buffer
 
 
 class ValidUniformSpec(_GraphReferenceSpec):
