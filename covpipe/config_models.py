@@ -24,7 +24,6 @@ from .models import MODELS
 from .registry import Registry, key_field
 from .teachers import TEACHERS
 
-SCHEMA_PATH = "workflow/schemas/config.schema.json"  # relative to the repository root
 FIGURES = Literal["horizon", "training", "finetune", "interventions", "rate", "hard_instance", "lower_bound"]
 
 

@@ -2,6 +2,7 @@
 plugin in tests/plugin_example is installed into a folder of its own (never into the shared
 environment) that the commands below find on PYTHONPATH."""
 
+import json
 import os
 import shutil
 import subprocess
@@ -120,3 +121,37 @@ def test_a_miniature_workflow_runs_the_plugins_teacher_and_model(site, tmp_path,
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(broken), os.environ["PYTHONPATH"]]))
     proc = snakemake(tmp_path, "-n", check=False)
     assert proc.returncode != 0 and "covpipe: covpipe plugin 'clash'" in proc.stderr and "Traceback" not in proc.stderr
+
+
+CODES = (
+    "import json, sys\n"
+    "from covpipe import specs\n"
+    "from covpipe.config import validate_config\n"
+    "study = validate_config(json.loads(sys.argv[1]))['studies']['plug']\n"
+    "print(*(specs.train_spec('plug', study, m, 2)['code'] for m in ('uni', 'ng')))"
+)
+
+
+def _codes(site: Path) -> list[str]:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")])}
+    cmd = [sys.executable, "-c", CODES, json.dumps(CONFIG)]
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, check=True).stdout.split()
+
+
+@pytest.mark.parametrize(
+    "module,edit,changed",
+    [
+        ("__init__.py", "\n# a comment\n", []),
+        ("__init__.py", "\nUNUSED = 1\n", ["uni", "ng"]),  # the teacher's module: every job of the study
+        ("unigram.py", "\nUNUSED = 1\n", ["uni"]),  # the model's torch module: its own jobs only
+    ],
+    ids=["comment", "teacher module", "model module"],
+)
+def test_an_edit_in_a_plugins_entry_module_reruns_the_jobs_that_use_it(site, tmp_path, module, edit, changed):
+    before = _codes(site)
+    edited = tmp_path / "site"
+    shutil.copytree(site, edited)
+    path = edited / "covpipe_plugin_example" / module
+    path.write_text(path.read_text() + edit)
+    after = _codes(edited)
+    assert [m for m, b, a in zip(("uni", "ng"), before, after) if a != b] == changed
