@@ -1,6 +1,7 @@
-"""`covpipe` command line: validate a config, or run any stage of one cell by hand.
+"""`covpipe` command line: validate a config, write its JSON schema, or run any stage of one cell by hand.
 
     covpipe check config/config.yaml
+    covpipe schema [--out workflow/schemas/config.schema.json] [--plugins]
     covpipe data         --config C --study S --horizon H --train OUT --eval OUT
     covpipe select-data  --config C --study S --horizon H --select OUT
     covpipe train        --config C --study S --model M --horizon H --data IN --checkpoints OUT --log OUT
@@ -122,6 +123,22 @@ class Stage:
     needs: str | None = None  # a study section without which the stage does not exist
 
 
+def _fit_stage(module: str, help: str, source: str, needs: str | None = None) -> Stage:
+    """train or finetune: fit every seed of a cell from `source`, writing checkpoints and a log."""
+    return Stage(
+        help,
+        ("model", "horizon"),
+        (source,),
+        ("checkpoints", "log"),
+        lambda n, s, m, h: getattr(specs, f"{module}_spec")(n, s, m, h),
+        lambda a, spec, ex: _call(
+            module, "run", getattr(a, source), a.checkpoints, a.log, spec, threads=a.threads, **ex
+        ),
+        threads=True,
+        needs=needs,
+    )
+
+
 STAGES: dict[str, Stage] = {
     "data": Stage(
         "training samples and the evaluation set of one (study, horizon)",
@@ -140,24 +157,9 @@ STAGES: dict[str, Stage] = {
         lambda a, spec, ex: _call("data", "run_select", a.select, spec),
         needs="selection",
     ),
-    "train": Stage(
-        "train every seed of one cell",
-        ("model", "horizon"),
-        ("data",),
-        ("checkpoints", "log"),
-        lambda n, s, m, h: specs.train_spec(n, s, m, h),
-        lambda a, spec, ex: _call("train", "run", a.data, a.checkpoints, a.log, spec, threads=a.threads, **ex),
-        threads=True,
-    ),
-    "finetune": Stage(
-        "fine-tune every seed of one cell from its pre-trained checkpoints",
-        ("model", "horizon"),
-        ("pretrained",),
-        ("checkpoints", "log"),
-        lambda n, s, m, h: specs.finetune_spec(n, s, m, h),
-        lambda a, spec, ex: _call("finetune", "run", a.pretrained, a.checkpoints, a.log, spec, threads=a.threads, **ex),
-        threads=True,
-        needs="finetune",
+    "train": _fit_stage("train", "train every seed of one cell", "data"),
+    "finetune": _fit_stage(
+        "finetune", "fine-tune every seed of one cell from its pre-trained checkpoints", "pretrained", "finetune"
     ),
     "evaluate": Stage(
         "evaluate every checkpoint of one cell (fine-tuned ones where the study fine-tunes)",
@@ -234,6 +236,9 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     p = sub.add_parser("check", help="validate a config file")
     p.add_argument("config")
+    p = sub.add_parser("schema", help="write the JSON schema of config files (covpipe's own entries)")
+    p.add_argument("--out", help="the file to write (default: standard output)")
+    p.add_argument("--plugins", action="store_true", help="include the installed plugins' entries")
     for name, stage in STAGES.items():
         p = sub.add_parser(name, help=stage.help)
         p.add_argument("--config", required=True)
@@ -252,12 +257,34 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def write_schema(out=None, plugins: bool = False) -> int:
+    """Write the config's JSON schema; without `plugins`, of covpipe's own registry entries only
+    (the committed workflow/schemas/config.schema.json: whatever is installed, the same file)."""
+    from .registry import PLUGINS_ENV
+
+    if not plugins:
+        os.environ[PLUGINS_ENV] = "0"  # read when a registry is first read, below
+    from .config_models import json_schema_text
+
+    if out is None:
+        sys.stdout.write(json_schema_text())
+    else:
+        with open(out, "w") as f:
+            f.write(json_schema_text())
+    return 0
+
+
 def main(argv=None) -> int:
-    from .config import ConfigError, load_config
+    from .config_errors import ConfigError
+    from .registry import PluginError
 
     args = _parser().parse_args(argv)
     setup_logging()
     try:
+        if args.command == "schema":
+            return write_schema(args.out, args.plugins)
+        from .config import load_config  # reads the registries: a plugin that fails to load fails here
+
         cfg = load_config(args.config)
         if args.command == "check":
             print(f"{args.config}: ok ({len(cfg['studies'])} studies)")
@@ -288,7 +315,7 @@ def main(argv=None) -> int:
                 raise ConfigError(f"{args.figure}: --figure names none of this study's figures: {', '.join(wanted)}")
         check_paths(stage, args)
         stage.run(args, stage.spec(args.study, study, model, horizon), execution_settings(cfg))
-    except (ConfigError, ValueError) as exc:
+    except (ConfigError, PluginError, ValueError) as exc:
         print(f"covpipe: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:  # a path we cannot write or read: name it, no traceback

@@ -10,6 +10,8 @@ module of it (registries load their entries' modules by name), except the root p
 The modules of registry entries a job does not use (another teacher, model class or learner) are
 left out, unless a module it uses imports them: editing one teacher reruns its studies only. An
 entry's helper modules, named after it (teachers/graph_sampling.py of teachers/graph.py), go with it.
+A plugin's entry (covpipe.registry) counts with the module that holds it, alone: an edit there
+reruns its jobs; an edit in another module of the plugin's package does not.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import os
 import sys
 import tempfile
 from functools import cache
+from importlib.util import find_spec
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent
@@ -181,7 +184,7 @@ def _entry_modules() -> dict[tuple[str, str], str]:
 
     out = {("teacher", n): c.__module__ for n, c in TEACHERS.items()}
     out |= {("learner", n): c.__module__ for n, c in LEARNERS.items()}
-    out |= {("model", n): f"covpipe.models.{s.impl.partition(':')[0]}" for n, s in MODELS.items()}
+    out |= {("model", n): s.impl_module() for n, s in MODELS.items()}
     return out
 
 
@@ -196,10 +199,13 @@ def of_job(stage: str, uses: frozenset[tuple[str, str]] = frozenset()) -> str:
     unused = frozenset(
         m for m in modules() for e in set(entries.values()) - wanted if m == e or m.startswith(f"{e}_")
     )  # with their helpers, graph_*.py of graph.py
-    modules_ = closure(STAGES[stage], unused) | frozenset().union(*(closure(m, unused) for m in wanted))
+    ours = {m for m in wanted if m in modules()}
+    modules_ = closure(STAGES[stage], unused) | frozenset().union(*(closure(m, unused) for m in ours))
     digest = hashlib.sha256()
     for module in sorted(modules_):
         digest.update(f"{module}:{tree_hash(module)}\n".encode())
+    for module in sorted(wanted - ours):  # a plugin's entry module: its own code, not what it imports
+        digest.update(f"{module}:{source_hash(Path(find_spec(module).origin).read_text())}\n".encode())
     if len(_cache()) != known:
         _save_cache()
     return digest.hexdigest()[:16]

@@ -86,6 +86,8 @@ def test_every_module_is_in_the_closure_of_some_stage():
         "covpipe",
         "covpipe.cli",
         "covpipe.config",
+        "covpipe.config_errors",
+        "covpipe.config_models",
         "covpipe.specs",
         "covpipe.fingerprint",
         "covpipe.limits",

@@ -1,5 +1,6 @@
 """Learners, by name: the paper's training algorithms for the autoregressive linear class (and any
-differentiable model). A new learner is one module plus one line in LEARNERS.
+differentiable model). A new learner is one module plus one line in LEARNERS, or an entry point of
+group `covpipe.learners` in another package (covpipe.registry).
 
 A study picks one per model entry, `models.m.learner: {name: seq_sgd, ...}` (short for
 `models.m.train.learner`), or for all its models in `train.learner`. Without one, training is the
@@ -11,29 +12,32 @@ weight_decay are not read (the learner's own parameters set them).
 
 from __future__ import annotations
 
+from ..registry import Registry
 from .base import Learner
 from .distill import DistillTruncated
 from .mle import MLEExact
 from .sgd import Adam, NormalizedSGD, SeqSGD, SignSGD
 from .token import TokenSGD
 
-LEARNERS: dict[str, type[Learner]] = {
-    "adam": Adam,
-    "distill_truncated": DistillTruncated,
-    "mle_exact": MLEExact,
-    "normalized_sgd": NormalizedSGD,
-    "seq_sgd": SeqSGD,
-    "sign_sgd": SignSGD,
-    "token_sgd": TokenSGD,
-}
+LEARNERS: Registry = Registry(
+    "learner",
+    "covpipe.learners",
+    "name",
+    {
+        "adam": Adam,
+        "distill_truncated": DistillTruncated,
+        "mle_exact": MLEExact,
+        "normalized_sgd": NormalizedSGD,
+        "seq_sgd": SeqSGD,
+        "sign_sgd": SignSGD,
+        "token_sgd": TokenSGD,
+    },
+)
 
 
 def get_learner(name: str) -> type[Learner]:
     """The learner class registered under `name`."""
-    try:
-        return LEARNERS[name]
-    except KeyError:
-        raise KeyError(f"unknown learner '{name}'; known: {', '.join(sorted(LEARNERS))}") from None
+    return LEARNERS.lookup(name)
 
 
 def check_learner(params, model_cls, teacher, train: dict, n_train: int) -> None:

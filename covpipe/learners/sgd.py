@@ -129,9 +129,9 @@ class SignSGD(_SequenceGradientLearner):
 class AdamParams(LearnerParams):
     name: Literal["adam"] = "adam"
     eta: float = Field(0.01, gt=0, description="learning rate")
-    beta1: float = Field(0.9, ge=0, lt=1)
-    beta2: float = Field(0.999, ge=0, lt=1)
-    eps: float = Field(1e-8, gt=0)
+    beta1: float = Field(0.9, ge=0, lt=1, description="decay of the first-moment average")
+    beta2: float = Field(0.999, ge=0, lt=1, description="decay of the second-moment average")
+    eps: float = Field(1e-8, gt=0, description="added to the root of the second moment")
     batch_size: int = Field(8, ge=1, description="K sequences per update")
 
 

@@ -1,5 +1,6 @@
 """Model classes pi_hat, by name. A new class is its parameters and checks in `params.py`, its
-torch module in a module of its own, and one line here.
+torch module in a module of its own, and one line here; or an entry point of group
+`covpipe.models` in another package (covpipe.registry).
 
 The registry holds each class's planning half (`params.ModelSpec`: parameters, checks, sizes),
 which imports no torch; `model_class` and `build_model` import the torch module on first use.
@@ -7,6 +8,7 @@ which imports no torch; `model_class` and `build_model` import the torch module 
 
 from __future__ import annotations
 
+from ..registry import Registry
 from .params import (
     ARLinearSpec,
     ConsistentBranchSpec,
@@ -20,26 +22,28 @@ from .params import (
     Vocab,
 )
 
-MODELS: dict[str, type[ModelSpec]] = {
-    "ar_linear": ARLinearSpec,
-    "consistent_branch": ConsistentBranchSpec,
-    "gru": GRUSpec,
-    "ngram": NgramSpec,
-    "rule_mixture": RuleMixtureSpec,
-    "table_per_position": TablePerPositionSpec,
-    "transformer": TransformerSpec,
-    "valid_uniform": ValidUniformSpec,
-}
+MODELS: Registry = Registry(
+    "model class",
+    "covpipe.models",
+    "class",
+    {
+        "ar_linear": ARLinearSpec,
+        "consistent_branch": ConsistentBranchSpec,
+        "gru": GRUSpec,
+        "ngram": NgramSpec,
+        "rule_mixture": RuleMixtureSpec,
+        "table_per_position": TablePerPositionSpec,
+        "transformer": TransformerSpec,
+        "valid_uniform": ValidUniformSpec,
+    },
+)
 
 __all__ = ["MODELS", "ModelSpec", "Vocab", "build_model", "get_model", "model_class"]
 
 
 def get_model(name: str) -> type[ModelSpec]:
     """The planning half of the model class registered under `name` (no torch)."""
-    try:
-        return MODELS[name]
-    except KeyError:
-        raise KeyError(f"unknown model class '{name}'; known: {', '.join(sorted(MODELS))}") from None
+    return MODELS.lookup(name)
 
 
 def model_class(name: str) -> type:

@@ -46,16 +46,21 @@ class ModelSpec:
     overrides what differs from these defaults."""
 
     Params: type[BaseModel]
-    impl: str  # "module:Class" of the torch module, relative to covpipe.models
+    impl: str  # "module:Class" of the torch module: relative to covpipe.models, or a dotted (plugin) path
     trainable = True  # False: fitted in closed form by `fit_counts`, no gradient steps
     has_feature_bound = False  # True: instances offer `feature_bound` (B), which the paper's step sizes read
     stacked = False  # True: seeds train as one stacked computation (covpipe.vectorized.STACKED)
 
     @classmethod
+    def impl_module(cls) -> str:
+        """The dotted name of the module holding the torch model class."""
+        module = cls.impl.partition(":")[0]
+        return module if "." in module else f"covpipe.models.{module}"
+
+    @classmethod
     def load(cls) -> type:
         """The torch model class (imports torch)."""
-        module, _, name = cls.impl.partition(":")
-        return getattr(importlib.import_module(f"covpipe.models.{module}"), name)
+        return getattr(importlib.import_module(cls.impl_module()), cls.impl.partition(":")[2])
 
     @classmethod
     def build_bytes(cls, params, vocab: Vocab, teacher=None) -> int:
@@ -73,6 +78,14 @@ class ModelSpec:
         raise NotImplementedError
 
 
+def _require(teacher, attribute: str, message: str) -> None:
+    """Refuse (ValueError: `message` and the teacher's name) a teacher without `attribute`."""
+    if not hasattr(teacher, attribute):
+        raise ValueError(
+            f"{message}; this study's teacher is '{getattr(getattr(teacher, 'params', None), 'name', teacher)}'"
+        )
+
+
 def _linear(n_in: int, n_out: int) -> int:
     return n_in * n_out + n_out  # weight and bias
 
@@ -86,7 +99,7 @@ class ARLinearModelParams(BaseModel):
     dim: int = Field(16, ge=1, description="d, used only when the teacher has no feature map")
     window: int = Field(2, ge=1, le=8, description="w, used only when the teacher has no feature map")
     scale: float = Field(3.0, gt=0, description="B, used only when the teacher has no feature map")
-    feature_seed: int = Field(0, ge=0)
+    feature_seed: int = Field(0, ge=0, description="seed of the feature map, when the teacher has none")
 
 
 class ARLinearSpec(ModelSpec):
@@ -112,9 +125,9 @@ class ARLinearSpec(ModelSpec):
 class GRUParams(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
     cls: Literal["gru"] = Field("gru", alias="class")
-    embed: int = Field(16, ge=1)
-    hidden: int = Field(32, ge=1)
-    layers: int = Field(1, ge=1, le=4)
+    embed: int = Field(16, ge=1, description="token embedding width")
+    hidden: int = Field(32, ge=1, description="GRU state width")
+    layers: int = Field(1, ge=1, le=4, description="stacked GRU layers")
 
 
 class GRUSpec(ModelSpec):
@@ -135,10 +148,10 @@ class GRUSpec(ModelSpec):
 class TransformerParams(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
     cls: Literal["transformer"] = Field("transformer", alias="class")
-    layers: int = Field(2, ge=1, le=48)
-    heads: int = Field(2, ge=1)
+    layers: int = Field(2, ge=1, le=48, description="transformer blocks")
+    heads: int = Field(2, ge=1, description="attention heads per block")
     width: int = Field(64, ge=8, description="model dimension; a multiple of heads")
-    dropout: float = Field(0.0, ge=0, lt=1)
+    dropout: float = Field(0.0, ge=0, lt=1, description="dropout probability in training")
 
 
 class TransformerSpec(ModelSpec):
@@ -177,11 +190,7 @@ class RuleMixtureSpec(ModelSpec):
 
     @classmethod
     def check_fits(cls, params, vocab, teacher=None):
-        if not hasattr(teacher, "rule_step_log_probs"):
-            raise ValueError(
-                f"class: 'rule_mixture' mixes the graph teacher's class rules; this study's teacher is "
-                f"'{getattr(getattr(teacher, 'params', None), 'name', teacher)}'"
-            )
+        _require(teacher, "rule_step_log_probs", "class: 'rule_mixture' mixes the graph teacher's class rules")
         if len(set(params.rules)) != len(params.rules):
             raise ValueError(f"rules: duplicate rules in {params.rules}")
 
@@ -238,6 +247,18 @@ class NgramSpec(_CountTableSpec):
 # ---- graph references ---------------------------------------------------------------------------
 
 
+class _GraphReferenceSpec(ModelSpec):
+    trainable = False
+
+    @classmethod
+    def check_fits(cls, params, vocab, teacher=None):
+        _require(teacher, "parse", f"class: '{params.cls}' is a reference of the graph teacher")
+
+    @classmethod
+    def numel(cls, params, vocab, teacher=None):
+        return 1  # the `fitted` placeholder buffer
+
+
 class _ReferenceParams(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
@@ -248,22 +269,6 @@ class ValidUniformParams(_ReferenceParams):
 
 class ConsistentBranchParams(_ReferenceParams):
     cls: Literal["consistent_branch"] = Field("consistent_branch", alias="class")
-
-
-class _GraphReferenceSpec(ModelSpec):
-    trainable = False
-
-    @classmethod
-    def check_fits(cls, params, vocab, teacher=None):
-        if not hasattr(teacher, "parse"):
-            raise ValueError(
-                f"class: '{params.cls}' is a reference of the graph teacher; this study's teacher is "
-                f"'{getattr(getattr(teacher, 'params', None), 'name', teacher)}'"
-            )
-
-    @classmethod
-    def numel(cls, params, vocab, teacher=None):
-        return 1  # the `fitted` placeholder buffer
 
 
 class ValidUniformSpec(_GraphReferenceSpec):

@@ -1,7 +1,9 @@
-"""Teachers pi_D with exact likelihoods, by name. A new teacher is one module plus one line here."""
+"""Teachers pi_D with exact likelihoods, by name. A new teacher is one module plus one line here,
+or an entry point of group `covpipe.teachers` in another package (covpipe.registry)."""
 
 from __future__ import annotations
 
+from ..registry import Registry
 from .ar_linear import ARLinear
 from .base import Teacher
 from .graph import Graph
@@ -10,23 +12,25 @@ from .markov import Markov
 from .pivotal import Pivotal
 from .sgd_lower_bound import SGDLowerBound
 
-TEACHERS: dict[str, type[Teacher]] = {
-    "ar_linear": ARLinear,
-    "graph": Graph,
-    "kl_lower_bound": KLLowerBound,
-    "markov": Markov,
-    "pivotal": Pivotal,
-    "sgd_two_scales": SGDTwoScales,
-}
-TEACHERS["sgd_lower_bound"] = SGDLowerBound  # paper App. I.4, Lemmas I.6-I.7
+TEACHERS: Registry = Registry(
+    "teacher",
+    "covpipe.teachers",
+    "name",
+    {
+        "ar_linear": ARLinear,
+        "graph": Graph,
+        "kl_lower_bound": KLLowerBound,
+        "markov": Markov,
+        "pivotal": Pivotal,
+        "sgd_two_scales": SGDTwoScales,
+        "sgd_lower_bound": SGDLowerBound,  # paper App. I.4, Lemmas I.6-I.7
+    },
+)
 
 
 def get_teacher(name: str) -> type[Teacher]:
     """The teacher class registered under `name`."""
-    try:
-        return TEACHERS[name]
-    except KeyError:
-        raise KeyError(f"unknown teacher '{name}'; known: {', '.join(sorted(TEACHERS))}") from None
+    return TEACHERS.lookup(name)
 
 
 def build_teacher(spec: dict) -> Teacher:

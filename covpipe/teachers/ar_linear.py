@@ -31,7 +31,7 @@ class ARLinearParams(BaseModel):
     window: int = Field(2, ge=1, le=8, description="w, tokens read by phi, the candidate included")
     scale: float = Field(3.0, gt=0, description="B, the norm of every feature vector")
     theta_norm: float = Field(1.0, gt=0, le=1, description="||theta*||")
-    seed: int = Field(0, ge=0)
+    seed: int = Field(0, ge=0, description="seed of theta* and the feature map")
 
 
 class ARLinear(Teacher):

@@ -64,14 +64,19 @@ class GraphParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: Literal["graph"] = "graph"
     num_nodes: int = Field(100, ge=6, le=30000, description="m: labels are drawn from 0..m-1")
-    prompt_format: Literal["layers", "edges"] = "layers"
-    response_format: Literal["path", "pairs"] = "path"
+    prompt_format: Literal["layers", "edges"] = Field(
+        "layers", description="layers: two fixed slots a layer (laptop); edges: the paper's shuffled edge list"
+    )
+    response_format: Literal["path", "pairs"] = Field("path", description="the path s v_1 .. v_H t, or its edge pairs")
     pair_order: Literal["random", "rule"] = Field(
         "random",
         description="layers format: a branching layer's two nodes in random order, or the node of "
         "parity p(i) (the match rule's) first",
     )
-    classes: dict[ClassKind, float] = Field(default_factory=lambda: {"single": 0.94, "xor": 0.05, "uniform16": 0.01})
+    classes: dict[ClassKind, float] = Field(
+        default_factory=lambda: {"single": 0.94, "xor": 0.05, "uniform16": 0.01},
+        description="class kind -> weight (sum 1); kinds in the module docstring",
+    )
 
     @field_validator("classes")
     @classmethod

@@ -25,9 +25,14 @@ class MarkovParams(BaseModel):
     vocab_size: int = Field(8, ge=2, le=64, description="V, response tokens")
     order: int = Field(1, ge=0, le=4, description="k, tokens of context")
     alpha: float = Field(0.5, gt=0, description="Dirichlet concentration of each row")
-    prompt: Literal["empty", "start_state"] = "start_state"
-    seed: int = Field(0, ge=0)
-    classes: dict[str, float] = Field(default_factory=lambda: {"main": 1.0})
+    prompt: Literal["empty", "start_state"] = Field(
+        "start_state", description="empty, or a start state of k tokens drawn uniformly"
+    )
+    seed: int = Field(0, ge=0, description="seed of the transition tables")
+    classes: dict[str, float] = Field(
+        default_factory=lambda: {"main": 1.0},
+        description="class name -> weight (sum 1); each class has its own tables, marked in the prompt",
+    )
 
     @field_validator("classes")
     @classmethod

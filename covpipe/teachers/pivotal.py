@@ -41,7 +41,7 @@ class PivotalParams(BaseModel):
     pivot_scale: float = Field(4.0, gt=0, description="B_p: norm of the pivotal positions' features")
     scale: float = Field(16.0, gt=0, description="B: norm of the tail features (and the class's bound)")
     tail_weight: float = Field(0.8, gt=0, lt=1, description="c = theta*_d: the tail's logit gap is 2 B c")
-    seed: int = Field(0, ge=0)
+    seed: int = Field(0, ge=0, description="seed of theta* and the feature table")
 
     @model_validator(mode="after")
     def _bounded(self):
