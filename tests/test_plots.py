@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from covpipe import plots
-from covpipe.config import Study
+from covpipe.config_models import Study
 from covpipe.plots.finetune import spearman
 
 
