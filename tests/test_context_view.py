@@ -5,9 +5,9 @@ seed; the average iterate against a hand-computed average."""
 import numpy as np
 import pytest
 
-from covpipe.learners import build_learner, fit_seeds
 from covpipe.learners.base import Problem, project
 from covpipe.learners.context import ContextView, has_context_form
+from covpipe.learners.fitting import build_learner, fit_seeds
 from covpipe.learners.views import LinearView
 from covpipe.models import Vocab, build_model
 from covpipe.models.base import as_tensor
@@ -161,7 +161,7 @@ def test_the_average_iterate_is_the_mean_of_the_points_the_updates_read():
 
 def test_distillation_reads_the_teacher_per_context_only_when_it_is_the_models_own_map():
     t, model, batches, ctx, _ = setup(n=4)
-    from covpipe.learners import _attach_teacher_context
+    from covpipe.learners.fitting import _attach_teacher_context
 
     _attach_teacher_context(ctx, model, t, batches[0].prompt, batches[0].response)
     direct = t.step_log_probs(batches[1].prompt, batches[1].response)

@@ -7,9 +7,10 @@ import pytest
 import torch
 
 from covpipe.config import ConfigError, validate_config
-from covpipe.learners import LEARNERS, build_learner, fit, variants
+from covpipe.learners import LEARNERS
 from covpipe.learners.base import Problem, project
 from covpipe.learners.distill import truncation_weights
+from covpipe.learners.fitting import build_learner, fit, variants
 from covpipe.learners.views import AutogradView, LinearView
 from covpipe.models import Vocab, build_model
 from covpipe.models.base import as_tensor

@@ -12,8 +12,8 @@ import pytest
 from scipy import stats
 
 from covpipe.config import ConfigError, validate_config
-from covpipe.learners import build_learner
 from covpipe.learners.base import Problem
+from covpipe.learners.fitting import build_learner
 from covpipe.learners.views import view_of as learner_view
 from covpipe.models import Vocab, build_model
 from covpipe.models.base import as_tensor

@@ -69,24 +69,3 @@ def check_learner(params, model_cls, teacher, train: dict, n_train: int) -> None
     bad = [c for c in train["checkpoints"] if c % k]
     if bad:
         raise ValueError(f"batch_size: checkpoints count sequences and must be multiples of K={k}, got {bad[0]}")
-
-
-# Training with a learner needs torch; it lives in `.fitting`, imported on first use so that the
-# registry (read by config validation while Snakemake plans) stays torch-free.
-_FITTING = (
-    "build_learner",
-    "fit",
-    "fit_seeds",
-    "batched",
-    "variants",
-    "_attach_teacher_context",
-    "TRAIN_LOSS_SEQUENCES",
-)
-
-
-def __getattr__(name: str):
-    if name in _FITTING:
-        from . import fitting
-
-        return getattr(fitting, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -25,7 +25,7 @@ __all__ = ["plt", "sns"]
 
 BAND = ("pi", 100)  # the full range over seeds
 QUANTILE_BAND = ("pi", 100 * 14 / 16)  # from the 1/16 to the 15/16 quantile across seeds
-AVG = "+avg"  # the average-iterate variant of a learner-trained model (covpipe.learners.variants)
+AVG = "+avg"  # the average-iterate variant of a learner-trained model (covpipe.learners.fitting.variants)
 
 
 def set_theme() -> None:
