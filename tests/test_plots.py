@@ -44,3 +44,31 @@ def test_spearman_with_ties_is_the_pearson_correlation_of_average_ranks():
 def test_spearman_of_a_constant_side_is_nan():
     assert np.isnan(spearman([1.0, 1.0, 1.0], [1.0, 2.0, 3.0]))
     assert np.isnan(spearman([1.0, 2.0, 3.0], [2.0, 2.0, 2.0]))
+
+
+def test_the_jittered_hard_instance_figure_is_the_same_on_every_draw(tmp_path):
+    """seaborn's stripplot jitters with numpy's global generator: the figure seeds it for that call
+    alone, so two draws from different global states give the same bytes, and the state is kept."""
+    import polars as pl
+
+    from covpipe.plots.hard_instance import hard_instance
+
+    rows = [
+        dict(model=m, horizon=h, seed=s, metric=metric, level=level, value=value)
+        for m in ("a", "b")
+        for h in (4, 8, 16)
+        for s in range(5)
+        for metric, level, value in (("kl", None, 0.01 * h * (s + 1)), ("coverage", 16.0, 0.1 * s))
+    ]
+    metrics = pl.DataFrame(rows).with_columns(
+        study=pl.lit("hard"), step=pl.lit(10), **{"class": pl.lit("all")}, low=pl.col("value"), high=pl.col("value")
+    )
+    spec = {"n_train": 100, "evaluate": {"levels": [2.0, 16.0]}}
+    paths = [tmp_path / "first.png", tmp_path / "second.png"]
+    np.random.seed(1)
+    hard_instance(metrics, paths[0], spec)
+    np.random.seed(2)
+    state = np.random.get_state()
+    hard_instance(metrics, paths[1], spec)
+    assert paths[0].read_bytes() == paths[1].read_bytes()
+    assert np.random.get_state()[1].tolist() == state[1].tolist()  # the caller's generator is untouched

@@ -30,9 +30,6 @@ class TokenSGDParams(LearnerParams):
 class TokenSGD(Learner):
     Params, name, needs = TokenSGDParams, "token_sgd", ("bound", "sigma2")
 
-    def budget_dependent(self):
-        return self.params.eta == "paper"
-
     def hyper(self, budget):
         return {"eta": self.step_size(lambda B, s2: min(1 / (2 * B**2), 1 / math.sqrt(s2 * budget)))}
 

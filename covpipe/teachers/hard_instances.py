@@ -12,7 +12,7 @@ kl_lower_bound (paper Prop. 3.2, App. G): d = 1, Theta = [-1, 1], V = {-1, +1} (
     know the sign of theta*, and each of the H tokens of x = 1 adds KL: KL grows like H/n while
     Cov_N stays near 1/(2n).
 
-sgd_two_scales (after paper App. I.4, Lemmas I.6-I.7; a reconstruction, see README): V = {-1, 0, +1}
+sgd_two_scales (after paper App. I.4, Lemmas I.6-I.7; a reconstruction, see docs/results-interventions.md): V = {-1, 0, +1}
 (token ids 0, 1, 2), d = 3, theta* = (0, b, c) with ||theta*|| <= 1.
     x = 0 ("loud", weight 1 - p): every position reads phi(-1) = (-B, 0, -C), phi(0) = 0,
         phi(+1) = (B, 0, -C). pi_D emits 0 with probability 1/(1 + 2 e^{-Cc}): near-deterministic

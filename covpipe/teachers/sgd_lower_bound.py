@@ -1,7 +1,8 @@
 """Paper App. I.4's lower-bound instances for sequence-level SGD (Prop. 5.1, Lemmas I.6 and I.7),
 rebuilt from the paper's description: d = 2, V = {-1, 0, +1}, one instance per side of the step-size
 threshold, each with its own starting point. The appendix text is not at hand; what follows is our
-construction with the stated mechanism (README "The lower-bound instances" lists what is ours).
+construction with the stated mechanism (docs/results-interventions.md, "The lower-bound
+instances", lists what is ours).
 
 Both are linear softmax teachers on `TableFeatures` (token ids 0, 1, 2 are y = -1, 0, +1): the
 features read only the prompt type x and the position h, so the tokens of a response are independent
