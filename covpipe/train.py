@@ -2,7 +2,7 @@
 
 Gradient-trained classes: `steps` optimizer steps (Adam or SGD, constant learning rate, weight
 decay) on mini-batches drawn with replacement from the seed's sample; the loss is the mean
-per-token negative log-likelihood in nats/token. Count classes: the closed-form smoothed MLE of
+per-token negative log-likelihood in nats/token (the loop of covpipe.training). Count classes: the closed-form smoothed MLE of
 the whole sample, saved as one checkpoint at the final step. A model whose train settings name a
 `learner` (covpipe.learners: the paper's single-pass learners, MLE, token SGD) is fitted by it instead.
 
@@ -17,17 +17,14 @@ import os
 import time
 
 import polars as pl
-import torch
 
 from . import io, resume, training, vectorized
 from .distribute import Execution
 from .models import Vocab
 from .models.base import as_tensor
-from .seeding import derive_seed
 from .sequences import Batch
 from .teachers import build_teacher
 
-PROGRESS_SECONDS = 10.0  # a progress line per trial at most this often
 log = logging.getLogger(__name__)
 
 
@@ -60,10 +57,8 @@ def train_trial(spec: dict, seed: int, batch: Batch, device: str = "cpu", resume
             "log": [{"seed": seed, "step": step, "train_loss": nll, "seconds": time.perf_counter() - started}],
         }
 
-    gen = torch.Generator().manual_seed(
-        derive_seed(spec["study"], "batches", spec["model_name"], spec["horizon"], seed)
-    )
-    steps = training.ModelSteps(model, seed, cfg, training.FixedSample(prompt, response, cfg["batch_size"], gen))
+    source = training.FixedSample(prompt, response, cfg["batch_size"], training.batch_generator(spec, seed))
+    steps = training.ModelSteps(model, seed, cfg, source)
     return training.optimize_one(steps, spec, resume_dir=resume_dir)
 
 

@@ -66,6 +66,13 @@ def seed_model(spec: dict, teacher, vocab, seed: int):
     return build_model(spec["model"], vocab, teacher=teacher)
 
 
+def batch_generator(spec: dict, seed: int) -> torch.Generator:
+    """The torch generator that draws seed `seed`'s mini-batches from its fixed sample."""
+    return torch.Generator().manual_seed(
+        derive_seed(spec["study"], "batches", spec["model_name"], spec["horizon"], seed)
+    )
+
+
 def cpu_state(model) -> dict:
     """A copy of `model`'s state_dict on the CPU: a checkpoint."""
     return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}

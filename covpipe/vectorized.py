@@ -30,7 +30,6 @@ from . import training
 from .distribute import Execution, collect, seeds_name
 from .models import Vocab
 from .models.base import as_tensor
-from .seeding import derive_seed
 from .stacked import STACKED
 from .teachers import build_teacher
 
@@ -109,10 +108,7 @@ class StackedSteps:
         cfg = spec["train"]
         self.seeds, self.batch_size, self.batches = seeds, cfg["batch_size"], batches
         self.opt = training.make_optimizer(cfg, list(self.params.values()))
-        self.gens = [
-            torch.Generator().manual_seed(derive_seed(spec["study"], "batches", spec["model_name"], spec["horizon"], s))
-            for s in seeds
-        ]
+        self.gens = [training.batch_generator(spec, s) for s in seeds]
         with torch.no_grad():
             inputs = [
                 make_inputs(self.template, as_tensor(b.prompt).to(device), as_tensor(b.response).to(device))
