@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import time
 import traceback
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from typing import Any
+
+from .cluster import alive, check_address, free_port, pids_of
 
 log = logging.getLogger(__name__)
 
@@ -26,75 +28,6 @@ MAX_RETRIES = 2  # reruns of a trial whose Ray worker died
 
 class TrialsFailed(RuntimeError):
     """Some trials raised; the message lists each one with its error."""
-
-
-ADDRESS = re.compile(
-    r"(?:ray://)?(?P<host>[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?|\[[0-9A-Fa-f:.]+\])"
-    r":(?P<port>[0-9]{1,5})"
-)
-CONNECT_SECONDS = 3.0
-
-
-def check_address(address: str, timeout: float = CONNECT_SECONDS) -> None:
-    """Raise ValueError (one line) unless `address` is 'local', or names a Ray cluster that
-    accepts a connection within `timeout` seconds: 'host:port', 'ray://host:port', or 'auto'
-    (RAY_ADDRESS, else the cluster `ray start` left on this machine). Never imports ray."""
-    import socket
-
-    if address in ("local", "run"):  # 'run': started by the workflow itself when the run starts
-        return
-    shown = address
-    if address == "auto":
-        address = os.environ.get("RAY_ADDRESS") or _current_cluster()
-        if not address:
-            raise ValueError(
-                "'auto' but RAY_ADDRESS is unset and no Ray cluster runs on this machine "
-                "(start one with `ray start --head`, or use 'local')"
-            )
-        shown = f"'auto' (= {address[:80]})"
-        if address == "local":
-            return
-    match = ADDRESS.fullmatch(address)
-    if not match or not 0 < int(match["port"]) < 65536:
-        raise ValueError(
-            f"{shown[:80]!r}: expected 'local', 'run', 'auto' or host:port of a Ray cluster (e.g. 10.0.0.1:6379)"
-        )
-    deadline = time.monotonic() + timeout
-    try:
-        conn = socket.create_connection((match["host"].strip("[]"), int(match["port"])), timeout=timeout)
-    except OSError as exc:
-        reason = "timed out" if isinstance(exc, TimeoutError) else (exc.strerror or type(exc).__name__)
-        raise ValueError(
-            f"{shown}: no Ray cluster answers there ({reason} within {timeout:g} s); start it, or use 'local'"
-        ) from None
-    head = b""
-    with conn:
-        # Ray's GCS (and its client server) speak gRPC: an HTTP/2 server answers the client
-        # preface with a SETTINGS frame. A port that merely accepts connections does not.
-        try:
-            conn.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0]))
-            while len(head) < 9:
-                conn.settimeout(max(deadline - time.monotonic(), 0.01))
-                chunk = conn.recv(9 - len(head))
-                if not chunk:
-                    break
-                head += chunk
-        except OSError:
-            pass
-    if len(head) < 9 or head[3] != 4:
-        raise ValueError(
-            f"{shown}: something listens there but it is not a Ray cluster (no gRPC answer within "
-            f"{timeout:g} s); check the port, or use 'local'"
-        )
-
-
-def _current_cluster() -> str | None:
-    """The address `ray start --head` records on this machine, if a cluster was started here."""
-    try:
-        with open(os.path.join(os.environ.get("RAY_TMPDIR", "/tmp"), "ray", "ray_current_cluster")) as f:
-            return f.read(200).strip() or None
-    except OSError:
-        return None
 
 
 def resolve_backend(backend: str, threads: int, n_trials: int, address: str = "local") -> str:
@@ -110,18 +43,53 @@ def resolve_backend(backend: str, threads: int, n_trials: int, address: str = "l
     return "ray" if threads > 1 and n_trials > 1 else "serial"
 
 
+@dataclass(frozen=True)
+class Execution:
+    """How a stage job runs its trials: the rule's `threads` and the config's execution settings
+    (`backend` auto, serial or ray; Ray `address`; torch `device`)."""
+
+    threads: int = 1
+    backend: str = "auto"
+    address: str = "local"
+    device: str = "cpu"
+
+    def resolved(self, n_trials: int) -> Execution:
+        """These settings with the backend resolve_backend picks for `n_trials` trials; a serial
+        job's torch then uses `threads` threads."""
+        backend = resolve_backend(self.backend, self.threads, n_trials, self.address)
+        if backend == "serial":
+            import torch  # here: planning imports this module and never loads torch
+
+            torch.set_num_threads(self.threads)
+        return replace(self, backend=backend)
+
+    def run(self, fn: Callable[..., Any], trials: Sequence[tuple], names: Sequence[str]) -> list:
+        """run_trials on these settings: a trial on a GPU device asks for a whole GPU."""
+        return run_trials(
+            fn,
+            trials,
+            backend=self.backend,
+            address=self.address,
+            num_cpus=self.threads,
+            num_gpus=1 if self.device != "cpu" else 0,
+            names=names,
+        )
+
+    def run_seeds(self, fn: Callable[..., Any], trials: Sequence[tuple], spec: dict, seeds: Sequence[int]) -> list:
+        """`run` of one trial per seed of a (study, model, horizon) job, named as the logs name them."""
+        return self.run(fn, trials, [seeds_name(spec, [s]) for s in seeds])
+
+
+def seeds_name(spec: dict, seeds: Sequence[int]) -> str:
+    """How logs and failures name seeds of a job: 'gru H=4 seed 1', or 'gru H=4 seeds 0-2'."""
+    which = f"seed {seeds[0]}" if len(seeds) == 1 else f"seeds {seeds[0]}-{seeds[-1]}"
+    return f"{spec['model_name']} H={spec['horizon']} {which}"
+
+
 # ---- one local Ray instance per Snakemake run (execution.ray_address: run) ----------------------
 
 RUN_STATE = os.path.join(".snakemake", "covpipe-ray.json")  # relative to the run's working directory
 RUN_START_SECONDS = 120.0
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def start_run_instance(num_cpus: int, state: str | None = None) -> str:
@@ -136,7 +104,7 @@ def start_run_instance(num_cpus: int, state: str | None = None) -> str:
     state = state or RUN_STATE
     stop_run_instance(state)
     temp_dir = tempfile.mkdtemp(prefix="covpipe-ray-")  # short: Ray's socket paths must fit 107 bytes
-    port = _free_port()
+    port = free_port()
     address = f"127.0.0.1:{port}"
     cmd = [
         sys.executable,
@@ -153,7 +121,7 @@ def start_run_instance(num_cpus: int, state: str | None = None) -> str:
         "--disable-usage-stats",
         f"--temp-dir={temp_dir}",
         # the fixed default (52365) would collide with another instance on this machine
-        f"--dashboard-agent-listen-port={_free_port()}",
+        f"--dashboard-agent-listen-port={free_port()}",
         "--node-ip-address=127.0.0.1",
     ]
     os.makedirs(os.path.dirname(state) or ".", exist_ok=True)
@@ -266,7 +234,7 @@ def stop_run_instance(state: str | None = None) -> bool:
         return False
     marker = rec.get("temp_dir") or ""
     for sig in (signal.SIGTERM, signal.SIGKILL):
-        pids = _pids_of(rec.get("pid"), marker)
+        pids = pids_of(rec.get("pid"), marker)
         for pid in pids:
             try:
                 os.kill(pid, sig)
@@ -274,7 +242,7 @@ def stop_run_instance(state: str | None = None) -> bool:
                 pass
         deadline = time.monotonic() + 5
         while pids and time.monotonic() < deadline:
-            pids = [p for p in pids if _alive(p)]
+            pids = [p for p in pids if alive(p)]
             time.sleep(0.2)
     try:
         os.remove(state)
@@ -283,37 +251,6 @@ def stop_run_instance(state: str | None = None) -> bool:
     if os.path.basename(marker).startswith("covpipe-ray-"):  # only a folder start_run_instance made
         shutil.rmtree(marker, ignore_errors=True)
     return True
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(")")[-1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
-def _pids_of(leader, marker: str) -> list[int]:
-    """Processes of the run's instance: the session led by `leader` (ray start and the daemons it
-    spawned) and every process whose command line names the instance's temporary folder."""
-    out = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) == os.getpid():
-            continue
-        pid = int(entry)
-        try:
-            with open(f"/proc/{pid}/stat") as f:
-                fields = f.read().split(")")[-1].split()
-            if fields[0] == "Z":  # exited, waiting for its parent to reap it
-                continue
-            session = int(fields[3])
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                cmdline = f.read().decode(errors="replace")
-        except (OSError, ValueError, IndexError):
-            continue
-        if (leader and session == leader) or (marker and marker in cmdline):
-            out.append(pid)
-    return out
 
 
 def run_trials(

@@ -31,7 +31,7 @@ import polars as pl
 import torch
 
 from . import io, metrics
-from .distribute import resolve_backend, run_trials
+from .distribute import Execution
 from .models import Vocab, build_model
 from .models.base import as_tensor
 from .models.scoring import model_step_log_probs, sequence_log_probs
@@ -220,19 +220,9 @@ def _metric_rows(spec, seed, step, group, w, per_seq: dict) -> list[dict]:
     return out
 
 
-def run(
-    eval_path,
-    checkpoints_path,
-    metrics_path,
-    log_ratios_path,
-    spec: dict,
-    *,
-    threads: int = 1,
-    backend: str = "auto",
-    address: str = "local",
-    device: str = "cpu",
-) -> None:
-    """The evaluate stage for one (study, model, horizon): every seed and checkpoint."""
+def run(eval_path, checkpoints_path, metrics_path, log_ratios_path, spec: dict, **execution) -> None:
+    """The evaluate stage for one (study, model, horizon): every seed and checkpoint.
+    `execution`: threads, backend, address, device (covpipe.distribute.Execution)."""
     started = time.perf_counter()
     teacher = build_teacher(spec["teacher"])
     batch, data = io.read_tokens(
@@ -261,22 +251,12 @@ def run(
     if hasattr(teacher, "inherent_variance"):  # sigma*^2 (paper Eq. 8) per held-out sequence
         sigma_terms = teacher.inherent_variance(batch.prompt, batch.response).sum(1)
     learner = ckpt.get("learner", {})
+    ex = Execution(**execution).resolved(len(seeds))
     trials = [
-        (spec, s, ckpt["trials"][s], batch, teacher_steps, correct, device, paths, learner.get(s), sigma_terms)
+        (spec, s, ckpt["trials"][s], batch, teacher_steps, correct, ex.device, paths, learner.get(s), sigma_terms)
         for s in seeds
     ]
-    chosen = resolve_backend(backend, threads, len(trials), address)
-    if chosen == "serial":
-        torch.set_num_threads(threads)
-    results = run_trials(
-        evaluate_trial,
-        trials,
-        backend=chosen,
-        address=address,
-        num_cpus=threads,
-        num_gpus=1 if device != "cpu" else 0,
-        names=[f"{spec['model_name']} H={spec['horizon']} seed {s}" for s in seeds],
-    )
+    results = ex.run_seeds(evaluate_trial, trials, spec, seeds)
     const = dict(
         study=spec["study"], teacher=spec["teacher"]["name"], model=spec["model_name"], horizon=spec["horizon"]
     )
@@ -304,7 +284,9 @@ def run(
         spec,
         "evaluate",
     )
-    io.write_provenance(metrics_path, spec, backend=chosen, threads=threads, wall_seconds=time.perf_counter() - started)
+    io.write_provenance(
+        metrics_path, spec, backend=ex.backend, threads=ex.threads, wall_seconds=time.perf_counter() - started
+    )
     final = table.filter(
         (pl.col("class") == "all")
         & (pl.col("metric") == "kl")

@@ -16,13 +16,13 @@ from helpers import mini_config
 from polars.testing import assert_frame_equal
 from workflow_helpers import SNAKEMAKE, mini_config_writer, snakemake
 
-from covpipe import distribute
+from covpipe import cluster, distribute
 
 pytestmark = pytest.mark.workflow
 
 
 def _instance_pids(record) -> list[int]:
-    return distribute._pids_of(record["pid"], record["temp_dir"])
+    return cluster.pids_of(record["pid"], record["temp_dir"])
 
 
 def test_the_run_instance_serves_every_job_from_the_same_warm_workers_and_stops_clean(tmp_path, monkeypatch):

@@ -154,13 +154,13 @@ def test_a_resumed_finetuning_trial_matches_an_uninterrupted_one(tmp_path, caplo
     """Fine-tuning resumes too: its online samples come from a numpy RNG, saved with the state."""
     from test_selection import FIG1
 
-    from covpipe import finetune
+    from covpipe import finetune, training
     from covpipe.models import Vocab, build_model
     from covpipe.teachers import build_teacher
 
     spec = specs.finetune_spec("f1", validate_config(FIG1)["studies"]["f1"], "transformer", 4)
     teacher = build_teacher(spec["teacher"])
-    start = train._state(build_model(spec["model"], Vocab.of(teacher, 4), teacher=teacher))  # any start will do
+    start = training.cpu_state(build_model(spec["model"], Vocab.of(teacher, 4), teacher=teacher))  # any start will do
     fresh = finetune.finetune_trial(spec, 0, start)
     states = tmp_path / "states"
     short = {**spec, "train": {**spec["train"], "steps": 2, "checkpoints": [2]}}

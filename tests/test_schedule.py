@@ -7,7 +7,7 @@ import pytest
 
 from covpipe.config import ConfigError, validate_config
 from covpipe.specs import train_spec
-from covpipe.train import lr_at
+from covpipe.training import lr_at
 
 
 def test_cosine_schedule_warms_up_linearly_then_decays_to_its_floor():

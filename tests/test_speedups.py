@@ -197,7 +197,7 @@ def test_a_resumed_vectorized_group_ends_identical_to_an_uninterrupted_one(tmp_p
     # ends where an uninterrupted per-seed trial ends (vectorized and per-seed arithmetic agree
     # within float tolerance, as test_vectorized_training_equals_per_seed_training checks).
     resume.trial_path(tmp_path, 1).write_bytes(at_five[1])
-    with caplog.at_level(logging.INFO, logger="covpipe.train"):
+    with caplog.at_level(logging.INFO, logger="covpipe.training"):
         per_seed = train.train_trial(spec, 1, batches[1], resume_dir=tmp_path)
     assert "m H=5 seed 1: resumed at step 5/15" in caplog.text
     uninterrupted = train.train_trial(spec, 1, batches[1])

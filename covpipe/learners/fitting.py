@@ -10,6 +10,7 @@ import time
 import numpy as np
 import torch
 
+from ..training import cpu_state
 from . import get_learner
 from .base import Iterate, Learner, Problem
 from .context import ContextView, has_context_form
@@ -80,7 +81,7 @@ def fit_seeds(spec: dict, models: list, teacher, prompts: list, responses: list,
                     f"{learner.name} diverged by checkpoint {s}"
                 )
             view.load(it.theta)
-            checkpoints[s] = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+            checkpoints[s] = cpu_state(model)
             rows.append({"seed": seed, "step": s, "train_loss": nll, "seconds": seconds})
             info[s] = {
                 **it.hyper,
