@@ -123,7 +123,7 @@ def evaluate_trial(
 
 
 def _variants(spec, model, info) -> list:
-    """Decoders evaluated beside a learner-trained model (covpipe.learners.variants): [(name, model)]."""
+    """Decoders evaluated beside a learner-trained model (covpipe.learners.fitting.variants): [(name, model)]."""
     if not (spec["train"] or {}).get("learner"):
         return []
     from .learners.fitting import variants

@@ -14,8 +14,8 @@ uninterrupted one:
 - the trial's spec and seed: a state written for other settings is ignored, never resumed.
 
 The directory sits beside the job's outputs, not among them, so Snakemake keeps it when it
-deletes an incomplete job's outputs before `--rerun-incomplete`. `train.run` removes it once
-the job's outputs are written.
+deletes an incomplete job's outputs before `--rerun-incomplete`. `training.write_outputs` (train
+and finetune) removes it once the job's outputs are written.
 """
 
 from __future__ import annotations

@@ -70,7 +70,7 @@ def _learner_batched(spec: dict) -> bool:
 
 
 def _fit_learner_seeds(spec: dict, seeds: list, batches: list) -> list:
-    """Every seed of a learner job as one batched computation (covpipe.learners.fit_seeds): the same
+    """Every seed of a learner job as one batched computation (covpipe.learners.fitting.fit_seeds): the same
     models (per-seed initialization) and samples as `train_trial`, in this process."""
     from .learners.fitting import fit_seeds
 

@@ -69,7 +69,7 @@ def fit_seeds(spec: dict, models: list, teacher, prompts: list, responses: list,
     for i, (seed, found) in enumerate(zip(seeds, per_seed)):
         one = view.seed_view(i) if isinstance(view, ContextView) else view
         checkpoints, rows, info = {}, [], {}
-        # step 0, the start: the initial model's KL is what "learns" is measured against (README)
+        # step 0, the start: the initial model's KL is what "learns" is measured against (docs/results-interventions.md)
         found = {0: Iterate(starts[i].copy(), None, {}), **found}
         for s, it in sorted(found.items()):
             nll = -float(

@@ -49,7 +49,7 @@ class ModelSpec:
     impl: str  # "module:Class" of the torch module: relative to covpipe.models, or a dotted (plugin) path
     trainable = True  # False: fitted in closed form by `fit_counts`, no gradient steps
     has_feature_bound = False  # True: instances offer `feature_bound` (B), which the paper's step sizes read
-    stacked = False  # True: seeds train as one stacked computation (covpipe.vectorized.STACKED)
+    stacked = False  # True: seeds train as one stacked computation (covpipe.stacked.STACKED)
 
     @classmethod
     def impl_module(cls) -> str:
