@@ -26,10 +26,14 @@ STAND_IN = {
 TABLE = json.loads((pathlib.Path(__file__).parent / "table.json").read_text())
 """,
     "config.py": """from . import TABLE
-class ConfigError(Exception):
-    pass
 def load_config(files, overrides=None, in_cluster_job=False):
     return TABLE["config"]
+""",
+    "config_errors.py": """class ConfigError(Exception):
+    pass
+""",
+    "registry.py": """class PluginError(Exception):
+    pass
 """,
     "cli.py": """from . import TABLE
 def execution_settings(config):
@@ -63,8 +67,8 @@ def finetune_spec(study_name, study, model_name, horizon):
     return TABLE["finetune"][_cell(study_name, model_name, horizon)]
 def fit_spec(study_name, study, model_name, horizon):
     return TABLE["fit"][_cell(study_name, model_name, horizon)]
-def evaluate_spec(fit, evaluate):
-    return TABLE["evaluate"][_cell(fit["study"], fit["model_name"], fit["horizon"])]
+def cell_evaluate_spec(study_name, study, model_name, horizon):
+    return TABLE["evaluate"][_cell(study_name, model_name, horizon)]
 def select_spec(evaluate, selection):
     return TABLE["select"][_cell(evaluate["study"], evaluate["model_name"], evaluate["horizon"])]
 def aggregate_spec():
@@ -142,7 +146,7 @@ def _snakemake(workdir: Path, *args: str, stand_in: Path | None = None) -> tuple
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     seconds = time.perf_counter() - started
     if proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stderr[-3000:]}")
+        raise RuntimeError(f"{' '.join(cmd)} failed:\n{(proc.stdout + proc.stderr)[-3000:]}")
     return seconds, proc.stdout + proc.stderr
 
 

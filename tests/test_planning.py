@@ -2,8 +2,10 @@
 matplotlib (issue 17, item 2), and what planning computes without them (model sizes, the
 registries' planning halves) agrees with the torch classes it stands for."""
 
+import ast
 import itertools
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -138,3 +140,34 @@ def test_the_stacked_flag_is_what_the_vectorized_path_covers():
 def test_the_teacher_registry_is_whole():
     for name, cls in TEACHERS.items():
         assert cls.Params.model_fields["name"].default == name
+
+
+def _stand_in_names() -> dict[str, set[str]]:
+    """{covpipe module: the names bench/planning.py's stand-in of it defines}, read from the source."""
+    tree = ast.parse((ROOT / "bench" / "planning.py").read_text())
+    (table,) = [n.value for n in tree.body if isinstance(n, ast.Assign) and n.targets[0].id == "STAND_IN"]
+    out = {}
+    for key, value in zip(table.keys, table.values):
+        body = ast.parse(value.value).body
+        names = {n.name for n in body if isinstance(n, (ast.FunctionDef, ast.ClassDef))}
+        names |= {t.id for n in body if isinstance(n, ast.Assign) for t in n.targets if isinstance(t, ast.Name)}
+        out[key.value.removesuffix(".py").replace("__init__", "")] = names
+    return out
+
+
+def _names_the_rules_read() -> set[tuple[str, str]]:
+    """(module, name) of every covpipe attribute the Snakefile and rule files use while planning."""
+    text = "\n".join(p.read_text() for p in [ROOT / "Snakefile", *sorted((ROOT / "workflow" / "rules").glob("*.smk"))])
+    used = set(re.findall(r"\bcovpipe\.(\w+)\.(\w+)", text))
+    for module, names in re.findall(r"^\s*from covpipe\.(\w+) import ([\w, ]+)$", text, re.M):
+        used |= {(module, n.strip()) for n in names.split(",")}
+    return used
+
+
+def test_the_planning_benchmarks_stand_in_answers_every_call_the_rules_make():
+    """bench/planning.py's floor replaces covpipe with a stand-in; a name the rules read that it
+    lacks breaks the benchmark (as cell_evaluate_spec once did)."""
+    stand_in = _stand_in_names()
+    missing = sorted(f"{m}.{n}" for m, n in _names_the_rules_read() if n not in stand_in.get(m, set()))
+    assert not missing, f"bench/planning.py's STAND_IN lacks {missing}: add them to its modules"
+    assert ("specs", "cell_evaluate_spec") in _names_the_rules_read()  # the reader finds what the rules use
