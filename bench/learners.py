@@ -1,5 +1,5 @@
 """Batched learners (issue 16, item 5): the seeds of a learner job as one computation
-(`covpipe.learners.fit_seeds` over a `ContextView`: counts for sequence gradients, the compiled
+(`covpipe.learners.fitting.fit_seeds` over a `ContextView`: counts for sequence gradients, the compiled
 walk for token SGD) against the per-seed loop the study ran before (one `Learner.run` per seed over
 the per-position `LinearView`, whose cost grows with H and the batch).
 
