@@ -16,7 +16,7 @@ from pydantic import ValidationError
 from . import limits, strict_yaml
 from .config_errors import NAME, ConfigError, check_name, check_plain, first_error, one_line, short, suggest
 from .config_models import Config, Execution, Train
-from .learners import check_learner
+from .learners import LEARNERS
 from .models import MODELS, Vocab
 from .teachers import TEACHERS, build_teacher
 
@@ -258,3 +258,34 @@ def _drop_unset_learners(out: dict) -> None:
             if train is not None and train.get("schedule") == "constant":  # the default: specs stay as before
                 for key in ("schedule", "warmup", "min_lr_ratio"):
                     train.pop(key, None)
+
+
+def check_learner(params, model_cls, teacher, train: dict, n_train: int) -> None:
+    """Raise ValueError('key: message') where a validated learner cannot run as configured."""
+    cls = LEARNERS[params["name"]]
+    if not model_cls.trainable:
+        raise ValueError(
+            f"name: {params['name']} needs a model trained by gradients; "
+            f"class '{model_cls.Params.model_fields['cls'].default}' is fitted by counting"
+        )
+    paper = [k for k in ("eta", "lam") if params.get(k) == "paper"]
+    if paper and "bound" in cls.needs and not model_cls.has_feature_bound:
+        raise ValueError(
+            f"{paper[0]}: the paper's rule needs a model with a feature bound B (ar_linear); give a number"
+        )
+    if paper and "sigma2" in cls.needs and not hasattr(teacher, "inherent_variance"):
+        raise ValueError(
+            f"{paper[0]}: the paper's rule needs sigma*^2, which teacher '{teacher.params.name}' "
+            "does not compute; give a number"
+        )
+    if params.get("eta_units") is not None and hasattr(teacher, "check_step"):
+        teacher.check_step(params["eta_units"])  # a lower-bound instance serves one side of eta = 8/(HB)
+    if train["steps"] > n_train:
+        raise ValueError(
+            f"name: learners make one pass over the sample: train.steps={train['steps']} sequences "
+            f"exceeds data.n_train={n_train}"
+        )
+    k = int(params.get("batch_size", 1))
+    bad = [c for c in train["checkpoints"] if c % k]
+    if bad:
+        raise ValueError(f"batch_size: checkpoints count sequences and must be multiples of K={k}, got {bad[0]}")
