@@ -1,13 +1,20 @@
 """The package's shape, as issue 18 asks: no module over 400 lines and no import cycle among
-covpipe's modules (an import anywhere in a module counts, a function-local one too)."""
+covpipe's modules (an import anywhere in a module counts, a function-local one too); and every
+third-party package the run imports declared as a runtime dependency."""
 
 from __future__ import annotations
 
 import ast
+import importlib.metadata
+import re
+import sys
+import tomllib
+from pathlib import Path
 
 from covpipe import fingerprint
 
 MAX_LINES = 400
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_no_module_over_400_lines():
@@ -83,3 +90,40 @@ def test_cycle_finder_finds_a_planted_cycle():
 def test_no_import_cycle():
     found = cycles(import_graph())
     assert not found, f"import cycles among covpipe modules: {found}"
+
+
+def _third_party_imports(paths) -> dict[str, str]:
+    """{top-level package: a file importing it} of the imports in `paths` that are neither the
+    standard library nor covpipe."""
+    found = {}
+    for path in paths:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                tops = [a.name.split(".")[0] for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                tops = [node.module.split(".")[0]]
+            else:
+                continue
+            for top in tops:
+                if top not in sys.stdlib_module_names and top not in ("covpipe", "__future__", "snakemake"):
+                    found.setdefault(top, str(path.relative_to(ROOT)))
+    return found
+
+
+def _distribution(requirement: str) -> str:
+    return re.split(r"[<>=!~ ;\[]", requirement, maxsplit=1)[0].strip().lower().replace("_", "-")
+
+
+def test_every_package_the_run_imports_is_a_runtime_dependency():
+    """`make run` installs `dependencies` only, not the test extras: a package covpipe or a workflow
+    script imports that only the extras bring would pass the suite and fail the study."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    declared = {_distribution(r) for r in project["dependencies"]}
+    paths = [*fingerprint.modules().values(), *sorted((ROOT / "workflow" / "scripts").glob("*.py"))]
+    owners = importlib.metadata.packages_distributions()
+    undeclared = {
+        top: where
+        for top, where in _third_party_imports(paths).items()
+        if not {d.lower().replace("_", "-") for d in owners.get(top, [top])} & declared
+    }
+    assert not undeclared, f"imported by the run but not in pyproject's dependencies: {undeclared}"
