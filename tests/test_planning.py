@@ -160,7 +160,7 @@ def _names_the_rules_read() -> set[tuple[str, str]]:
     text = "\n".join(p.read_text() for p in [ROOT / "Snakefile", *sorted((ROOT / "workflow" / "rules").glob("*.smk"))])
     used = set(re.findall(r"\bcovpipe\.(\w+)\.(\w+)", text))
     for module, names in re.findall(r"^\s*from covpipe\.(\w+) import ([\w, ]+)$", text, re.M):
-        used |= {(module, n.strip()) for n in names.split(",")}
+        used |= {(module, n.split(" as ")[0].strip()) for n in names.split(",")}
     return used
 
 

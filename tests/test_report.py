@@ -135,3 +135,41 @@ def test_landing_page_shows_the_studies_and_their_headline_numbers_before_the_co
         for model in ("gru", "tpp")
     ]
     assert _rows(page, "Headline numbers") == expected
+
+
+def test_headlines_are_final_checkpoint_medians_over_seeds(tmp_path):
+    """covpipe.report.headlines: per model, the median over seeds of the last checkpoint's prefix_kl
+    (preferred over kl) and Cov_16, class mixture only, at the smallest and largest horizon."""
+    import polars as pl
+
+    from covpipe.report import headlines
+
+    rows = []
+    for h in (4, 8, 16):
+        for seed, scale in enumerate((1.0, 2.0, 10.0)):  # median: the middle seed
+            for step in (10, 20):
+                for metric, level, value in (
+                    ("kl", None, 99.0),
+                    ("prefix_kl", None, h * scale * step / 20),
+                    ("coverage", 16.0, 0.01 * h * scale),
+                    ("coverage", 2.0, 0.5),
+                ):
+                    for cls, shift in (("all", 0.0), ("hard", 1000.0)):
+                        rows.append(
+                            dict(
+                                model="m",
+                                horizon=h,
+                                seed=seed,
+                                step=step,
+                                metric=metric,
+                                level=level,
+                                value=value + shift,
+                                **{"class": cls},
+                            )
+                        )
+    (tmp_path / "s").mkdir()
+    pl.DataFrame(rows).write_parquet(tmp_path / "s" / "metrics.parquet")
+    assert headlines("s", results=str(tmp_path)) == [
+        {"model": "m", "kl": "8 (H = 4) -> 32 (H = 16)", "coverage": "Cov_16: 0.08 (H = 4) -> 0.32 (H = 16)"}
+    ]
+    assert headlines("absent", results=str(tmp_path)) == []
