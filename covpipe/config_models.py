@@ -98,7 +98,7 @@ class Execution(_Strict):
     @classmethod
     def _ray_reachable(cls, v, info):
         """A malformed or unreachable cluster address fails here, in seconds, not in the first job."""
-        from .distribute import check_address
+        from .cluster import check_address
 
         if info.data.get("backend") != "serial":
             check_address(v)
